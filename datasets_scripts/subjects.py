@@ -1,0 +1,65 @@
+"""The subject table: what every cohort source (simulator, real-cohort loaders) hands the builder.
+
+A `SubjectTable` holds S subjects of one atlas: their FCNs `(S, N, N)` and a metadata frame with one
+row per subject. Attribute columns use the registry's attribute keys (see `attributes.py`); a
+missing value is NaN/None and means "skip this attribute for this subject".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("subject_id", "dataset", "site", "atlas")
+
+
+@dataclass
+class SubjectTable:
+    """FCNs and metadata of S subjects.
+
+    Attributes:
+        fcns: `(S, N, N)` float32 FCNs, row i belongs to `meta.iloc[i]`.
+        meta: S rows; columns `subject_id`, `dataset`, `site`, `atlas`, then attribute columns.
+        info: free-form provenance (e.g. exclusion counts per site, simulator ground truth).
+    """
+
+    fcns: np.ndarray
+    meta: pd.DataFrame
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in self.meta.columns]
+        if missing:
+            raise ValueError(f"Subject table is missing column(s) {missing}; required: {list(REQUIRED_COLUMNS)}.")
+        if self.fcns.ndim != 3 or self.fcns.shape[1] != self.fcns.shape[2]:
+            raise ValueError(f"FCNs must have shape (S, N, N), got {tuple(self.fcns.shape)}.")
+        if len(self.meta) != self.fcns.shape[0]:
+            raise ValueError(f"{self.fcns.shape[0]} FCNs but {len(self.meta)} metadata rows.")
+        duplicated = self.meta["subject_id"][self.meta["subject_id"].duplicated()].tolist()
+        if duplicated:
+            raise ValueError(f"Repeated subject ids: {duplicated[:10]}.")
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    @property
+    def num_rois(self) -> int:
+        return int(self.fcns.shape[1])
+
+    def attribute_columns(self) -> list[str]:
+        return [c for c in self.meta.columns if c not in REQUIRED_COLUMNS]
+
+    def subset(self, mask: np.ndarray | pd.Series) -> "SubjectTable":
+        mask = np.asarray(mask, dtype=bool)
+        return SubjectTable(self.fcns[mask], self.meta[mask].reset_index(drop=True), dict(self.info))
+
+    @staticmethod
+    def concat(tables: list["SubjectTable"]) -> "SubjectTable":
+        sizes = {t.num_rois for t in tables}
+        if len(sizes) > 1:
+            raise ValueError(f"Cannot concatenate subject tables of different atlas sizes: {sorted(sizes)}.")
+        meta = pd.concat([t.meta for t in tables], ignore_index=True)
+        info = {k: v for t in tables for k, v in t.info.items()}
+        return SubjectTable(np.concatenate([t.fcns for t in tables]), meta, info)
