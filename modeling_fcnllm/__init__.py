@@ -1,0 +1,40 @@
+"""FCN-LLM model package: configs, the multi-scale FCN encoder and the LLaVA-style causal LM.
+
+Importing it registers the classes with the Auto classes, in-process (`AutoConfig.register`, ...)
+and for remote code (`register_for_auto_class`, so `save_pretrained` writes `auto_map` and copies
+`configuration_fcnllm.py` and `modeling_fcnllm.py`).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig
+from .modeling_fcnllm import (
+    FCNEncoder,
+    FCNEncoderOutput,
+    FCNLLMCausalLMOutputWithPast,
+    FCNLLMForCausalLM,
+    FCNLLMModel,
+    FCNLLMModelOutputWithPast,
+    FCNLLMPreTrainedModel,
+    FCNProjector,
+)
+
+AutoConfig.register(FCNLLMConfig.model_type, FCNLLMConfig, exist_ok=True)
+AutoModel.register(FCNLLMConfig, FCNLLMModel, exist_ok=True)
+AutoModelForCausalLM.register(FCNLLMConfig, FCNLLMForCausalLM, exist_ok=True)
+FCNLLMConfig.register_for_auto_class("AutoConfig")
+FCNLLMModel.register_for_auto_class("AutoModel")
+FCNLLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = [
+    "FCNEncoder",
+    "FCNEncoderConfig",
+    "FCNEncoderOutput",
+    "FCNLLMCausalLMOutputWithPast",
+    "FCNLLMConfig",
+    "FCNLLMForCausalLM",
+    "FCNLLMModel",
+    "FCNLLMModelOutputWithPast",
+    "FCNLLMPreTrainedModel",
+    "FCNProjector",
+]

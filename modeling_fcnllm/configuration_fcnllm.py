@@ -1,0 +1,165 @@
+"""Configurations of FCN-LLM: the multi-scale FCN encoder and the LLaVA-style composite model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+GNN_TYPES = ("gatv2", "gine", "gcn")
+
+# SmolLM2-135M-Instruct, the default backbone, with one added token (`<graph>`, id 49152).
+_DEFAULT_TEXT_CONFIG = {
+    "vocab_size": 49153,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+
+
+@strict
+class FCNEncoderConfig(PreTrainedConfig):
+    r"""Configuration of `FCNEncoder`, the GNN that turns an FCN `(N, N)` into G graph tokens.
+
+    Args:
+        num_rois: N, the number of ROIs of the atlas.
+        network_assignment: N ints in `[0, K)`, each ROI's subnetwork (e.g. Yeo-7). `None`: one network.
+        network_names: K names of the subnetworks (for reports); optional.
+        hidden_size: width of node embeddings and graph tokens before the projector.
+        num_layers: message-passing layers.
+        gnn_type: `"gatv2"` (attention with signed edge features), `"gine"` or `"gcn"` (on |r|).
+        num_attention_heads: heads of GATv2 layers and of the ROI-token attention pooling.
+        edge_density: fraction of the N - 1 possible neighbours kept per node (strongest |r|).
+        num_roi_tokens: R, learned queries of the ROI-level attention pooling.
+        use_roi_tokens / use_network_tokens / use_global_token: switch each scale on or off.
+        dropout: dropout inside the GNN.
+    """
+
+    model_type = "fcn_encoder"
+    base_config_key = "encoder_config"
+
+    num_rois: int = 100
+    network_assignment: list[int] | None = None
+    network_names: list[str] | None = None
+    hidden_size: int = 256
+    num_layers: int = 2
+    gnn_type: Literal["gatv2", "gine", "gcn"] = "gatv2"
+    num_attention_heads: int = 4
+    edge_density: float = 0.1
+    num_roi_tokens: int = 16
+    use_roi_tokens: bool = True
+    use_network_tokens: bool = True
+    use_global_token: bool = True
+    dropout: float = 0.1
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.num_rois < 2:
+            raise ValueError(f"num_rois must be at least 2, got {self.num_rois}.")
+        if self.network_assignment is not None:
+            assignment = list(self.network_assignment)
+            if len(assignment) != self.num_rois:
+                raise ValueError(
+                    f"network_assignment has {len(assignment)} entries but num_rois={self.num_rois}; "
+                    "give one subnetwork index per ROI."
+                )
+            if min(assignment) < 0 or sorted(set(assignment)) != list(range(max(assignment) + 1)):
+                raise ValueError(
+                    f"network_assignment must use every index 0..K-1 with no gaps, got {sorted(set(assignment))}."
+                )
+        if self.network_names is not None and len(self.network_names) != self.num_networks:
+            raise ValueError(f"{len(self.network_names)} network_names for {self.num_networks} networks.")
+        if self.gnn_type not in GNN_TYPES:
+            raise ValueError(f"Unknown gnn_type {self.gnn_type!r}; choose one of {GNN_TYPES}.")
+        if not 0.0 < self.edge_density <= 1.0:
+            raise ValueError(f"edge_density must be in (0, 1], got {self.edge_density}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}."
+            )
+        if self.use_roi_tokens and self.num_roi_tokens < 1:
+            raise ValueError(f"num_roi_tokens must be >= 1 when use_roi_tokens, got {self.num_roi_tokens}.")
+        if self.graph_seq_length == 0:
+            raise ValueError("All token scales are switched off: enable at least one of ROI, network, global tokens.")
+
+    @property
+    def num_networks(self) -> int:
+        """K, the number of subnetworks."""
+        return 1 if self.network_assignment is None else max(self.network_assignment) + 1
+
+    @property
+    def neighbours_per_node(self) -> int:
+        """k, the strongest connections kept per ROI."""
+        return max(1, round(self.edge_density * (self.num_rois - 1)))
+
+    @property
+    def graph_seq_length(self) -> int:
+        """G = R (ROI tokens) + K (subnetwork tokens) + 1 (whole-brain token), for the scales switched on."""
+        return (
+            self.num_roi_tokens * self.use_roi_tokens
+            + self.num_networks * self.use_network_tokens
+            + int(self.use_global_token)
+        )
+
+
+@strict
+class FCNLLMConfig(PreTrainedConfig):
+    r"""Configuration of `FCNLLMForCausalLM`: an FCN encoder, a projector and any causal LM.
+
+    Args:
+        text_config: the causal LM's config (Llama/SmolLM2, GPT-2, Qwen2, ...); default SmolLM2-135M.
+        encoder_config: an `FCNEncoderConfig` (or its dict).
+        graph_token_id: id of the `<graph>` placeholder token, repeated G times per FCN in `input_ids`.
+        projector_hidden_act: activation between the projector's two linear layers.
+        projector_layernorm: end the projector with a LayerNorm whose gain is set to the LLM's
+            word-embedding RMS, so graph tokens have the scale of word tokens.
+
+    Example:
+        >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
+        >>> config.graph_seq_length
+        18
+    """
+
+    model_type = "fcn_llm"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", init_kwargs=_DEFAULT_TEXT_CONFIG),
+        "encoder_config": SubConfigSpec(config_class=FCNEncoderConfig),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    encoder_config: dict | PreTrainedConfig | None = None
+    graph_token_id: int = 49152
+    projector_hidden_act: str = "gelu"
+    projector_layernorm: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        kwargs.pop("graph_seq_length", None)  # derived, never stored
+        super().__post_init__(**kwargs)
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        vocab_size = getattr(self.text_config, "vocab_size", None)
+        if vocab_size is not None and not 0 <= self.graph_token_id < vocab_size:
+            raise ValueError(
+                f"graph_token_id={self.graph_token_id} is outside the text model's vocabulary (size {vocab_size}); "
+                "add the <graph> token to the tokenizer and resize the embeddings."
+            )
+
+    @property
+    def graph_seq_length(self) -> int:
+        """G, the number of graph tokens per FCN (derived from `encoder_config`)."""
+        return self.encoder_config.graph_seq_length
+
+
+__all__ = ["FCNEncoderConfig", "FCNLLMConfig"]

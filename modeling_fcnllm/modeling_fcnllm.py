@@ -1,0 +1,464 @@
+"""FCN-LLM: a multi-scale GNN over functional connectivity networks, spliced into a causal LM (LLaVA-style).
+
+Data flow for a batch with `num_graphs` FCNs of N ROIs:
+
+    graph_values (num_graphs, N, N)
+      -> FCNEncoder: top-k signed graph per FCN, PyG message passing over ROIs
+         -> ROI tokens (R, attention pooling into learned queries)
+          + subnetwork tokens (K, mean over each network's ROIs)
+          + whole-brain token (1, global mean/max pooling)        = G tokens of size H
+      -> FCNProjector (H -> D, the LLM's hidden size)
+      -> masked_scatter into inputs_embeds where input_ids == graph_token_id (G per FCN)
+      -> language model -> lm_head
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import GATv2Conv, GCNConv, GINEConv, global_max_pool, global_mean_pool
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput
+
+from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig
+
+# Scale ids of the learned scale embedding.
+ROI_SCALE, NETWORK_SCALE, GLOBAL_SCALE = 0, 1, 2
+
+
+@dataclass
+class FCNEncoderOutput(ModelOutput):
+    """Output of `FCNEncoder`.
+
+    Args:
+        graph_tokens: `(B, G, H)` ROI, subnetwork and whole-brain tokens, in that order.
+        node_embeddings: `(B, N, H)` ROI embeddings after message passing.
+        roi_attention: `(B, R, N)` attention of each ROI-token query over the ROIs (None if off).
+    """
+
+    graph_tokens: torch.Tensor | None = None
+    node_embeddings: torch.Tensor | None = None
+    roi_attention: torch.Tensor | None = None
+
+
+@dataclass
+class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
+    """`BaseModelOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens."""
+
+    graph_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens."""
+
+    graph_hidden_states: torch.Tensor | None = None
+
+
+def check_graph_values(graph_values: torch.Tensor, num_rois: int) -> None:
+    """Raise a ValueError naming the problem if `graph_values` is not `(num_graphs, N, N)` finite floats."""
+    if not torch.is_tensor(graph_values):
+        raise ValueError(f"graph_values must be a torch.Tensor, got {type(graph_values).__name__}.")
+    if not torch.is_floating_point(graph_values):
+        raise ValueError(f"graph_values must be a float tensor, got dtype {graph_values.dtype}.")
+    if graph_values.ndim != 3 or graph_values.shape[1] != graph_values.shape[2]:
+        raise ValueError(
+            f"graph_values must have shape (num_graphs, N, N) with square FCNs, got {tuple(graph_values.shape)}."
+        )
+    if graph_values.shape[1] != num_rois:
+        raise ValueError(
+            f"graph_values have N={graph_values.shape[1]} ROIs but the encoder expects num_rois={num_rois}."
+        )
+    if not torch.isfinite(graph_values).all():
+        raise ValueError("graph_values contain NaN or inf values.")
+
+
+def fcn_to_sparse_graph(fcn: torch.Tensor, num_neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep each ROI's `num_neighbours` strongest |r| connections as incoming edges, sign kept.
+
+    Args:
+        fcn: `(B, N, N)` FCNs.
+    Returns:
+        edge_index: `(2, B * N * k)` (source, target) node indices of the flattened batch.
+        edge_attr: `(B * N * k, 2)` per edge `[|r|, r]`.
+    """
+    batch, num_rois, _ = fcn.shape
+    eye = torch.eye(num_rois, dtype=torch.bool, device=fcn.device)
+    strength = fcn.detach().abs().masked_fill(eye, -1.0)
+    neighbours = strength.topk(num_neighbours, dim=-1).indices  # (B, N, k)
+    weights = fcn.gather(-1, neighbours)  # (B, N, k), differentiable w.r.t. fcn
+    offsets = (torch.arange(batch, device=fcn.device) * num_rois).view(batch, 1, 1)
+    source = neighbours + offsets
+    target = torch.arange(num_rois, device=fcn.device).view(1, num_rois, 1) + offsets
+    edge_index = torch.stack([source.reshape(-1), target.expand_as(source).reshape(-1)])
+    edge_attr = torch.stack([weights.abs(), weights], dim=-1).reshape(-1, 2)
+    return edge_index, edge_attr
+
+
+class FCNGraphLayer(nn.Module):
+    """Pre-norm residual message passing: `h + dropout(gelu(conv(norm(h))))` on the flattened batch."""
+
+    def __init__(self, config: FCNEncoderConfig):
+        super().__init__()
+        hidden, heads = config.hidden_size, config.num_attention_heads
+        self.gnn_type = config.gnn_type
+        if config.gnn_type == "gatv2":
+            self.conv = GATv2Conv(hidden, hidden // heads, heads=heads, edge_dim=2)
+        elif config.gnn_type == "gine":
+            mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+            self.conv = GINEConv(mlp, edge_dim=2)
+        else:
+            self.conv = GCNConv(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        """`hidden`: `(B * N, H)` -> `(B * N, H)`."""
+        normed = self.norm(hidden)
+        if self.gnn_type == "gcn":
+            out = self.conv(normed, edge_index, edge_weight=edge_attr[:, 0])
+        else:
+            out = self.conv(normed, edge_index, edge_attr)
+        return hidden + self.dropout(F.gelu(out))
+
+
+class FCNEncoder(nn.Module):
+    """Multi-scale FCN encoder: FCNs `(B, N, N)` -> graph tokens `(B, G, H)`.
+
+    Node features are each ROI's connectivity profile (its FCN row, diagonal zeroed) projected to H,
+    plus a learned ROI embedding. Edges are the `k` strongest |r| per ROI with `[|r|, r]` features.
+    """
+
+    def __init__(self, config: FCNEncoderConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        self.input_norm = nn.LayerNorm(config.num_rois)
+        self.node_projection = nn.Linear(config.num_rois, hidden)
+        self.roi_embedding = nn.Parameter(torch.zeros(config.num_rois, hidden))
+        self.layers = nn.ModuleList(FCNGraphLayer(config) for _ in range(config.num_layers))
+        self.node_norm = nn.LayerNorm(hidden)
+        self.scale_embedding = nn.Embedding(3, hidden)
+        if config.use_roi_tokens:
+            self.roi_queries = nn.Parameter(torch.zeros(config.num_roi_tokens, hidden))
+            self.roi_pooling = nn.MultiheadAttention(hidden, config.num_attention_heads, batch_first=True)
+        if config.use_network_tokens:
+            assignment = torch.tensor(config.network_assignment or [0] * config.num_rois)
+            one_hot = F.one_hot(assignment, config.num_networks).T.float()  # (K, N)
+            self.register_buffer("network_pooling", one_hot / one_hot.sum(-1, keepdim=True), persistent=False)
+            self.network_embedding = nn.Parameter(torch.zeros(config.num_networks, hidden))
+        if config.use_global_token:
+            self.global_projection = nn.Linear(2 * hidden, hidden)
+        self.output_norm = nn.LayerNorm(hidden)
+
+    def forward(self, graph_values: torch.Tensor) -> FCNEncoderOutput:
+        config = self.config
+        batch, num_rois, _ = graph_values.shape
+        eye = torch.eye(num_rois, dtype=torch.bool, device=graph_values.device)
+        profiles = graph_values.masked_fill(eye, 0.0)
+        hidden = self.node_projection(self.input_norm(profiles)) + self.roi_embedding  # (B, N, H)
+
+        edge_index, edge_attr = fcn_to_sparse_graph(profiles, config.neighbours_per_node)
+        flat = hidden.reshape(batch * num_rois, -1)
+        for layer in self.layers:
+            flat = layer(flat, edge_index, edge_attr)
+        flat = self.node_norm(flat)
+        nodes = flat.view(batch, num_rois, -1)
+
+        tokens, roi_attention = [], None
+        if config.use_roi_tokens:
+            queries = self.roi_queries.unsqueeze(0).expand(batch, -1, -1)
+            pooled, roi_attention = self.roi_pooling(queries, nodes, nodes, need_weights=True)
+            tokens.append(pooled + queries + self.scale_embedding.weight[ROI_SCALE])
+        if config.use_network_tokens:
+            pooled = torch.einsum("kn,bnh->bkh", self.network_pooling.to(nodes.dtype), nodes)
+            tokens.append(pooled + self.network_embedding + self.scale_embedding.weight[NETWORK_SCALE])
+        if config.use_global_token:
+            batch_index = torch.arange(batch, device=nodes.device).repeat_interleave(num_rois)
+            pooled = torch.cat([global_mean_pool(flat, batch_index), global_max_pool(flat, batch_index)], dim=-1)
+            tokens.append((self.global_projection(pooled) + self.scale_embedding.weight[GLOBAL_SCALE]).unsqueeze(1))
+        graph_tokens = self.output_norm(torch.cat(tokens, dim=1))
+        return FCNEncoderOutput(graph_tokens=graph_tokens, node_embeddings=nodes, roi_attention=roi_attention)
+
+
+class FCNProjector(nn.Module):
+    """Graph tokens `(..., H)` -> LLM embeddings `(..., D)`: Linear, act, Linear[, LayerNorm].
+
+    The LayerNorm gain is set to the LLM's word-embedding RMS (`match_embedding_scale`), so graph
+    tokens enter the LLM at the scale of word tokens (too small and the frozen LLM ignores them).
+    """
+
+    def __init__(self, config: FCNLLMConfig):
+        super().__init__()
+        text_hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.encoder_config.hidden_size, text_hidden)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_hidden, text_hidden)
+        self.norm = nn.LayerNorm(text_hidden) if config.projector_layernorm else nn.Identity()
+
+    def forward(self, graph_tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear_2(self.act(self.linear_1(graph_tokens))))
+
+    @torch.no_grad()
+    def match_embedding_scale(self, word_embeddings: torch.Tensor) -> None:
+        """Set the LayerNorm gain to the RMS of the word embeddings `(V, D)`."""
+        if isinstance(self.norm, nn.LayerNorm):
+            self.norm.weight.fill_(word_embeddings.float().pow(2).mean().sqrt().item())
+
+
+class FCNLLMPreTrainedModel(PreTrainedModel):
+    config_class = FCNLLMConfig
+    config: FCNLLMConfig
+    base_model_prefix = "model"
+    input_modalities = ("graph", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.encoder_config.initializer_range
+        if isinstance(module, FCNEncoder):
+            nn.init.normal_(module.roi_embedding, std=std)
+            if module.config.use_roi_tokens:
+                nn.init.normal_(module.roi_queries, std=1.0)
+            if module.config.use_network_tokens:
+                nn.init.normal_(module.network_embedding, std=std)
+
+
+class FCNLLMModel(FCNLLMPreTrainedModel):
+    """FCN encoder + projector + a causal LM's decoder (no LM head)."""
+
+    def __init__(self, config: FCNLLMConfig):
+        super().__init__(config)
+        self.graph_encoder = FCNEncoder(config.encoder_config)
+        self.graph_projector = FCNProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_graph_features(self, graph_values: torch.Tensor) -> tuple[torch.Tensor, FCNEncoderOutput]:
+        """Projected graph tokens `(num_graphs, G, D)` of FCNs `(num_graphs, N, N)`, and the encoder output."""
+        check_graph_values(graph_values, self.config.encoder_config.num_rois)
+        encoder_dtype = self.graph_projector.linear_1.weight.dtype
+        encoded = self.graph_encoder(graph_values.to(encoder_dtype))
+        return self.graph_projector(encoded.graph_tokens), encoded
+
+    def get_placeholder_mask(self, input_ids: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        """Boolean `(B, L)` mask of `<graph>` tokens; raises if their count is not `num_graphs * G`."""
+        mask = input_ids == self.config.graph_token_id
+        num_placeholders = int(mask.sum())
+        graph_len = self.config.graph_seq_length
+        if num_placeholders != num_graphs * graph_len:
+            raise ValueError(
+                f"Graph features and <graph> tokens do not match: input_ids hold {num_placeholders} <graph> tokens "
+                f"({num_placeholders / graph_len:g} graphs of G={graph_len} tokens) but {num_graphs} graph(s) were "
+                f"given ({num_graphs * graph_len} tokens). Use FCNProcessor to expand each <graph> to G tokens."
+            )
+        return mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        graph_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> FCNLLMModelOutputWithPast:
+        """Args:
+        input_ids: `(B, L)` token ids with G `<graph>` tokens per FCN.
+        graph_values: `(num_graphs, N, N)` FCNs, in order of their placeholders across the batch.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        graph_features = None
+        if graph_values is not None:
+            if input_ids is None:
+                raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
+            graph_features, _ = self.get_graph_features(graph_values)
+            mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
+            flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
+            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
+        elif input_ids is not None and (num := int((input_ids == self.config.graph_token_id).sum())):
+            raise ValueError(f"input_ids hold {num} <graph> tokens but no graph_values were given.")
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return FCNLLMModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            graph_hidden_states=graph_features,
+        )
+
+
+class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
+    """FCN-LLM with a language-modelling head: answers questions about FCNs."""
+
+    def __init__(self, config: FCNLLMConfig):
+        super().__init__(config)
+        self.model = FCNLLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # The word-embedding parameter's name depends on the backbone (embed_tokens, wte, ...).
+        embeddings = self.model.get_input_embeddings()
+        name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    @property
+    def graph_encoder(self) -> FCNEncoder:
+        return self.model.graph_encoder
+
+    @property
+    def graph_projector(self) -> FCNProjector:
+        return self.model.graph_projector
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        graph_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> FCNLLMCausalLMOutputWithPast:
+        """Args:
+        labels: `(B, L)` target ids, -100 where no loss is wanted; `<graph>` positions never get loss.
+        logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all).
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            graph_values=graph_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            if input_ids is not None:
+                labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+        return FCNLLMCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            graph_hidden_states=outputs.graph_hidden_states,
+        )
+
+    def prepare_inputs_for_generation(self, *args, graph_values=None, is_first_iteration=False, **kwargs):
+        """Pass `graph_values` on the prefill step only; with a KV cache later steps never see placeholders."""
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["graph_values"] = graph_values
+        return model_inputs
+
+    @classmethod
+    def from_text_model(
+        cls,
+        text_model: PreTrainedModel | str,
+        encoder_config: FCNEncoderConfig,
+        tokenizer=None,
+        graph_token: str = "<graph>",
+        **config_kwargs,
+    ) -> "FCNLLMForCausalLM":
+        """Wrap a pretrained causal LM (weights kept) with a fresh FCN encoder and projector.
+
+        Adds `graph_token` to `tokenizer` as a special token (if given) and grows the vocabulary by one
+        row for it when needed; `graph_token_id` is set to match.
+
+        Args:
+            text_model: a causal LM instance, or a local folder / Hub id for `AutoModelForCausalLM`.
+            encoder_config: the FCN encoder's configuration.
+            tokenizer: the LM's tokenizer; `<graph>` is added to it in place.
+        """
+        if isinstance(text_model, str):
+            text_model = AutoModelForCausalLM.from_pretrained(text_model)
+        text_config = text_model.config
+        vocab_size = text_model.get_input_embeddings().weight.shape[0]
+        if tokenizer is not None:
+            tokenizer.add_special_tokens({"additional_special_tokens": [graph_token]})
+            graph_token_id = tokenizer.convert_tokens_to_ids(graph_token)
+        else:
+            graph_token_id = config_kwargs.pop("graph_token_id", vocab_size)
+        if graph_token_id >= vocab_size:
+            text_model.resize_token_embeddings(graph_token_id + 1, mean_resizing=True)
+        config = FCNLLMConfig(
+            text_config=text_model.config.to_dict(),
+            encoder_config=encoder_config,
+            graph_token_id=graph_token_id,
+            tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+            **config_kwargs,
+        )
+        model = cls(config).to(text_model.dtype)
+        model.model.language_model.load_state_dict(text_model.base_model.state_dict())
+        model.lm_head.load_state_dict(text_model.get_output_embeddings().state_dict())
+        model.tie_weights()
+        model.model.graph_projector.match_embedding_scale(model.get_input_embeddings().weight)
+        if getattr(text_model, "generation_config", None) is not None:
+            model.generation_config = text_model.generation_config
+        return model
+
+
+__all__ = [
+    "FCNEncoder",
+    "FCNEncoderOutput",
+    "FCNProjector",
+    "FCNLLMPreTrainedModel",
+    "FCNLLMModel",
+    "FCNLLMForCausalLM",
+    "FCNLLMCausalLMOutputWithPast",
+    "FCNLLMModelOutputWithPast",
+]
