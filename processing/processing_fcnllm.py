@@ -1,0 +1,213 @@
+"""FCNProcessor: tokenizer + FCN preprocessing for FCN-LLM.
+
+`processor(text=..., fcns=... | time_series=...)` returns a `BatchFeature` with
+- `input_ids` / `attention_mask` `(B, L)`: each `<graph>` placeholder expanded to G graph tokens;
+- `graph_values` `(num_graphs, N, N)` float32: the FCNs, in order of their placeholders across the batch
+  (a comparative question holds two placeholders and takes two FCNs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from .connectivity import compute_fcns, validate_fcn
+
+NORMALIZATIONS = ("none", "zscore")
+
+# ChatML without a default system prompt: a backbone's own default system prompt (SmolLM2 adds one)
+# would be noise in every FCN question. Content is a string or a list of {"type": "text"|"graph"} parts.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'graph' %}{{ '<graph>' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def normalize_fcn(fcn: np.ndarray, method: str) -> np.ndarray:
+    """Label-free per-subject normalisation of one FCN `(N, N)`.
+
+    ``"zscore"``: off-diagonal edges to zero mean and unit SD, diagonal set to 0 (removes
+    subject- and site-level global shifts such as global-signal differences). ``"none"``: unchanged.
+    """
+    if method == "none":
+        return fcn
+    if method != "zscore":
+        raise ValueError(f"Unknown FCN normalization {method!r}; choose one of {NORMALIZATIONS}.")
+    off_diagonal = ~np.eye(fcn.shape[0], dtype=bool)
+    edges = fcn[off_diagonal]
+    std = edges.std()
+    if std == 0:
+        raise ValueError("Cannot z-score an FCN whose off-diagonal edges are all equal (zero variance).")
+    out = (fcn - edges.mean()) / std
+    np.fill_diagonal(out, 0.0)
+    return out.astype(np.float32)
+
+
+def _as_list(items) -> list:
+    """A single array `(N, N)`/`(T, N)`, a stack `(S, ., .)`, or (nested) lists of arrays -> flat list."""
+    if items is None:
+        return []
+    if isinstance(items, (np.ndarray, torch.Tensor)):
+        if items.ndim == 3:
+            return list(items)
+        return [items]
+    flat = []
+    for item in items:
+        flat.extend(_as_list(item) if isinstance(item, (list, tuple)) else [item])
+    return flat
+
+
+class FCNProcessor(ProcessorMixin):
+    r"""Processor of FCN-LLM: a tokenizer plus FCN validation, normalisation and `<graph>` expansion.
+
+    Args:
+        tokenizer: the LLM's tokenizer, with `graph_token` added as a special token.
+        chat_template: Jinja chat template; default ChatML without a system prompt.
+        graph_token: the placeholder string in prompts.
+        num_graph_tokens: G, graph tokens per FCN (`model.config.graph_seq_length`).
+        num_rois: N expected by the model (checked on every FCN); None to skip the check.
+        connectivity_kind: measure used for `time_series` inputs (`"correlation"`, `"partial correlation"`, `"tangent"`).
+        fisher_z: Fisher-z transform FCNs computed from `time_series`.
+        normalization: label-free per-subject FCN normalisation, `"zscore"` or `"none"`.
+        symmetry_atol: largest |A - A.T| accepted for an FCN.
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        chat_template: str | None = None,
+        graph_token: str = "<graph>",
+        num_graph_tokens: int | None = None,
+        num_rois: int | None = None,
+        connectivity_kind: str = "correlation",
+        fisher_z: bool = False,
+        normalization: str = "zscore",
+        symmetry_atol: float = 1e-4,
+        **kwargs,
+    ):
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"Unknown FCN normalization {normalization!r}; choose one of {NORMALIZATIONS}.")
+        self.graph_token = graph_token
+        self.num_graph_tokens = num_graph_tokens
+        self.num_rois = num_rois
+        self.connectivity_kind = connectivity_kind
+        self.fisher_z = fisher_z
+        self.normalization = normalization
+        self.symmetry_atol = symmetry_atol
+        if tokenizer is not None:
+            if graph_token not in tokenizer.get_vocab():
+                tokenizer.add_special_tokens({"additional_special_tokens": [graph_token]})
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+        super().__init__(tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+
+    @property
+    def graph_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.graph_token)
+
+    @classmethod
+    def from_model_config(cls, tokenizer, config, **kwargs) -> "FCNProcessor":
+        """A processor matching an `FCNLLMConfig` (G, N and the `<graph>` token id are checked)."""
+        processor = cls(
+            tokenizer,
+            num_graph_tokens=config.graph_seq_length,
+            num_rois=config.encoder_config.num_rois,
+            **kwargs,
+        )
+        if processor.graph_token_id != config.graph_token_id:
+            raise ValueError(
+                f"The tokenizer maps {processor.graph_token!r} to id {processor.graph_token_id} but the model's "
+                f"graph_token_id is {config.graph_token_id}; use the tokenizer the model was built with."
+            )
+        return processor
+
+    def prepare_fcns(self, fcns=None, time_series=None) -> list[np.ndarray]:
+        """Validated, normalised FCNs `(N, N)` float32 from FCNs or ROI time series `(T, N)`."""
+        if fcns is not None and time_series is not None:
+            raise ValueError("Give either fcns or time_series, not both.")
+        if time_series is not None:
+            series = [np.asarray(ts.detach().cpu() if torch.is_tensor(ts) else ts) for ts in _as_list(time_series)]
+            fcns = list(compute_fcns(series, kind=self.connectivity_kind, fisher_z=self.fisher_z)) if series else []
+        prepared = []
+        for i, fcn in enumerate(_as_list(fcns)):
+            checked = validate_fcn(fcn, self.num_rois, self.symmetry_atol, name=f"FCN {i}")
+            prepared.append(normalize_fcn(checked, self.normalization))
+        return prepared
+
+    def __call__(
+        self,
+        text: str | Sequence[str] | None = None,
+        fcns=None,
+        time_series=None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Tokenize `text` (one `<graph>` per FCN) and prepare the FCNs.
+
+        Args:
+            text: a prompt or a batch of prompts.
+            fcns: FCNs `(N, N)`, as one array, a stack `(S, N, N)` or a (per-sample nested) list,
+                in order of the placeholders across the batch.
+            time_series: ROI time series `(T, N)` instead of FCNs, turned into FCNs here.
+            kwargs: passed to the tokenizer (`padding`, `truncation`, `max_length`, `padding_side`, ...).
+        """
+        if text is None:
+            raise ValueError("FCNProcessor needs `text` with one <graph> placeholder per FCN.")
+        texts = [text] if isinstance(text, str) else list(text)
+        graphs = self.prepare_fcns(fcns, time_series)
+        counts = [t.count(self.graph_token) for t in texts]
+        if sum(counts) != len(graphs):
+            if graphs and not sum(counts):
+                raise ValueError(
+                    f"{len(graphs)} graph(s) were given but the text has no {self.graph_token} placeholder; "
+                    f"put one {self.graph_token} where each FCN belongs."
+                )
+            raise ValueError(
+                f"The text holds {sum(counts)} {self.graph_token} placeholder(s) (per sample: {counts}) "
+                f"but {len(graphs)} graph(s) were given; give one FCN per placeholder."
+            )
+        if graphs and self.num_graph_tokens is None:
+            raise ValueError(
+                "This processor has no num_graph_tokens; build it with "
+                "FCNProcessor.from_model_config(tokenizer, model.config)."
+            )
+        if self.num_graph_tokens:
+            expanded = self.graph_token * self.num_graph_tokens
+            texts = [t.replace(self.graph_token, expanded) for t in texts]
+        kwargs.setdefault("padding", True)
+        encoding = self.tokenizer(texts, return_tensors=return_tensors, **kwargs)
+        self._check_expansions(encoding["input_ids"], counts)
+        data = dict(encoding)
+        if graphs:
+            stacked = np.stack(graphs).astype(np.float32)
+            data["graph_values"] = torch.from_numpy(stacked) if return_tensors == "pt" else stacked
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _check_expansions(self, input_ids, counts: list[int]) -> None:
+        """Each sample must hold exactly G graph tokens per placeholder (truncation may cut them)."""
+        graph_id = self.graph_token_id
+        for i, (ids, count) in enumerate(zip(input_ids, counts)):
+            found = int((torch.as_tensor(ids) == graph_id).sum())
+            expected = count * (self.num_graph_tokens or 0)
+            if found != expected:
+                raise ValueError(
+                    f"Sample {i} holds {found} graph tokens after tokenization but its {count} placeholder(s) need "
+                    f"{expected}: truncation cut a <graph> expansion. Raise max_length or shorten the prompt."
+                )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(self.tokenizer.model_input_names) + ["graph_values"]
+
+
+__all__ = ["FCNProcessor", "normalize_fcn", "DEFAULT_CHAT_TEMPLATE"]

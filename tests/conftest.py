@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny offline tokenizer and tiny FCN-LLM models (any backbone family)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+from modeling_fcnllm import FCNEncoderConfig, FCNLLMConfig, FCNLLMForCausalLM
+from processing import FCNProcessor
+
+NUM_ROIS = 12
+NETWORKS = [0] * 4 + [1] * 5 + [2] * 3
+_CORPUS = [
+    "What is this subject's age? Does this subject have ADHD? Answer yes or no.",
+    "Which of the two subjects is older, the first or the second? The first. The second.",
+    "Yes No Female Male Right Left user assistant system Subject 1: Subject 2:",
+] * 20
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained here in milliseconds (about 320 tokens), with chat tokens."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
+
+
+def tiny_encoder_config(**overrides) -> FCNEncoderConfig:
+    kwargs = dict(
+        num_rois=NUM_ROIS,
+        network_assignment=NETWORKS,
+        hidden_size=16,
+        num_layers=2,
+        num_attention_heads=2,
+        num_roi_tokens=3,
+        edge_density=0.3,
+        dropout=0.0,
+    )
+    kwargs.update(overrides)
+    return FCNEncoderConfig(**kwargs)
+
+
+def tiny_text_config(family: str, vocab_size: int):
+    if family == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+        )
+    if family == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256)
+    if family == "qwen2":
+        return Qwen2Config(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        )
+    raise ValueError(family)
+
+
+def make_tiny_model(tokenizer, family: str = "llama", seed: int = 0, **encoder_overrides) -> FCNLLMForCausalLM:
+    """A random tiny FCN-LLM whose vocabulary matches `tokenizer` (which must hold `<graph>`)."""
+    torch.manual_seed(seed)
+    config = FCNLLMConfig(
+        text_config=tiny_text_config(family, len(tokenizer)),
+        encoder_config=tiny_encoder_config(**encoder_overrides),
+        graph_token_id=tokenizer.convert_tokens_to_ids("<graph>"),
+    )
+    return FCNLLMForCausalLM(config).eval()
+
+
+def random_fcns(num: int, num_rois: int = NUM_ROIS, seed: int = 0) -> np.ndarray:
+    """`num` real correlation matrices `(num, N, N)` from random time series."""
+    rng = np.random.default_rng(seed)
+    series = rng.normal(size=(num, 40, num_rois)) + rng.normal(size=(num, 40, 1))
+    return np.stack([np.corrcoef(s.T) for s in series]).astype(np.float32)
+
+
+@pytest.fixture
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def processor(tokenizer):
+    proc = FCNProcessor(tokenizer)  # adds <graph>
+    model = make_tiny_model(proc.tokenizer)
+    return FCNProcessor.from_model_config(proc.tokenizer, model.config)
+
+
+@pytest.fixture
+def model(processor):
+    return make_tiny_model(processor.tokenizer)

@@ -1,0 +1,209 @@
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from modeling_fcnllm import FCNEncoder, FCNLLMForCausalLM
+from processing import FCNProcessor
+from tests.conftest import NUM_ROIS, make_tiny_model, random_fcns, tiny_encoder_config
+
+QUESTION = "<graph>\nDoes this subject have ADHD? Answer yes or no."
+COMPARE = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
+
+
+def _batch(processor, texts, num_graphs, seed=0):
+    return processor(text=texts, fcns=random_fcns(num_graphs, seed=seed))
+
+
+# --- encoder -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("gnn_type", ["gatv2", "gine", "gcn"])
+def test_encoder_token_shapes(gnn_type):
+    config = tiny_encoder_config(gnn_type=gnn_type)
+    out = FCNEncoder(config)(torch.from_numpy(random_fcns(5)))
+    assert out.graph_tokens.shape == (5, config.graph_seq_length, config.hidden_size)
+    assert out.node_embeddings.shape == (5, NUM_ROIS, config.hidden_size)
+    assert out.roi_attention.shape == (5, config.num_roi_tokens, NUM_ROIS)
+    torch.testing.assert_close(out.roi_attention.sum(-1), torch.ones(5, config.num_roi_tokens))
+
+
+@pytest.mark.parametrize("scales", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+def test_encoder_scales_can_be_switched_off(scales):
+    roi, network, glob = scales
+    config = tiny_encoder_config(use_roi_tokens=roi, use_network_tokens=network, use_global_token=glob)
+    out = FCNEncoder(config)(torch.from_numpy(random_fcns(2)))
+    assert out.graph_tokens.shape[1] == config.graph_seq_length
+    assert (out.roi_attention is None) == (not roi)
+
+
+def test_encoder_tokens_depend_on_the_fcn():
+    encoder = FCNEncoder(tiny_encoder_config()).eval()
+    tokens = encoder(torch.from_numpy(random_fcns(2))).graph_tokens
+    assert (tokens[0] - tokens[1]).abs().max() > 1e-3
+
+
+def test_encoder_gradient_reaches_every_fcn_edge_used():
+    encoder = FCNEncoder(tiny_encoder_config())
+    fcn = torch.from_numpy(random_fcns(1)).requires_grad_(True)
+    encoder(fcn).graph_tokens.sum().backward()
+    assert fcn.grad is not None and fcn.grad.abs().sum() > 0
+
+
+# --- forward -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+def test_forward_without_and_with_labels(processor, family):
+    model = make_tiny_model(processor.tokenizer, family=family)
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    out = model(**batch)
+    assert out.loss is None
+    assert out.logits.shape == (*batch["input_ids"].shape, model.config.text_config.vocab_size)
+    assert out.graph_hidden_states.shape == (3, model.config.graph_seq_length, model.config.text_config.hidden_size)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    assert torch.isfinite(model(**batch, labels=labels).loss)
+
+
+def test_graph_positions_never_get_loss(processor, model):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    labels = batch["input_ids"].clone()
+    manual = labels.masked_fill(labels == model.config.graph_token_id, -100)
+    torch.testing.assert_close(model(**batch, labels=labels).loss, model(**batch, labels=manual).loss)
+
+
+def test_only_the_answer_counts_when_the_prompt_is_masked(processor, model):
+    batch = _batch(processor, [QUESTION + " Yes"], num_graphs=1)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, -1] = batch["input_ids"][0, -1]
+    logits = model(**batch).logits
+    expected = torch.nn.functional.cross_entropy(logits[0, -2:-1], batch["input_ids"][0, -1:])
+    torch.testing.assert_close(model(**batch, labels=labels).loss, expected)
+
+
+def test_comparative_order_matters(processor, model):
+    fcns = random_fcns(2)
+    a = model(**processor(text=COMPARE, fcns=fcns)).logits
+    b = model(**processor(text=COMPARE, fcns=fcns[::-1].copy())).logits
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_logits_to_keep(processor, model):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    full = model(**batch).logits
+    torch.testing.assert_close(model(**batch, logits_to_keep=1).logits, full[:, -1:])
+
+
+# --- generation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
+def test_cached_and_uncached_greedy_generation_agree(processor, family):
+    model = make_tiny_model(processor.tokenizer, family=family, seed=1)
+    batch = processor(text=[QUESTION, COMPARE], fcns=random_fcns(3), padding_side="left")
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    cached = model.generate(**batch, use_cache=True, **kwargs)
+    uncached = model.generate(**batch, use_cache=False, **kwargs)
+    torch.testing.assert_close(cached, uncached)
+    assert cached.shape[1] == batch["input_ids"].shape[1] + 6
+
+
+# --- training behaviour ------------------------------------------------------------------------
+def test_tiny_model_overfits_graph_dependent_answers(processor):
+    """Answers depend only on the FCN: the model must read the graph tokens to fit them."""
+    torch.manual_seed(0)
+    model = make_tiny_model(processor.tokenizer).train()
+    fcns = random_fcns(4, seed=3)
+    texts = [QUESTION + (" Yes" if i % 2 else " No") for i in range(4)]
+    batch = processor(text=texts, fcns=fcns)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -1] = batch["input_ids"][:, -1]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(80):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 20, (losses[0], losses[-1])
+
+
+def test_stage1_freezing_trains_encoder_and_projector_only(processor, model):
+    for p in model.language_model.parameters():
+        p.requires_grad_(False)
+    model.lm_head.requires_grad_(False)
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    assert all(p.grad is None for p in model.language_model.parameters())
+    assert model.lm_head.weight.grad is None
+    for module in (model.graph_encoder, model.graph_projector):
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads)
+        assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_lora_wraps_only_llm_projections_and_trains(processor, model):
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+        modules_to_save=["graph_encoder", "graph_projector"],
+    )
+    peft_model = get_peft_model(model, config)
+    lora_names = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
+    assert lora_names and all("language_model" in n for n in lora_names)
+    assert not any("graph_encoder" in n and "lora_" in n for n in lora_names)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("graph_encoder.modules_to_save" in n for n in trainable)
+    assert any("graph_projector.modules_to_save" in n for n in trainable)
+    assert not any("embed_tokens" in n or "lm_head" in n or "mlp" in n for n in trainable)
+
+    batch = _batch(processor, [QUESTION + " Yes"], num_graphs=1)
+    lora_b = next(p for n, p in peft_model.named_parameters() if "lora_B" in n)
+    before = lora_b.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model(**batch, labels=batch["input_ids"]).loss.backward()
+    optimizer.step()
+    assert not torch.equal(before, lora_b.detach())
+
+
+# --- wrapping a pretrained LM ------------------------------------------------------------------
+def test_from_text_model_keeps_weights_and_adds_graph_token(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_text_config
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(tiny_text_config("llama", len(tokenizer))).eval()
+    ids = tokenizer("Does this subject have ADHD?", return_tensors="pt")["input_ids"]
+    expected = lm(input_ids=ids).logits
+    model = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer).eval()
+    assert tokenizer.convert_tokens_to_ids("<graph>") == model.config.graph_token_id == len(tokenizer) - 1
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    torch.testing.assert_close(model(input_ids=ids).logits[..., : expected.shape[-1]], expected)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    processor = FCNProcessor.from_model_config(tokenizer, model.config)
+    assert model(**processor(text=QUESTION, fcns=random_fcns(1))).logits.isfinite().all()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+def test_placeholder_and_graph_count_mismatch_names_both_counts(processor, model):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    with pytest.raises(ValueError, match=r"hold 7 <graph> tokens .* but 2 graph\(s\) were given \(14 tokens\)"):
+        model(input_ids=batch["input_ids"], graph_values=torch.from_numpy(random_fcns(2)))
+
+
+def test_placeholders_without_graph_values(processor, model):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    with pytest.raises(ValueError, match="7 <graph> tokens but no graph_values"):
+        model(input_ids=batch["input_ids"])
+
+
+@pytest.mark.parametrize(
+    "graph_values,message",
+    [
+        (torch.zeros(1, NUM_ROIS + 1, NUM_ROIS + 1), "N=13 ROIs but the encoder expects num_rois=12"),
+        (torch.zeros(NUM_ROIS, NUM_ROIS), r"shape \(num_graphs, N, N\)"),
+        (torch.zeros(1, NUM_ROIS, NUM_ROIS - 1), r"shape \(num_graphs, N, N\)"),
+        (torch.zeros(1, NUM_ROIS, NUM_ROIS, dtype=torch.long), "float tensor"),
+        (torch.full((1, NUM_ROIS, NUM_ROIS), float("nan")), "NaN or inf"),
+    ],
+)
+def test_bad_graph_values(processor, model, graph_values, message):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=batch["input_ids"], graph_values=graph_values)
