@@ -150,13 +150,18 @@ class FCNEncoder(nn.Module):
             self.roi_queries = nn.Parameter(torch.zeros(config.num_roi_tokens, hidden))
             self.roi_pooling = nn.MultiheadAttention(hidden, config.num_attention_heads, batch_first=True)
         if config.use_network_tokens:
-            assignment = torch.tensor(config.network_assignment or [0] * config.num_rois)
-            one_hot = F.one_hot(assignment, config.num_networks).T.float()  # (K, N)
-            self.register_buffer("network_pooling", one_hot / one_hot.sum(-1, keepdim=True), persistent=False)
+            self.register_buffer("network_pooling", self.network_pooling_matrix(), persistent=False)
             self.network_embedding = nn.Parameter(torch.zeros(config.num_networks, hidden))
         if config.use_global_token:
             self.global_projection = nn.Linear(2 * hidden, hidden)
         self.output_norm = nn.LayerNorm(hidden)
+
+    def network_pooling_matrix(self) -> torch.Tensor:
+        """`(K, N)` row-normalised one-hot of the atlas assignment: row k averages network k's ROIs."""
+        config = self.config
+        assignment = torch.tensor(config.network_assignment or [0] * config.num_rois)
+        one_hot = F.one_hot(assignment, config.num_networks).T.float()
+        return one_hot / one_hot.sum(-1, keepdim=True)
 
     def forward(self, graph_values: torch.Tensor) -> FCNEncoderOutput:
         config = self.config
@@ -234,6 +239,17 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
                 nn.init.normal_(module.roi_queries, std=1.0)
             if module.config.use_network_tokens:
                 nn.init.normal_(module.network_embedding, std=std)
+                # a non-persistent buffer: rebuilt here when from_pretrained creates the model on "meta"
+                module.network_pooling.copy_(module.network_pooling_matrix())
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights (safetensors), config and code; `auto_map` names both model classes, so a saved
+        `FCNLLMForCausalLM` also loads with `AutoModel` (and the reverse) under `trust_remote_code`."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class, cls in (("AutoModel", FCNLLMModel), ("AutoModelForCausalLM", FCNLLMForCausalLM)):
+            auto_map.setdefault(auto_class, f"{cls.__module__.split('.')[-1]}.{cls.__name__}")
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class FCNLLMModel(FCNLLMPreTrainedModel):
