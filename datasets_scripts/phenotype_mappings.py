@@ -308,6 +308,8 @@ def _convert_column(col: ColumnMapping, values: pd.Series, global_missing: set[s
                 raise ValueError(
                     f"Phenotype column {col.column!r} (attribute {col.attribute!r}), subject {sid!r}: {err}"
                 ) from None
+    elif col.numeric is False:
+        return pd.Series(texts, dtype=object)
     else:
         numbers = []
         for text, sid in zip(texts, ids):

@@ -204,3 +204,15 @@ def test_read_phenotype_table_keeps_text_and_stacks(tmp_path):
     assert table["SUB_ID"].tolist() == ["0050003", "0050004"] and table["AGE"].tolist() == ["20", ""]
     with pytest.raises(FileNotFoundError):
         read_phenotype_table(tmp_path / "nope.csv")
+
+
+def test_attributes_outside_the_registry_pass_through_as_numbers_or_text():
+    raw = pd.DataFrame({"id": ["1", "2"], "iq_z": ["0.5", "-1"], "site_code": ["007", "008"], "notes": ["a", ""]})
+    mapping = PhenotypeMapping(
+        "x", "id",
+        columns=(ColumnMapping("iq_z", "iq_z"), ColumnMapping("site_code", "scanner", numeric=False)),
+    )
+    frame = mapping.apply(raw).frame
+    assert frame["iq_z"].tolist() == [0.5, -1.0] and frame["scanner"].tolist() == ["007", "008"]
+    native = PhenotypeMapping.native(["id", "notes"], subject_id="id", site=None).apply(raw).frame
+    assert native["notes"].tolist() == ["a", None] and native["site"].tolist() == ["unknown", "unknown"]
