@@ -111,11 +111,12 @@ class ExclusionLog:
         return out
 
     def report(self, kept_sites: Sequence[str], source: str) -> None:
-        """Log the count per site; warn for each site that lost all its subjects."""
+        """Log the count per site (logging WARNING); a site that lost all its subjects also gets a
+        `UserWarning` naming it (the silent loss of a whole site is what users of other tools report)."""
         kept = Counter(kept_sites)
         for site, reasons in sorted(self.counts().items()):
             total = sum(reasons.values())
-            logger.info(
+            logger.warning(
                 "%s: excluded %d subject(s) of site %r (%s); %d kept.",
                 source, total, site, ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())), kept[site],
             )

@@ -142,7 +142,8 @@ def load_timeseries_folder(
             sizes), or no subject left.
     """
     folder = Path(folder)
-    exclude = [Path(phenotype)] if isinstance(phenotype, (str, Path)) else []
+    tables = phenotype if isinstance(phenotype, (list, tuple)) else [phenotype]
+    exclude = [Path(t) for t in tables if isinstance(t, (str, Path))]  # a phenotype CSV inside the folder
     files = list_time_series_files(folder, pattern, exclude=exclude)
     info: dict[str, Any] = {
         "source": {

@@ -196,3 +196,11 @@ def test_unknown_phenotype_column_and_code_errors_reach_the_user(abide_folder):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="No time-series files"):
         load_timeseries_folder(tmp_path, atlas="toy10")
+
+
+def test_phenotype_csv_inside_the_folder_is_not_read_as_a_time_series(abide_folder):
+    folder, phenotype = abide_folder
+    inside = folder / "phenotype.csv"
+    inside.write_text(phenotype.read_text())
+    table = load_timeseries_folder(folder, [inside], "abide1", atlas="toy10")
+    assert len(table) == 4 and table.info["counts"]["files"] == 5
