@@ -155,6 +155,19 @@ class FCNEncoder(nn.Module):
         if config.use_global_token:
             self.global_projection = nn.Linear(2 * hidden, hidden)
         self.output_norm = nn.LayerNorm(hidden)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise the encoder's own parameters (its submodules initialise themselves)."""
+        std = self.config.initializer_range
+        nn.init.normal_(self.roi_embedding, std=std)
+        if self.config.use_roi_tokens:
+            nn.init.normal_(self.roi_queries, std=1.0)
+        if self.config.use_network_tokens:
+            nn.init.normal_(self.network_embedding, std=std)
+            # a non-persistent buffer: rebuilt here when from_pretrained creates the model on "meta"
+            self.network_pooling.copy_(self.network_pooling_matrix())
 
     def network_pooling_matrix(self) -> torch.Tensor:
         """`(K, N)` row-normalised one-hot of the atlas assignment: row k averages network k's ROIs."""
@@ -232,15 +245,8 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        std = self.config.encoder_config.initializer_range
         if isinstance(module, FCNEncoder):
-            nn.init.normal_(module.roi_embedding, std=std)
-            if module.config.use_roi_tokens:
-                nn.init.normal_(module.roi_queries, std=1.0)
-            if module.config.use_network_tokens:
-                nn.init.normal_(module.network_embedding, std=std)
-                # a non-persistent buffer: rebuilt here when from_pretrained creates the model on "meta"
-                module.network_pooling.copy_(module.network_pooling_matrix())
+            module.reset_parameters()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors), config and code; `auto_map` names both model classes, so a saved

@@ -34,22 +34,23 @@ DEFAULT_CHAT_TEMPLATE = (
 
 
 def normalize_fcn(fcn: np.ndarray, method: str) -> np.ndarray:
-    """Label-free per-subject normalisation of one FCN `(N, N)`.
+    """Label-free per-subject normalisation of FCNs `(..., N, N)`.
 
-    ``"zscore"``: off-diagonal edges to zero mean and unit SD, diagonal set to 0 (removes
+    ``"zscore"``: each FCN's off-diagonal edges to zero mean and unit SD, diagonal set to 0 (removes
     subject- and site-level global shifts such as global-signal differences). ``"none"``: unchanged.
     """
     if method == "none":
         return fcn
     if method != "zscore":
         raise ValueError(f"Unknown FCN normalization {method!r}; choose one of {NORMALIZATIONS}.")
-    off_diagonal = ~np.eye(fcn.shape[0], dtype=bool)
-    edges = fcn[off_diagonal]
-    std = edges.std()
-    if std == 0:
+    num_rois = fcn.shape[-1]
+    off_diagonal = ~np.eye(num_rois, dtype=bool)
+    edges = fcn[..., off_diagonal]  # (..., N * (N - 1))
+    mean, std = edges.mean(-1), edges.std(-1)
+    if np.any(std == 0):
         raise ValueError("Cannot z-score an FCN whose off-diagonal edges are all equal (zero variance).")
-    out = (fcn - edges.mean()) / std
-    np.fill_diagonal(out, 0.0)
+    out = (fcn - mean[..., None, None]) / std[..., None, None]
+    out[..., ~off_diagonal] = 0.0
     return out.astype(np.float32)
 
 

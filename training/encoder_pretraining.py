@@ -1,0 +1,239 @@
+"""Stage 0: pre-train the FCN encoder on the seen cohorts' attributes with light multi-task heads.
+
+Alignment of a frozen LLM to a random encoder stalls on CPU budgets (shared DESIGN §10): the graph
+tokens are nearly identical across subjects, so the LLM learns the class prior. Training the encoder
+directly as a multi-attribute predictor takes seconds and gives stage 1 tokens that differ between
+subjects. The same code is the `encoder_supervised` baseline of the zero-shot evaluation.
+
+Early stopping on a held-out part of the training subjects (by subject) keeps stage 0 from
+over-separating the training subjects (DESIGN §10's readout gap).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modeling_fcnllm import FCNEncoder, FCNEncoderConfig
+from processing.processing_fcnllm import normalize_fcn
+
+
+@dataclass
+class HeadSpec:
+    """How one attribute is predicted: `kind`, output width, classes and target scaling."""
+
+    key: str
+    kind: str
+    num_outputs: int
+    classes: tuple[str, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+
+
+def head_specs(meta: pd.DataFrame, attributes) -> list[HeadSpec]:
+    """Specs for the registry `attributes` that have at least 2 distinct non-missing values in `meta`."""
+    specs = []
+    for attr in attributes:
+        if attr.key not in meta.columns:
+            continue
+        values = meta[attr.key].dropna()
+        if values.nunique() < 2:
+            continue
+        if attr.kind == "continuous":
+            x = values.astype(float)
+            specs.append(HeadSpec(attr.key, "continuous", 1, mean=float(x.mean()), std=float(x.std() or 1.0)))
+        elif attr.kind == "binary":
+            specs.append(HeadSpec(attr.key, "binary", 1))
+        else:
+            specs.append(HeadSpec(attr.key, "categorical", len(attr.classes), classes=tuple(attr.classes)))
+    return specs
+
+
+def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets `(S, A)` float (class index for categorical, standardised value for continuous) and a mask `(S, A)`."""
+    targets = np.zeros((len(meta), len(specs)), dtype=np.float32)
+    mask = np.zeros_like(targets, dtype=bool)
+    for j, spec in enumerate(specs):
+        column = meta[spec.key] if spec.key in meta.columns else pd.Series([None] * len(meta))
+        for i, value in enumerate(column.tolist()):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if spec.kind == "categorical":
+                if value not in spec.classes:
+                    continue
+                targets[i, j] = spec.classes.index(value)
+            elif spec.kind == "binary":
+                targets[i, j] = float(value)
+            else:
+                targets[i, j] = (float(value) - spec.mean) / spec.std
+            mask[i, j] = True
+    return torch.from_numpy(targets), torch.from_numpy(mask)
+
+
+class AttributeHeads(nn.Module):
+    """Linear heads on the flattened graph tokens `(B, G, H)` -> one output block per attribute."""
+
+    def __init__(self, num_tokens: int, hidden_size: int, specs: list[HeadSpec], dropout: float = 0.1):
+        super().__init__()
+        self.specs = list(specs)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({s.key: nn.Linear(num_tokens * hidden_size, s.num_outputs) for s in self.specs})
+
+    def forward(self, graph_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        flat = self.dropout(self.norm(graph_tokens).flatten(1))
+        return {key: head(flat) for key, head in self.heads.items()}
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over attributes of each attribute's mean loss on its non-missing targets."""
+        losses = []
+        for j, spec in enumerate(self.specs):
+            keep = mask[:, j]
+            if not keep.any():
+                continue
+            out, y = outputs[spec.key][keep], targets[keep, j]
+            if spec.kind == "binary":
+                losses.append(F.binary_cross_entropy_with_logits(out[:, 0], y))
+            elif spec.kind == "categorical":
+                losses.append(F.cross_entropy(out, y.long()))
+            else:
+                losses.append(F.mse_loss(out[:, 0], y))
+        if not losses:
+            return next(iter(outputs.values())).sum() * 0.0
+        return torch.stack(losses).mean()
+
+
+@dataclass
+class PretrainingHistory:
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    samples_seen: int = 0
+    seconds: float = 0.0
+
+
+def pretrain_encoder(
+    encoder_config: FCNEncoderConfig,
+    fcns: np.ndarray,
+    meta: pd.DataFrame,
+    attributes,
+    *,
+    normalization: str = "zscore",
+    epochs: int = 40,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    val_fraction: float = 0.15,
+    patience: int = 5,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    log_every: int = 0,
+) -> tuple[FCNEncoder, AttributeHeads, PretrainingHistory]:
+    """Train `FCNEncoder(encoder_config)` + `AttributeHeads` to predict `attributes` from `fcns`.
+
+    Args:
+        fcns: `(S, N, N)` FCNs of the training subjects, rows aligned with `meta`.
+        meta: one row per subject with attribute columns (NaN/None = missing, skipped).
+        attributes: registry `Attribute`s to predict (those without 2+ values in `meta` are dropped).
+        val_fraction: subjects held out for early stopping (best validation loss is kept).
+    Returns:
+        the trained encoder (best epoch), its heads and the history.
+    """
+    if fcns.ndim != 3 or len(fcns) != len(meta):
+        raise ValueError(f"fcns must be (S, N, N) aligned with meta ({len(meta)} rows), got {fcns.shape}.")
+    specs = head_specs(meta, attributes)
+    if not specs:
+        raise ValueError("No attribute has two or more distinct values in these subjects: nothing to pre-train on.")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
+    targets, mask = encode_targets(meta, specs)
+    order = rng.permutation(len(x))
+    num_val = int(round(val_fraction * len(x))) if len(x) >= 20 else 0
+    val_idx, train_idx = order[:num_val], order[num_val:]
+
+    encoder = FCNEncoder(encoder_config)
+    heads = AttributeHeads(encoder_config.graph_seq_length, encoder_config.hidden_size, specs)
+    params = list(encoder.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    history, best, bad_epochs, start = PretrainingHistory(), (math.inf, None), 0, time.perf_counter()
+    for epoch in range(epochs):
+        encoder.train(), heads.train()
+        perm = rng.permutation(train_idx)
+        epoch_loss = []
+        for i in range(0, len(perm), batch_size):
+            idx = torch.from_numpy(perm[i : i + batch_size])
+            loss = heads.loss(heads(encoder(x[idx]).graph_tokens), targets[idx], mask[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            epoch_loss.append(loss.item())
+            history.samples_seen += len(idx)
+        history.train_loss.append(float(np.mean(epoch_loss)))
+        if num_val:
+            val_loss = _evaluate_loss(encoder, heads, x[val_idx], targets[val_idx], mask[val_idx], batch_size)
+            history.val_loss.append(val_loss)
+            if val_loss < best[0] - 1e-4:
+                best, bad_epochs, history.best_epoch = (val_loss, _snapshot(encoder, heads)), 0, epoch
+            else:
+                bad_epochs += 1
+        if log_every and (epoch % log_every == 0 or epoch == epochs - 1):
+            val = f", val {history.val_loss[-1]:.4f}" if num_val else ""
+            print(f"  stage 0 epoch {epoch}: train {history.train_loss[-1]:.4f}{val}", flush=True)
+        if num_val and bad_epochs >= patience:
+            break
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+    if best[1] is not None:
+        encoder.load_state_dict(best[1][0])
+        heads.load_state_dict(best[1][1])
+    history.seconds = time.perf_counter() - start
+    return encoder.eval(), heads.eval(), history
+
+
+def _snapshot(*modules: nn.Module) -> tuple[dict, ...]:
+    return tuple(copy.deepcopy(m.state_dict()) for m in modules)
+
+
+@torch.no_grad()
+def _evaluate_loss(encoder, heads, x, targets, mask, batch_size) -> float:
+    encoder.eval(), heads.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        sl = slice(i, i + batch_size)
+        total += heads.loss(heads(encoder(x[sl]).graph_tokens), targets[sl], mask[sl]).item() * len(x[sl])
+        count += len(x[sl])
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_attributes(
+    encoder: FCNEncoder, heads: AttributeHeads, fcns: np.ndarray, normalization: str = "zscore", batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Per attribute: binary P(1) `(S,)`, categorical probabilities `(S, C)` (classes order), continuous value `(S,)`."""
+    encoder.eval(), heads.eval()
+    x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
+    chunks: dict[str, list[torch.Tensor]] = {s.key: [] for s in heads.specs}
+    for i in range(0, len(x), batch_size):
+        outputs = heads(encoder(x[i : i + batch_size]).graph_tokens)
+        for key, out in outputs.items():
+            chunks[key].append(out)
+    predictions = {}
+    for spec in heads.specs:
+        out = torch.cat(chunks[spec.key])
+        if spec.kind == "binary":
+            predictions[spec.key] = torch.sigmoid(out[:, 0]).numpy()
+        elif spec.kind == "categorical":
+            predictions[spec.key] = torch.softmax(out, -1).numpy()
+        else:
+            predictions[spec.key] = (out[:, 0] * spec.std + spec.mean).numpy()
+    return predictions
