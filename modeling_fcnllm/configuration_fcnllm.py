@@ -124,6 +124,10 @@ class FCNLLMConfig(PreTrainedConfig):
         projector_hidden_act: activation between the projector's two linear layers.
         projector_layernorm: end the projector with a LayerNorm whose gain is set to the LLM's
             word-embedding RMS, so graph tokens have the scale of word tokens.
+        auxiliary_heads: optional attribute heads on the projected graph tokens, a list of
+            `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; trained with
+            `graph_attribute_labels` (the auxiliary loss of stage 1) and read out by `predict_attributes`.
+        auxiliary_loss_weight: weight of the auxiliary attribute loss added to the LM loss.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -142,6 +146,8 @@ class FCNLLMConfig(PreTrainedConfig):
     graph_token_id: int = 49152
     projector_hidden_act: str = "gelu"
     projector_layernorm: bool = True
+    auxiliary_heads: list[dict] | None = None
+    auxiliary_loss_weight: float = 0.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -155,6 +161,12 @@ class FCNLLMConfig(PreTrainedConfig):
                 f"graph_token_id={self.graph_token_id} is outside the text model's vocabulary (size {vocab_size}); "
                 "add the <graph> token to the tokenizer and resize the embeddings."
             )
+
+        for head in self.auxiliary_heads or []:
+            if set(head) < {"key", "kind", "num_outputs"} or head["kind"] not in ("binary", "categorical", "continuous"):
+                raise ValueError(
+                    f"Each auxiliary head needs key, kind (binary/categorical/continuous) and num_outputs, got {head}."
+                )
 
     @property
     def graph_seq_length(self) -> int:

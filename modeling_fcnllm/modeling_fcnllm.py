@@ -231,6 +231,46 @@ class FCNProjector(nn.Module):
             self.norm.weight.fill_(word_embeddings.float().pow(2).mean().sqrt().item())
 
 
+class GraphAttributeHeads(nn.Module):
+    """Auxiliary attribute heads on projected graph tokens `(num_graphs, G, D)`.
+
+    Each head is a linear map of the flattened, layer-normed tokens. Labels `(num_graphs, A)` hold a
+    0/1 value (binary), a class index (categorical) or a standardised value (continuous) per head, NaN
+    where unknown. Pushes the graph tokens the LLM reads to carry the attributes (shared DESIGN §10).
+    """
+
+    def __init__(self, config: FCNLLMConfig):
+        super().__init__()
+        self.specs = list(config.auxiliary_heads or [])
+        width = config.graph_seq_length * config.text_config.hidden_size
+        self.norm = nn.LayerNorm(config.text_config.hidden_size)
+        self.heads = nn.ModuleList(nn.Linear(width, int(spec["num_outputs"])) for spec in self.specs)
+
+    def forward(self, graph_hidden_states: torch.Tensor) -> list[torch.Tensor]:
+        flat = self.norm(graph_hidden_states).flatten(1)
+        return [head(flat) for head in self.heads]
+
+    def loss(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Mean over heads with known labels of each head's mean loss."""
+        if labels.shape != (logits[0].shape[0], len(self.specs)):
+            raise ValueError(
+                f"graph_attribute_labels must have shape (num_graphs, {len(self.specs)}), got {tuple(labels.shape)}."
+            )
+        losses = []
+        for j, (spec, out) in enumerate(zip(self.specs, logits)):
+            known = ~torch.isnan(labels[:, j])
+            if not known.any():
+                continue
+            y, out = labels[known, j], out[known].float()
+            if spec["kind"] == "binary":
+                losses.append(F.binary_cross_entropy_with_logits(out[:, 0], y))
+            elif spec["kind"] == "categorical":
+                losses.append(F.cross_entropy(out, y.long()))
+            else:
+                losses.append(F.mse_loss(out[:, 0], y))
+        return torch.stack(losses).mean() if losses else logits[0].sum() * 0.0
+
+
 class FCNLLMPreTrainedModel(PreTrainedModel):
     config_class = FCNLLMConfig
     config: FCNLLMConfig
@@ -348,6 +388,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = FCNLLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.graph_attribute_heads = GraphAttributeHeads(config) if config.auxiliary_heads else None
         # The word-embedding parameter's name depends on the backbone (embed_tokens, wte, ...).
         embeddings = self.model.get_input_embeddings()
         name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
@@ -387,12 +428,15 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        graph_attribute_labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> FCNLLMCausalLMOutputWithPast:
         """Args:
         labels: `(B, L)` target ids, -100 where no loss is wanted; `<graph>` positions never get loss.
+        graph_attribute_labels: `(num_graphs, A)` targets of the auxiliary heads (NaN = unknown); their
+            loss, times `config.auxiliary_loss_weight`, is added to the LM loss.
         logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all).
         """
         outputs = self.model(
@@ -411,6 +455,13 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             if input_ids is not None:
                 labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+        if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
+            if self.graph_attribute_heads is None:
+                raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")
+            heads = self.graph_attribute_heads
+            aux = heads.loss(heads(outputs.graph_hidden_states), graph_attribute_labels.to(logits.device))
+            aux = self.config.auxiliary_loss_weight * aux
+            loss = aux if loss is None else loss + aux
         return FCNLLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -476,6 +527,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
 
 __all__ = [
     "FCNEncoder",
+    "GraphAttributeHeads",
     "FCNEncoderOutput",
     "FCNProjector",
     "FCNLLMPreTrainedModel",

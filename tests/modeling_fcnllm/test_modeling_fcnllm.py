@@ -207,3 +207,41 @@ def test_bad_graph_values(processor, model, graph_values, message):
     batch = _batch(processor, [QUESTION], num_graphs=1)
     with pytest.raises(ValueError, match=message):
         model(input_ids=batch["input_ids"], graph_values=graph_values)
+
+
+# --- auxiliary attribute heads -------------------------------------------------------------------
+def _model_with_heads(processor, weight=0.5):
+    from modeling_fcnllm import FCNLLMConfig
+
+    base = make_tiny_model(processor.tokenizer)
+    heads = [
+        {"key": "adhd", "kind": "binary", "num_outputs": 1},
+        {"key": "sex", "kind": "categorical", "num_outputs": 2},
+        {"key": "age", "kind": "continuous", "num_outputs": 1},
+    ]
+    config = FCNLLMConfig(**{**base.config.to_dict(), "auxiliary_heads": heads, "auxiliary_loss_weight": weight})
+    torch.manual_seed(0)
+    return FCNLLMForCausalLM(config).eval()
+
+
+def test_auxiliary_loss_is_added_and_skips_unknown_labels(processor):
+    model = _model_with_heads(processor)
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    lm_loss = model(**batch, labels=batch["input_ids"]).loss
+    labels = torch.tensor([[1.0, 0.0, 0.3], [0.0, float("nan"), -1.2], [float("nan"), 1.0, float("nan")]])
+    total = model(**batch, labels=batch["input_ids"], graph_attribute_labels=labels).loss
+    heads = model.graph_attribute_heads
+    with torch.no_grad():
+        aux = heads.loss(heads(model(**batch).graph_hidden_states), labels)
+    torch.testing.assert_close(total, lm_loss + 0.5 * aux)
+    assert torch.isfinite(total)
+    only_aux = model(**batch, graph_attribute_labels=torch.full((3, 3), float("nan"))).loss
+    assert only_aux.item() == 0.0
+
+
+def test_auxiliary_labels_bad_shape_or_no_heads(processor, model):
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    with pytest.raises(ValueError, match="no auxiliary_heads"):
+        model(**batch, graph_attribute_labels=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"shape \(num_graphs, 3\)"):
+        _model_with_heads(processor)(**batch, graph_attribute_labels=torch.zeros(1, 2))
