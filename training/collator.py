@@ -1,0 +1,106 @@
+"""Instruction rows -> FCN-LLM training batches (answer tokens only carry loss).
+
+A row of the `instructions` config holds `messages` (chat turns with `<graph>` placeholders, an
+optional final assistant turn), `answer` and `subject_ids` (one per placeholder). The collator renders
+the user turns with the processor's chat template, appends the answer and the end-of-turn marker
+(exactly what zero-shot scoring measures), looks the FCNs up by subject id, and masks every prompt
+token with -100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def end_of_turn(processor) -> str:
+    """What the chat template puts after an assistant answer, without trailing whitespace ("<|im_end|>")."""
+    probe, user = "PROBE_ANSWER", [{"role": "user", "content": "q"}]
+    prompt = processor.apply_chat_template(user, add_generation_prompt=True)
+    full = processor.apply_chat_template(user + [{"role": "assistant", "content": probe}])
+    if not full.startswith(prompt + probe):
+        return processor.tokenizer.eos_token or ""
+    return full[len(prompt) + len(probe):].rstrip()
+
+
+def prompt_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The turns before the final assistant answer (all turns if the last one is not the assistant's)."""
+    turns = [dict(m) for m in messages]
+    return turns[:-1] if turns and turns[-1]["role"] == "assistant" else turns
+
+
+class FCNInstructionCollator:
+    """Collate instruction rows into `input_ids`, `attention_mask`, `labels`, `graph_values`
+    (and `graph_attribute_labels` when auxiliary targets are given).
+
+    Args:
+        processor: an `FCNProcessor` (chat template, `<graph>` expansion, FCN checks and normalisation).
+        graph_lookup: subject id -> FCN `(N, N)` (a mapping or a callable).
+        max_length: longest sequence; a longer one raises (never a silently cut answer).
+        attribute_targets: subject id -> `(A,)` auxiliary targets (NaN = unknown), or None.
+    """
+
+    def __init__(
+        self,
+        processor,
+        graph_lookup: Mapping[str, Any] | Callable[[str], Any],
+        max_length: int = 1024,
+        attribute_targets: Mapping[str, np.ndarray] | None = None,
+        num_attribute_targets: int = 0,
+    ):
+        self.processor = processor
+        self.lookup = graph_lookup if callable(graph_lookup) else graph_lookup.__getitem__
+        self.max_length = max_length
+        self.attribute_targets = attribute_targets
+        self.num_attribute_targets = num_attribute_targets
+        self.end_of_turn = end_of_turn(processor)
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def encode(self, row: Mapping[str, Any]) -> tuple[list[int], list[int], list]:
+        """Token ids, labels (-100 on the prompt) and the row's FCNs."""
+        processor, tokenizer = self.processor, self.processor.tokenizer
+        prompt = processor.apply_chat_template(prompt_messages(row["messages"]), add_generation_prompt=True)
+        subject_ids = list(row["subject_ids"])
+        if prompt.count(processor.graph_token) != len(subject_ids):
+            raise ValueError(
+                f"Instruction {row.get('id', '?')}: {prompt.count(processor.graph_token)} {processor.graph_token} "
+                f"placeholder(s) but {len(subject_ids)} subject id(s)."
+            )
+        fcns = [self.lookup(sid) for sid in subject_ids]
+        expanded = prompt.replace(processor.graph_token, processor.graph_token * processor.num_graph_tokens)
+        prompt_ids = tokenizer(expanded)["input_ids"]
+        full_ids = tokenizer(expanded + str(row["answer"]) + self.end_of_turn)["input_ids"]
+        if full_ids[: len(prompt_ids)] != prompt_ids:  # a merge across the boundary: tokenize the answer alone
+            answer_ids = tokenizer(str(row["answer"]) + self.end_of_turn, add_special_tokens=False)["input_ids"]
+            full_ids = prompt_ids + answer_ids
+        if len(full_ids) > self.max_length:
+            raise ValueError(
+                f"Instruction {row.get('id', '?')} is {len(full_ids)} tokens long, over max_length={self.max_length}."
+            )
+        labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+        return full_ids, labels, fcns
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode(row) for row in rows]
+        length = max(len(ids) for ids, _, _ in encoded)
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (ids, lab, _) in enumerate(encoded):  # right padding, as training wants
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, : len(lab)] = torch.tensor(lab)
+            attention_mask[i, : len(ids)] = 1
+        fcns = [fcn for _, _, row_fcns in encoded for fcn in row_fcns]
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if fcns:
+            batch["graph_values"] = torch.from_numpy(np.stack(self.processor.prepare_fcns(fcns)))
+        if self.attribute_targets is not None and fcns:
+            subject_ids = [sid for row in rows for sid in row["subject_ids"]]
+            nan = np.full(self.num_attribute_targets, np.nan, dtype=np.float32)
+            targets = [self.attribute_targets.get(sid, nan) for sid in subject_ids]
+            batch["graph_attribute_labels"] = torch.from_numpy(np.stack(targets).astype(np.float32))
+        return batch
