@@ -1,0 +1,215 @@
+"""Reading an instruction-set folder for zero-shot evaluation, with clear errors on bad input.
+
+The folder (written by `datasets_scripts/build_instructions.py`) has two configs that
+`datasets.load_dataset(folder, name)` reads:
+- ``subjects``: one row per subject (subject_id, dataset, site, the FCN, attribute columns, and the
+  simulator's oracle scores where it stored them), splits train / validation / zero_shot;
+- ``instructions``: id, messages, subject_ids, paradigm, attribute, answer, dataset, site; the
+  ``zero_shot`` split is what FCN-LLM is evaluated on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SUBJECTS_CONFIG = "subjects"
+INSTRUCTIONS_CONFIG = "instructions"
+TRAIN_SPLIT, ZERO_SHOT_SPLIT = "train", "zero_shot"
+SUBJECT_COLUMNS = ("subject_id", "dataset", "site")
+INSTRUCTION_COLUMNS = ("id", "messages", "subject_ids", "paradigm", "attribute", "answer", "dataset", "site")
+ORACLE_PREFIX = "oracle_"
+
+
+class DatasetFormatError(ValueError):
+    """The dataset folder lacks a config, split or column the evaluation needs."""
+
+
+@dataclass
+class EvaluationData:
+    """Subjects of all splits and the zero-shot instructions.
+
+    Attributes:
+        subjects: one row per subject, with a ``split`` column; row i owns ``fcns[i]``.
+        fcns: `(S, N, N)` float32 FCNs.
+        instructions: zero-shot instruction rows (``subject_ids`` as lists of strings).
+        oracle: attribute key -> per-subject oracle scores aligned with `subjects` (binary: log-odds
+            `(S,)`, categorical: class posteriors `(S, C)`, continuous: posterior mean `(S,)`); NaN where absent.
+        notes: what was skipped or unavailable, for the report.
+    """
+
+    subjects: pd.DataFrame
+    fcns: np.ndarray
+    instructions: pd.DataFrame
+    oracle: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._row = {sid: i for i, sid in enumerate(self.subjects["subject_id"])}
+
+    def rows(self, subject_ids) -> np.ndarray:
+        """Row indices `(k,)` of `subject_ids`; KeyError naming the first unknown id."""
+        try:
+            return np.array([self._row[s] for s in subject_ids], dtype=np.int64)
+        except KeyError as err:
+            raise KeyError(f"Subject {err.args[0]!r} of an instruction is not in the subjects config.") from None
+
+    def split_rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.subjects["split"].to_numpy() == split)
+
+
+def _available_configs(data_dir: Path) -> list[str]:
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_config_names(str(data_dir)))
+    except Exception:  # noqa: BLE001 - any failure means: no readable configs
+        return []
+
+
+def _load_config(data_dir: Path, name: str) -> dict[str, pd.DataFrame]:
+    """All splits of config `name` as pandas frames; DatasetFormatError naming what is missing."""
+    import datasets
+
+    configs = _available_configs(data_dir)
+    if name not in configs:
+        raise DatasetFormatError(
+            f"{data_dir}: the dataset has no {name!r} config (found: {configs or 'none'}); expected the configs "
+            f"{[SUBJECTS_CONFIG, INSTRUCTIONS_CONFIG]} written by datasets_scripts/build_instructions.py."
+        )
+    loaded = datasets.load_dataset(str(data_dir), name)
+    return {split: ds.to_pandas() for split, ds in loaded.items()}
+
+
+def _require_columns(frame: pd.DataFrame, columns, where: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DatasetFormatError(f"{where} is missing column(s) {missing}; found {list(frame.columns)}.")
+
+
+def _decode_fcns(subjects: pd.DataFrame, where: str) -> np.ndarray:
+    """FCNs `(S, N, N)` float32 from the subjects frame (see `fcn_column`)."""
+    column = fcn_column(subjects)
+    if column is None:
+        raise DatasetFormatError(f"{where} has no FCN column (looked for {list(_FCN_COLUMNS)}); "
+                                 f"found {list(subjects.columns)}.")
+    vectors = [np.asarray(v, dtype=np.float32) for v in subjects[column]]
+    sizes = {len(v) for v in vectors}
+    if len(sizes) != 1:
+        raise DatasetFormatError(f"{where}: FCN vectors have different lengths {sorted(sizes)}.")
+    return triangle_to_matrices(np.stack(vectors), where)
+
+
+_FCN_COLUMNS = ("fcn_triu", "fcn", "fcn_upper", "connectivity")
+
+
+def fcn_column(subjects: pd.DataFrame) -> str | None:
+    return next((c for c in _FCN_COLUMNS if c in subjects.columns), None)
+
+
+def triangle_to_matrices(vectors: np.ndarray, where: str = "FCN") -> np.ndarray:
+    """Upper triangles `(S, E)` (E = N(N-1)/2 without diagonal, unit diagonal; or N(N+1)/2 with it;
+    or N*N full) -> symmetric `(S, N, N)` float32."""
+    e = vectors.shape[1]
+    full = int(round(math.sqrt(e)))
+    if full * full == e and full > 1 and not _is_triangular_number(e):
+        return vectors.reshape(-1, full, full).astype(np.float32)
+    n_off = (1 + math.isqrt(1 + 8 * e)) // 2  # E = N(N-1)/2
+    n_on = (-1 + math.isqrt(1 + 8 * e)) // 2  # E = N(N+1)/2
+    if n_off * (n_off - 1) // 2 == e:
+        n, k = n_off, 1
+    elif n_on * (n_on + 1) // 2 == e:
+        n, k = n_on, 0
+    else:
+        raise DatasetFormatError(f"{where}: an FCN vector of length {e} is not an upper triangle of any N x N matrix.")
+    r, c = np.triu_indices(n, k)
+    out = np.zeros((len(vectors), n, n), dtype=np.float32)
+    out[:, r, c] = vectors
+    out[:, c, r] = vectors
+    if k == 1:
+        out[:, np.arange(n), np.arange(n)] = 1.0
+    return out
+
+
+def _is_triangular_number(e: int) -> bool:
+    n = (1 + math.isqrt(1 + 8 * e)) // 2
+    return n * (n - 1) // 2 == e
+
+
+def _decode_oracle(subjects: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``oracle_<key>`` columns -> arrays (scalar columns `(S,)`, list columns `(S, C)` with NaN rows where missing)."""
+    oracle = {}
+    for column in subjects.columns:
+        if not column.startswith(ORACLE_PREFIX):
+            continue
+        values = subjects[column].tolist()
+        width = next((len(v) for v in values if isinstance(v, (list, tuple, np.ndarray))), None)
+        if width is None:
+            oracle[column[len(ORACLE_PREFIX):]] = pd.to_numeric(subjects[column], errors="coerce").to_numpy(float)
+        else:
+            oracle[column[len(ORACLE_PREFIX):]] = np.stack([
+                np.asarray(v, dtype=float) if isinstance(v, (list, tuple, np.ndarray)) else np.full(width, np.nan)
+                for v in values])
+    return oracle
+
+
+def _as_list(value) -> list:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return [value]
+        return parsed if isinstance(parsed, list) else [parsed]
+    return list(value)
+
+
+def load_evaluation_data(data_dir: str | Path) -> EvaluationData:
+    """Read the subjects (all splits) and the zero-shot instructions of an instruction-set folder."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetFormatError(f"{data_dir} is not a folder; give the folder build_instructions.py wrote.")
+    subject_splits = _load_config(data_dir, SUBJECTS_CONFIG)
+    for split in (TRAIN_SPLIT, ZERO_SHOT_SPLIT):
+        if split not in subject_splits:
+            raise DatasetFormatError(f"{data_dir}: config {SUBJECTS_CONFIG!r} has no {split!r} split "
+                                     f"(found {sorted(subject_splits)}).")
+    frames = []
+    for split, frame in subject_splits.items():
+        _require_columns(frame, SUBJECT_COLUMNS, f"{data_dir}: config {SUBJECTS_CONFIG!r}, split {split!r},")
+        frames.append(frame.assign(split=split))
+    subjects = pd.concat(frames, ignore_index=True)
+    repeated = subjects["subject_id"][subjects["subject_id"].duplicated()].tolist()
+    if repeated:
+        raise DatasetFormatError(f"{data_dir}: subject id(s) {repeated[:5]} appear in more than one row/split.")
+    fcns = _decode_fcns(subjects, f"{data_dir}: config {SUBJECTS_CONFIG!r}")
+
+    instruction_splits = _load_config(data_dir, INSTRUCTIONS_CONFIG)
+    if ZERO_SHOT_SPLIT not in instruction_splits:
+        raise DatasetFormatError(f"{data_dir}: config {INSTRUCTIONS_CONFIG!r} has no {ZERO_SHOT_SPLIT!r} split "
+                                 f"(found {sorted(instruction_splits)}).")
+    instructions = instruction_splits[ZERO_SHOT_SPLIT].reset_index(drop=True)
+    _require_columns(instructions, INSTRUCTION_COLUMNS,
+                     f"{data_dir}: config {INSTRUCTIONS_CONFIG!r}, split {ZERO_SHOT_SPLIT!r},")
+    instructions["subject_ids"] = [[str(s) for s in _as_list(v)] for v in instructions["subject_ids"]]
+    instructions["messages"] = [_as_list(m) for m in instructions["messages"]]
+    oracle = _decode_oracle(subjects)
+    subjects = subjects.drop(columns=[c for c in subjects.columns if c.startswith(ORACLE_PREFIX)])
+    return EvaluationData(subjects=subjects, fcns=fcns, instructions=instructions, oracle=oracle)
+
+
+def in_domain_split(data: EvaluationData, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot subject rows split into (in-domain training `fraction`, evaluation rest), per dataset."""
+    rng = np.random.default_rng(seed)
+    train, rest = [], []
+    zs = data.subjects.iloc[data.split_rows(ZERO_SHOT_SPLIT)]
+    for _, group in zs.groupby("dataset", sort=True):
+        rows = rng.permutation(group.index.to_numpy())
+        k = int(round(fraction * len(rows)))
+        train.append(rows[:k])
+        rest.append(rows[k:])
+    return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(rest)).astype(np.int64)

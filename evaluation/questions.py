@@ -1,0 +1,172 @@
+"""What each zero-shot instruction asks, its allowed answers and its reference.
+
+Every instruction becomes a `Question`: a `target` type (``"binary"``: reference 0/1; ``"multiclass"``:
+class index; ``"regression"``: a value), the allowed `choices` (scored by log-likelihood; none for
+regression, answered by generation), and what the baselines need to answer it from per-subject
+predictions (judgment threshold or class, comparative direction). Details come from the registry's
+templates (a judgment template with ``{threshold}`` is matched back to read the threshold).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+YES, NO = "Yes", "No"
+FIRST, SECOND = "The first", "The second"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One instruction, ready to score.
+
+    Attributes:
+        group: (attribute key, paradigm), the results row it belongs to.
+        target: ``"binary"``, ``"multiclass"`` or ``"regression"``.
+        choices: answers scored by likelihood; for binary targets choices[0] is the positive answer.
+        reference: 0/1, class index, or value (regression).
+        subject_ids: the subjects, in `<graph>` order.
+        threshold: continuous judgment: "is the value above `threshold`?".
+        class_index: categorical judgment: "is the subject of class `class_index`?".
+        direction: comparative: +1 asks for the higher value / the condition, -1 for the lower.
+    """
+
+    id: str
+    group: tuple[str, str]
+    target: str
+    messages: list
+    subject_ids: tuple[str, ...]
+    choices: tuple[str, ...]
+    reference: float
+    threshold: float | None = None
+    class_index: int | None = None
+    direction: int = 1
+
+
+def prompt_messages(messages: list) -> list[dict]:
+    """The conversation up to (and including) the last user turn: the answer turn is dropped."""
+    messages = [dict(m) for m in messages]
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last_user is None:
+        raise ValueError("An instruction has no user turn.")
+    return messages[: last_user + 1]
+
+
+def _text(messages: list[dict]) -> str:
+    content = messages[-1]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    pattern = pattern.replace(re.escape("{threshold}"), r"(?P<threshold>[-+]?\d+(?:\.\d+)?)")
+    pattern = pattern.replace(re.escape("{phrase}"), r"(?P<phrase>.+?)")
+    pattern = pattern.replace(re.escape("{units}"), r".*?")
+    return re.compile(pattern)
+
+
+def _match(templates: list[str], text: str) -> re.Match | None:
+    for template in templates:
+        found = _template_regex(template).search(text)
+        if found:
+            return found
+    return None
+
+
+def _normalise(answer: str) -> str:
+    return str(answer).strip().rstrip(".").strip().casefold()
+
+
+def _find(answer: str, choices: tuple[str, ...], where: str) -> int:
+    folded = [_normalise(c) for c in choices]
+    key = _normalise(answer)
+    if key not in folded:
+        raise ValueError(f"{where}: answer {answer!r} is not one of the allowed answers {list(choices)}.")
+    return folded.index(key)
+
+
+def build_question(row: pd.Series, attribute, subject_value=None) -> Question:
+    """The `Question` of one instruction row, for `attribute` (a registry `Attribute`).
+
+    Args:
+        subject_value: the subject's attribute value (predictive continuous reference; the answer
+            text is rounded); falls back to the answer text.
+    """
+    where = f"instruction {row['id']!r} ({attribute.key}, {row['paradigm']})"
+    messages = prompt_messages(list(row["messages"]))
+    text = _text(messages)
+    paradigm = row["paradigm"]
+    common = dict(id=str(row["id"]), group=(attribute.key, paradigm), messages=messages,
+                  subject_ids=tuple(row["subject_ids"]))
+    if paradigm == "predictive":
+        if attribute.kind == "binary":
+            choices = (attribute.labels["1"], attribute.labels["0"])
+            return Question(**common, target="binary", choices=choices,
+                            reference=float(_find(row["answer"], choices, where) == 0))
+        if attribute.kind == "categorical":
+            return Question(**common, target="multiclass", choices=tuple(attribute.classes),
+                            reference=float(_find(row["answer"], tuple(attribute.classes), where)))
+        value = subject_value if subject_value is not None and not pd.isna(subject_value) else row["answer"]
+        try:
+            reference = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: answer {row['answer']!r} is not a number.") from None
+        return Question(**common, target="regression", choices=(), reference=reference)
+    if paradigm == "judgment":
+        reference = float(_find(row["answer"], (YES, NO), where) == 0)
+        extra: dict = {}
+        if attribute.kind == "continuous":
+            found = _match(attribute.templates["judgment"], text)
+            if found is None:
+                raise ValueError(f"{where}: the question matches none of the registry's judgment templates, so its "
+                                 f"threshold is unknown: {text!r}.")
+            extra["threshold"] = float(found.group("threshold"))
+        elif attribute.kind == "categorical":
+            found = _match(attribute.templates["judgment"], text)
+            phrases = {p.casefold(): c for c, p in attribute.class_phrases.items()}
+            phrase = found.group("phrase").casefold() if found else None
+            if phrase not in phrases:
+                raise ValueError(f"{where}: cannot tell which class the question asks about ({text!r}); "
+                                 f"class phrases: {attribute.class_phrases}.")
+            extra["class_index"] = list(attribute.classes).index(phrases[phrase])
+        return Question(**common, target="binary", choices=(YES, NO), reference=reference, **extra)
+    if paradigm == "comparative":
+        if len(row["subject_ids"]) != 2:
+            raise ValueError(f"{where}: a comparative question needs 2 subjects, got {len(row['subject_ids'])}.")
+        lower = _match(attribute.templates.get("comparative_lower", []), text) is not None
+        reference = float(_find(row["answer"], (FIRST, SECOND), where) == 0)
+        return Question(**common, target="binary", choices=(FIRST, SECOND), reference=reference,
+                        direction=-1 if lower else 1)
+    raise ValueError(f"{where}: unknown paradigm {paradigm!r}; expected predictive, judgment or comparative.")
+
+
+def baseline_answer(question: Question, predictions: np.ndarray) -> tuple[np.ndarray | float, int | float]:
+    """A baseline's (score, prediction) for `question` from per-subject predictions of its subjects.
+
+    Args:
+        predictions: `(k,)` for binary P(1) / continuous values, `(k, C)` class probabilities; k = its subjects.
+    Returns:
+        binary target: (score of class 1, predicted 0/1); multiclass: (probabilities `(C,)`, class);
+        regression: (value, value).
+    """
+    p = np.asarray(predictions, dtype=float)
+    if question.target == "regression":
+        return float(p[0]), float(p[0])
+    if question.target == "multiclass":
+        return p[0], int(np.argmax(p[0]))
+    if len(question.subject_ids) == 2:  # comparative: the first if it ranks higher (lower when asked)
+        score = question.direction * float(p[0] - p[1])
+        return score, int(score > 0)
+    if question.threshold is not None:
+        score = float(p[0] - question.threshold)
+        return score, int(score > 0)
+    if question.class_index is not None:
+        score = float(p[0][question.class_index])
+        return score, int(np.argmax(p[0]) == question.class_index)
+    score = float(p[0])
+    return score, int(score > 0.5)

@@ -1,0 +1,182 @@
+"""Metrics per (attribute, paradigm) and method, and the results.json / results.md files.
+
+results.json::
+
+    {"methods": [...], "settings": {...}, "timings": {...}, "notes": [...],
+     "results": {"<attribute>/<paradigm>": {"attribute", "name", "kind", "paradigm", "target", "n",
+                 "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
+
+A method absent from a row's ``metrics`` could not be run for it (the row's notes say why).
+NaN metrics are written as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import classification_metrics, regression_metrics
+from .questions import Question
+
+METHODS = ("fcn_llm", "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
+PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
+
+
+def main_metrics(target: str, paradigm: str) -> tuple[str, ...]:
+    """The table's metric(s) for a row: AUC (binary), accuracy (categorical, comparative), r and MAE (continuous)."""
+    if paradigm == "comparative" or target == "multiclass":
+        return ("accuracy",)
+    if target == "regression":
+        return ("pearson_r", "mae")
+    return ("auc",)
+
+
+def group_questions(questions: list[Question]) -> dict[tuple[str, str], list[Question]]:
+    groups: dict[tuple[str, str], list[Question]] = defaultdict(list)
+    for q in questions:
+        groups[q.group].append(q)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], PARADIGM_ORDER.get(kv[0][1], 9))))
+
+
+def collect(questions: list[Question], answers: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(references, scores, predictions) over the questions a method answered with a finite score,
+    and how many it left unanswered (NaN: an unparseable generated number or a missing prediction)."""
+    refs, scores, preds, missing = [], [], [], 0
+    for q in questions:
+        a = answers.get(q.id)
+        if a is None or not np.all(np.isfinite(np.asarray(a["score"], dtype=float))):
+            missing += 1
+            continue
+        refs.append(q.reference)
+        scores.append(a["score"])
+        preds.append(a["prediction"])
+    return np.asarray(refs), np.asarray(scores, dtype=float), np.asarray(preds), missing
+
+
+def row_metrics(questions: list[Question], answers: dict[str, dict]) -> dict[str, float] | None:
+    """Metrics of one method on one row's questions; None if it answered none."""
+    target = questions[0].target
+    refs, scores, preds, missing = collect(questions, answers)
+    if len(refs) == 0 and (target != "regression" or not any(q.id in answers for q in questions)):
+        return None
+    if target == "regression":  # generated numbers: unparseable answers are counted, not scored
+        out = regression_metrics(refs, preds)
+        out["n_unparseable"] = missing
+        out["unparseable_rate"] = missing / len(questions)
+        return out
+    out = classification_metrics(refs.astype(np.int64), scores, preds.astype(np.int64))
+    if missing:
+        out["n_missing"] = missing
+    return out
+
+
+def chance_metrics(questions: list[Question]) -> dict[str, float]:
+    """What a label-blind answer reaches: AUC 0.5, accuracy of the majority answer, or MAE of the median."""
+    refs = np.asarray([q.reference for q in questions], dtype=float)
+    if questions[0].target == "regression":
+        return {"mae": float(np.mean(np.abs(refs - np.median(refs)))), "pearson_r": float("nan")}
+    _, counts = np.unique(refs, return_counts=True)
+    return {"auc": 0.5, "accuracy": float(counts.max() / counts.sum()), "balanced_accuracy": 1.0 / len(counts)
+            if questions[0].target == "multiclass" else 0.5}
+
+
+def build_results(questions: list[Question], answers: dict[str, dict[str, dict]], registry,
+                  method_notes: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """The ``results`` mapping of results.json. `answers`: method -> question id -> {"score", "prediction"}."""
+    results = {}
+    for (key, paradigm), group in group_questions(questions).items():
+        attribute = registry[key]
+        notes = []
+        metrics = {}
+        for method in METHODS:
+            if method not in answers:
+                continue
+            m = row_metrics(group, answers[method])
+            if m is None:
+                notes.append(f"{method}: no predictions for this attribute")
+                continue
+            metrics[method] = m
+        for method, method_notes_list in (method_notes or {}).items():
+            notes.extend(f"{method}: {n}" for n in method_notes_list if n.split(":")[0] == key)
+        results[f"{key}/{paradigm}"] = {
+            "attribute": key, "name": attribute.name, "kind": attribute.kind, "paradigm": paradigm,
+            "target": group[0].target, "n": len(group), "n_subjects": len({s for q in group for s in q.subject_ids}),
+            "main_metric": list(main_metrics(group[0].target, paradigm)), "chance": chance_metrics(group),
+            "metrics": metrics, "notes": notes,
+        }
+    return results
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf -> None, numpy scalars/arrays -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(_clean(report), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def _fmt(value, metric: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.2f}" if metric == "mae" else f"{value:.3f}"
+
+
+def markdown_table(results: dict[str, dict], methods: tuple[str, ...] = METHODS) -> str:
+    """One row per attribute/paradigm: n, the main metric (r / MAE for continuous), chance, each method."""
+    header = ["attribute", "paradigm", "n", "metric", "chance", *methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results.values():
+        metrics = row["main_metric"]
+        cells = [row["name"], row["paradigm"], str(row["n"]), " / ".join("r" if m == "pearson_r" else m.upper()
+                 if m in ("auc", "mae") else m for m in metrics),
+                 " / ".join(_fmt(row["chance"].get(m), m) for m in metrics)]
+        for method in methods:
+            values = row["metrics"].get(method)
+            cells.append("n/a" if values is None else " / ".join(_fmt(values.get(m), m) for m in metrics))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict, path: str | Path) -> Path:
+    """results.md: the table, then the settings, notes and unparseable-answer counts."""
+    path = Path(path)
+    results = report["results"]
+    parts = ["# FCN-LLM zero-shot evaluation\n",
+             "Main metric per row: AUC (yes/no and binary questions), accuracy (categorical, comparative), "
+             "Pearson r / MAE (continuous, generated numbers). `chance`: a label-blind answer (AUC 0.5, the "
+             "majority answer's accuracy, the median's MAE). All methods are scored on the same zero-shot "
+             "subjects (the 80 % not used by `edge_regression_in_domain`).\n",
+             markdown_table(results)]
+    unparseable = [(k, r["metrics"]["fcn_llm"]["n_unparseable"], r["n"]) for k, r in results.items()
+                   if "fcn_llm" in r["metrics"] and r["metrics"]["fcn_llm"].get("n_unparseable")]
+    if unparseable:
+        parts.append("\nFCN-LLM answers with no number (excluded from its MAE/r): "
+                     + ", ".join(f"{k} {u}/{n}" for k, u, n in unparseable) + ".\n")
+    notes = list(report.get("notes", [])) + [f"{k}: {n}" for k, r in results.items() for n in r["notes"]]
+    if notes:
+        parts.append("\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    settings = report.get("settings", {})
+    if settings:
+        parts.append("\n## Settings\n\n" + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n")
+    timings = report.get("timings", {})
+    if timings:
+        parts.append("\n## Timings (s)\n\n" + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + "\n")
+    path.write_text("".join(parts))
+    return path

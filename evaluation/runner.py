@@ -1,0 +1,193 @@
+"""The zero-shot evaluation end to end: FCN-LLM vs baselines vs oracle on unseen cohorts.
+
+Subjects: the zero-shot split is divided per dataset into an in-domain part (`in_domain_fraction`,
+the training set of `edge_regression_in_domain`) and the evaluation part; every method is scored on
+the questions whose subjects all lie in the evaluation part (so on the same subjects).
+`max_subjects` caps the evaluation part (a seeded random subset) for quick runs; the in-domain part
+is drawn from the whole zero-shot cohort first, so it does not shrink with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datasets_scripts.attributes import load_registry
+
+from . import baselines
+from .data import TRAIN_SPLIT, EvaluationData, in_domain_split, load_evaluation_data
+from .fcn_llm import answer_questions
+from .model_io import load_model_and_processor
+from .plots import write_plots
+from .questions import Question, baseline_answer, build_question
+from .report import METHODS, build_results, markdown_table, write_json, write_markdown
+
+
+def _questions(data: EvaluationData, eval_rows: np.ndarray, registry, notes: list[str]) -> list[Question]:
+    """Questions whose subjects all lie in `eval_rows`; unknown attributes are skipped with a note."""
+    allowed = set(data.subjects["subject_id"].iloc[eval_rows])
+    unknown: dict[str, int] = {}
+    questions = []
+    for _, row in data.instructions.iterrows():
+        if not set(row["subject_ids"]) <= allowed:
+            continue
+        key = row["attribute"]
+        if key not in registry:
+            unknown[key] = unknown.get(key, 0) + 1
+            continue
+        attribute = registry[key]
+        value = None
+        if row["paradigm"] == "predictive" and attribute.kind == "continuous" and key in data.subjects.columns:
+            value = data.subjects[key].iloc[data.rows(row["subject_ids"])[0]]
+        questions.append(build_question(row, attribute, value))
+    for key, count in unknown.items():
+        notes.append(f"{count} instructions about attribute {key!r}, which the registry does not define, were skipped")
+    return questions
+
+
+def _baseline_answers(questions: list[Question], data: EvaluationData, rows: np.ndarray,
+                      predictions: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per question id: {"score", "prediction"} from per-subject `predictions` (aligned with `rows`)."""
+    position = {int(r): i for i, r in enumerate(rows)}
+    answers = {}
+    for q in questions:
+        key = q.group[0]
+        if key not in predictions:
+            continue
+        idx = [position[int(r)] for r in data.rows(q.subject_ids)]
+        score, prediction = baseline_answer(q, predictions[key][idx])
+        answers[q.id] = {"score": score, "prediction": prediction}
+    return answers
+
+
+def run_zero_shot_evaluation(
+    model: str | Path | torch.nn.Module,
+    data: str | Path | EvaluationData,
+    out_dir: str | Path,
+    *,
+    processor=None,
+    max_subjects: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    methods: Sequence[str] = METHODS,
+    in_domain_fraction: float = 0.2,
+    encoder_epochs: int = 40,
+    registry=None,
+    seed: int = 0,
+    plots: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate an FCN-LLM zero-shot on the `zero_shot` split next to the baselines and the oracle.
+
+    Args:
+        model: a saved FCN-LLM folder, or a loaded `FCNLLMForCausalLM` (then `processor` is required).
+        data: an instruction-set folder (configs `subjects`, `instructions`) or loaded `EvaluationData`.
+        out_dir: where results.json, results.md and the PNG plots go.
+        max_subjects: cap on the evaluated zero-shot subjects (seeded subset), for quick runs.
+        batch_size: prompts per forward pass (choices share each prompt's single prefill).
+        methods: subset of `fcn_llm`, `edge_regression`, `edge_regression_in_domain`,
+            `encoder_supervised`, `oracle`.
+        encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
+    Returns:
+        the report written to results.json: {"results": {"<attr>/<paradigm>": {..., "metrics": {method: {...}}}},
+        "methods", "settings", "timings", "notes", "files", "table" (the markdown table)}.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    registry = registry if registry is not None else load_registry()
+    if isinstance(model, (str, Path)):
+        model_name = str(model)
+        model, processor = load_model_and_processor(model)
+    else:
+        model_name = type(model).__name__
+        if processor is None:
+            raise ValueError("A loaded model needs its processor: pass processor=FCNProcessor(...).")
+    model.eval()
+    data_name = str(data) if not isinstance(data, EvaluationData) else "EvaluationData"
+    if not isinstance(data, EvaluationData):
+        data = load_evaluation_data(data)
+    timings["load"] = time.perf_counter() - t0
+    notes = list(data.notes)
+
+    in_domain_rows, eval_rows = in_domain_split(data, in_domain_fraction, seed)
+    if max_subjects is not None and max_subjects < len(eval_rows):
+        eval_rows = np.sort(np.random.default_rng(seed).choice(eval_rows, size=max_subjects, replace=False))
+    questions = _questions(data, eval_rows, registry, notes)
+    if not questions:
+        raise ValueError(f"No zero-shot instruction has all its subjects among the {len(eval_rows)} evaluated "
+                         f"subjects; raise max_subjects or check the dataset's zero_shot split.")
+    keys = sorted({q.group[0] for q in questions})
+    attributes = [registry[k] for k in keys]
+    log(f"[eval] {len(questions)} zero-shot questions on {len(eval_rows)} subjects "
+        f"({len(in_domain_rows)} more for the in-domain baseline), {len(keys)} attributes")
+
+    answers: dict[str, dict[str, dict]] = {}
+    method_notes: dict[str, list[str]] = {}
+    normalization = getattr(processor, "normalization", "zscore")
+    train_rows = data.split_rows(TRAIN_SPLIT)
+    train_meta = data.subjects.iloc[train_rows].reset_index(drop=True)
+    for method in methods:
+        start = time.perf_counter()
+        if method == "fcn_llm":
+            cache: dict[str, np.ndarray] = {}
+
+            def fcns_of(ids):
+                return [cache.setdefault(s, data.fcns[data.rows([s])[0]]) for s in ids]
+
+            answers[method] = answer_questions(model, processor, questions, fcns_of, batch_size=batch_size,
+                                               max_new_tokens=max_new_tokens, log=log)
+        else:
+            if method == "edge_regression":
+                preds, mnotes = baselines.edge_regression(data.fcns[train_rows], train_meta, data.fcns[eval_rows],
+                                                          attributes, normalization=normalization, seed=seed)
+            elif method == "edge_regression_in_domain":
+                meta = data.subjects.iloc[in_domain_rows].reset_index(drop=True)
+                preds, mnotes = baselines.edge_regression(data.fcns[in_domain_rows], meta, data.fcns[eval_rows],
+                                                          attributes, normalization=normalization, seed=seed)
+            elif method == "encoder_supervised":
+                preds, mnotes = baselines.encoder_supervised(
+                    model.config.encoder_config, data.fcns[train_rows], train_meta, data.fcns[eval_rows], attributes,
+                    normalization=normalization, epochs=encoder_epochs, seed=seed)
+            else:
+                preds, mnotes = baselines.oracle(data.oracle, eval_rows, attributes)
+                if not preds:
+                    notes.append("oracle: the dataset stores no oracle scores (not a simulated cohort?); omitted")
+            answers[method] = _baseline_answers(questions, data, eval_rows, preds)
+            method_notes[method] = mnotes
+        timings[method] = time.perf_counter() - start
+        log(f"[eval] {method}: {timings[method]:.1f}s")
+
+    results = build_results(questions, answers, registry, method_notes)
+    notes.extend(n for ns in method_notes.values() for n in ns if n.split(":")[0] not in keys)
+    report = {
+        "model": model_name,
+        "data": data_name,
+        "methods": list(methods),
+        "settings": {"max_subjects": max_subjects, "evaluated_subjects": int(len(eval_rows)),
+                     "in_domain_subjects": int(len(in_domain_rows)), "in_domain_fraction": in_domain_fraction,
+                     "train_subjects": int(len(train_rows)), "questions": len(questions), "batch_size": batch_size,
+                     "normalization": normalization, "seed": seed},
+        "notes": notes,
+        "results": results,
+    }
+    files = [out_dir / "results.json", out_dir / "results.md"]
+    if plots:
+        start = time.perf_counter()
+        files += write_plots(questions, answers, registry, out_dir)
+        timings["plots"] = time.perf_counter() - start
+    timings["total"] = time.perf_counter() - t0
+    report["timings"] = timings
+    report["files"] = [str(f) for f in files]
+    write_json(report, out_dir / "results.json")
+    write_markdown(report, out_dir / "results.md")
+    report["table"] = markdown_table(results)
+    return report
