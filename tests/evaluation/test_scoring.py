@@ -1,0 +1,82 @@
+"""Choice log-likelihoods equal a manual computation with the model's forward; one prefill per prompt."""
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.scoring import choice_log_likelihoods, continuation_ids, end_of_turn, generate_answers, parse_number
+from processing import FCNProcessor
+from tests.conftest import make_tiny_model, random_fcns
+
+QUESTIONS = [
+    "<graph>\nDoes this subject have ADHD? Answer yes or no.",
+    "<graph>\nWhat is this subject's sex?",
+    "<graph>\n<graph>\nWhich of the two subjects is older, the first or the second?",
+]
+
+
+def _setup(tokenizer, family):
+    processor = FCNProcessor(tokenizer)
+    model = make_tiny_model(processor.tokenizer, family=family)
+    processor = FCNProcessor.from_model_config(processor.tokenizer, model.config)
+    prompts = [processor.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+               for q in QUESTIONS]
+    f = random_fcns(4)
+    return model, processor, prompts, [[f[0]], [f[1]], [f[2], f[3]]]
+
+
+@torch.no_grad()
+def _manual(model, processor, prompt, fcns, answer):
+    """Sum of log P(answer tokens) from one full forward of prompt + answer (no cache, no batching)."""
+    full = processor(text=prompt + answer, fcns=fcns)
+    start = processor(text=prompt, fcns=fcns)["input_ids"].shape[1]
+    logp = torch.log_softmax(model(**full).logits[0].float(), -1)
+    ids = full["input_ids"][0]
+    return float(sum(logp[j - 1, ids[j]] for j in range(start, len(ids))))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_choice_log_likelihoods_match_manual_forward(tokenizer, family):
+    model, processor, prompts, fcns = _setup(tokenizer, family)
+    choices = ["Yes", "No", "The second", "Ambidextrous"]  # single- and multi-token answers
+    scores = choice_log_likelihoods(model, processor, prompts, fcns, choices, batch_size=2)
+    assert scores.shape == (3, 4)
+    eot = end_of_turn(processor)
+    assert eot == "<|im_end|>"
+    manual = np.array([[_manual(model, processor, p, f, c + eot) for c in choices] for p, f in zip(prompts, fcns)])
+    np.testing.assert_allclose(scores, manual, atol=1e-4)
+
+
+def test_without_end_of_turn_scores_the_answer_alone(tokenizer):
+    model, processor, prompts, fcns = _setup(tokenizer, "llama")
+    scores = choice_log_likelihoods(model, processor, prompts[:1], fcns[:1], ["Yes", "No"], append_end_of_turn=False)
+    manual = [_manual(model, processor, prompts[0], fcns[0], c) for c in ("Yes", "No")]
+    np.testing.assert_allclose(scores[0], manual, atol=1e-4)
+
+
+def test_one_prefill_per_prompt_batch(tokenizer):
+    """Graphs are encoded once per batch of prompts, not once per choice."""
+    model, processor, prompts, fcns = _setup(tokenizer, "llama")
+    calls = []
+    handle = model.model.graph_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    choice_log_likelihoods(model, processor, prompts, fcns, ["Yes", "No", "Ambidextrous"], batch_size=8)
+    handle.remove()
+    assert calls == [4]  # one encoder call over the 4 FCNs of the 3 prompts
+
+
+def test_continuation_ids_follow_the_prompt(tokenizer):
+    _, processor, prompts, _ = _setup(tokenizer, "llama")
+    ids = continuation_ids(processor, prompts[0], "Yes<|im_end|>")
+    assert processor.tokenizer.decode(ids) == "Yes<|im_end|>"
+
+
+def test_generate_answers_returns_text(tokenizer):
+    model, processor, prompts, fcns = _setup(tokenizer, "llama")
+    answers = generate_answers(model, processor, prompts, fcns, batch_size=2, max_new_tokens=3)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.parametrize("text,value", [("34", 34.0), (" about 23.5 years", 23.5), ("-2", -2.0),
+                                        ("1,200", 1200.0), ("no idea", None), ("", None)])
+def test_parse_number(text, value):
+    assert parse_number(text) == value
