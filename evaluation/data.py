@@ -102,31 +102,51 @@ def _decode_fcns(subjects: pd.DataFrame, where: str) -> np.ndarray:
     sizes = {len(v) for v in vectors}
     if len(sizes) != 1:
         raise DatasetFormatError(f"{where}: FCN vectors have different lengths {sorted(sizes)}.")
-    return triangle_to_matrices(np.stack(vectors), where)
+    size_column = next((c for c in _SIZE_COLUMNS if c in subjects.columns), None)
+    num_rois = None
+    if size_column is not None:
+        sizes = set(pd.to_numeric(subjects[size_column]).astype(int))
+        if len(sizes) != 1:
+            raise DatasetFormatError(f"{where}: subjects have different ROI counts {sorted(sizes)} "
+                                     f"(column {size_column!r}); evaluate one atlas at a time.")
+        num_rois = sizes.pop()
+    return triangle_to_matrices(np.stack(vectors), where, num_rois)
 
 
 _FCN_COLUMNS = ("fcn_triu", "fcn", "fcn_upper", "connectivity")
+_SIZE_COLUMNS = ("num_rois", "N", "n_rois")
 
 
 def fcn_column(subjects: pd.DataFrame) -> str | None:
     return next((c for c in _FCN_COLUMNS if c in subjects.columns), None)
 
 
-def triangle_to_matrices(vectors: np.ndarray, where: str = "FCN") -> np.ndarray:
-    """Upper triangles `(S, E)` (E = N(N-1)/2 without diagonal, unit diagonal; or N(N+1)/2 with it;
-    or N*N full) -> symmetric `(S, N, N)` float32."""
+def triangle_to_matrices(vectors: np.ndarray, where: str = "FCN", num_rois: int | None = None) -> np.ndarray:
+    """Upper triangles `(S, E)` -> symmetric `(S, N, N)` float32.
+
+    E = N(N-1)/2: strict upper triangle, unit diagonal; E = N(N+1)/2: with the diagonal; E = N*N: full
+    matrices. Every triangular number fits both triangle forms, so without `num_rois` the strict form
+    (what correlation FCNs are stored as) is assumed.
+    """
     e = vectors.shape[1]
-    full = int(round(math.sqrt(e)))
-    if full * full == e and full > 1 and not _is_triangular_number(e):
-        return vectors.reshape(-1, full, full).astype(np.float32)
-    n_off = (1 + math.isqrt(1 + 8 * e)) // 2  # E = N(N-1)/2
-    n_on = (-1 + math.isqrt(1 + 8 * e)) // 2  # E = N(N+1)/2
-    if n_off * (n_off - 1) // 2 == e:
-        n, k = n_off, 1
-    elif n_on * (n_on + 1) // 2 == e:
-        n, k = n_on, 0
+    if num_rois is None:
+        num_rois = (1 + math.isqrt(1 + 8 * e)) // 2
+        if num_rois * (num_rois - 1) // 2 != e:
+            full = math.isqrt(e)
+            if full * full == e:
+                return vectors.reshape(-1, full, full).astype(np.float32)
+            raise DatasetFormatError(f"{where}: an FCN vector of length {e} is not an upper triangle of any "
+                                     f"N x N matrix.")
+    n = int(num_rois)
+    if e == n * n:
+        return vectors.reshape(-1, n, n).astype(np.float32)
+    if e == n * (n - 1) // 2:
+        k = 1
+    elif e == n * (n + 1) // 2:
+        k = 0
     else:
-        raise DatasetFormatError(f"{where}: an FCN vector of length {e} is not an upper triangle of any N x N matrix.")
+        raise DatasetFormatError(f"{where}: an FCN vector of length {e} does not fit N={n} ROIs "
+                                 f"(expected {n * (n - 1) // 2}, {n * (n + 1) // 2} or {n * n}).")
     r, c = np.triu_indices(n, k)
     out = np.zeros((len(vectors), n, n), dtype=np.float32)
     out[:, r, c] = vectors
@@ -134,11 +154,6 @@ def triangle_to_matrices(vectors: np.ndarray, where: str = "FCN") -> np.ndarray:
     if k == 1:
         out[:, np.arange(n), np.arange(n)] = 1.0
     return out
-
-
-def _is_triangular_number(e: int) -> bool:
-    n = (1 + math.isqrt(1 + 8 * e)) // 2
-    return n * (n - 1) // 2 == e
 
 
 def _decode_oracle(subjects: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -1,0 +1,71 @@
+"""One tiny end-to-end run: results.json schema, results.md table, plots."""
+
+import json
+
+import pytest
+
+from evaluation.report import METHODS
+from evaluation.runner import run_zero_shot_evaluation
+
+
+@pytest.fixture(scope="module")
+def run(model_dir, instruction_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    report = run_zero_shot_evaluation(model_dir, instruction_dir, out, encoder_epochs=3, batch_size=16,
+                                      in_domain_fraction=0.3, log=lambda s: None)
+    return out, report
+
+
+def test_results_json_schema(run):
+    out, report = run
+    data = json.loads((out / "results.json").read_text())
+    assert set(data) >= {"methods", "settings", "timings", "notes", "results", "files"}
+    assert set(data["results"]) == {"adhd/predictive", "adhd/judgment", "sex/predictive", "sex/judgment",
+                                    "age/predictive", "age/judgment", "age/comparative"}
+    for key, row in data["results"].items():
+        assert {"attribute", "kind", "paradigm", "n", "metrics", "main_metric", "notes"} <= set(row)
+        assert key == f"{row['attribute']}/{row['paradigm']}" and row["n"] > 0
+        assert set(row["metrics"]) <= set(METHODS)
+        assert {"fcn_llm", "edge_regression", "oracle"} <= set(row["metrics"])
+        for metrics in row["metrics"].values():
+            for name in row["main_metric"]:
+                assert name in metrics
+    assert data["results"]["adhd/judgment"]["kind"] == "binary"
+    assert {"auc", "accuracy", "balanced_accuracy"} <= set(data["results"]["adhd/judgment"]["metrics"]["fcn_llm"])
+    age = data["results"]["age/predictive"]["metrics"]["fcn_llm"]
+    assert {"mae", "pearson_r", "n_unparseable"} <= set(age)  # a random model rarely writes numbers
+
+
+def test_all_methods_on_the_same_questions(run):
+    _, report = run
+    for row in report["results"].values():
+        ns = {m: v["n"] + v.get("n_missing", 0) + v.get("n_unparseable", 0) for m, v in row["metrics"].items()}
+        assert set(ns.values()) == {row["n"]}, ns
+
+
+def test_oracle_beats_chance_on_the_planted_signal(run):
+    _, report = run
+    assert report["results"]["adhd/judgment"]["metrics"]["oracle"]["auc"] > 0.8
+    assert report["results"]["adhd/predictive"]["metrics"]["edge_regression"]["auc"] > 0.6
+
+
+def test_markdown_table(run):
+    out, report = run
+    text = (out / "results.md").read_text()
+    header = "| attribute | paradigm | n | metric | chance | " + " | ".join(METHODS) + " |"
+    assert header in text
+    assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + len(report["results"])
+    assert "| ADHD | judgment |" in text and "| age | predictive |" in text and "r / MAE" in text
+
+
+def test_plots(run):
+    out, report = run
+    for name in ("roc_adhd_predictive.png", "roc_adhd_judgment.png", "scatter_age.png"):
+        path = out / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(path) in report["files"]
+
+
+def test_unknown_method(model_dir, instruction_dir, tmp_path):
+    with pytest.raises(ValueError, match="Unknown method"):
+        run_zero_shot_evaluation(model_dir, instruction_dir, tmp_path, methods=["gpt4"])
