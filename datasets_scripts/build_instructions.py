@@ -1,0 +1,337 @@
+"""Build an FCN instruction dataset folder that `datasets.load_dataset(DIR, "subjects"|"instructions")` reads.
+
+    python datasets_scripts/build_instructions.py --out DIR [--subjects N] [--atlas schaefer100-7] [--seed S]
+
+Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, fcn = upper
+triangle without the diagonal as float16, attribute columns), ``DIR/instructions/{split}.parquet``
+(id, messages, subject_ids, paradigm, attribute, answer, dataset, site) and ``DIR/README.md``, a
+dataset card whose YAML ``configs:`` lists the files per split. Splits: ``train`` / ``validation``
+(seen cohorts, split by subject) and ``zero_shot`` (unseen cohorts). The card has the counts per
+attribute, paradigm and split, the skipped missing values, and the oracle vs edge-regression vs
+chance table on the zero-shot split (the builder checks that no baseline beats the oracle beyond
+sampling noise and says so in the card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # script mode: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
+
+from datasets_scripts.attributes import AttributeRegistry, load_registry
+from datasets_scripts.instructions import build_instruction_set
+from datasets_scripts.subjects import REQUIRED_COLUMNS, SubjectTable
+from processing.atlases import load_atlas
+
+SPLITS = ("train", "validation", "zero_shot")
+DEFAULT_SUBJECTS = 1500
+
+
+class EmptyInstructionSetError(ValueError):
+    """A subject table with no usable attribute values."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks and splits
+# --------------------------------------------------------------------------------------------------
+def check_table(table: SubjectTable, atlas_name: str, registry: AttributeRegistry) -> None:
+    """FCN size vs atlas, attribute keys vs registry, and values vs attribute kinds."""
+    atlas = load_atlas(atlas_name)
+    if table.num_rois != atlas.num_rois:
+        raise ValueError(f"FCNs have N={table.num_rois} ROIs but atlas {atlas.name!r} has N={atlas.num_rois} ROIs.")
+    for key in table.attribute_columns():
+        attr = registry[key]  # unknown columns raise, naming the allowed keys
+        for sid, value in zip(table.meta["subject_id"], table.meta[key]):
+            attr.check_value(value, where=f"subject {sid!r}")
+
+
+def assign_splits(meta: pd.DataFrame, zero_shot_datasets: list[str], validation_fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """`(S,)` split name per subject: zero_shot for unseen cohorts, else train/validation by subject."""
+    split = np.where(meta["dataset"].isin(zero_shot_datasets), "zero_shot", "train").astype(object)
+    seen = np.flatnonzero(split == "train")
+    n_val = int(round(validation_fraction * len(seen)))
+    split[rng.permutation(seen)[:n_val]] = "validation"
+    return split
+
+
+def check_disjoint(ids_per_split: dict[str, list[str]]) -> None:
+    """Raise if a subject id appears in more than one split."""
+    seen: dict[str, str] = {}
+    for split, ids in ids_per_split.items():
+        for sid in ids:
+            if sid in seen and seen[sid] != split:
+                raise ValueError(f"Subject id {sid!r} is in both the {seen[sid]!r} and {split!r} splits; "
+                                 "a subject must never be in two splits.")
+            seen[sid] = split
+
+
+# --------------------------------------------------------------------------------------------------
+# Baselines vs oracle
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class BaselineRow:
+    attribute: str
+    metric: str  # "AUC" (binary; categorical: macro one-vs-rest) or "r" (continuous)
+    n: int
+    oracle: float
+    edge_model: float
+    chance: float
+    se: float  # bootstrap SE of (edge_model - oracle)
+    beats_oracle: bool
+
+
+def _auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula (ties averaged)."""
+    from scipy.stats import rankdata
+
+    positive = positive.astype(bool)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((rankdata(score)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _metric(kind: str, y: np.ndarray, score: np.ndarray, classes=None) -> float:
+    roc_auc_score = _auc
+    if kind == "continuous":
+        return float(np.corrcoef(y.astype(float), score)[0, 1]) if np.std(score) > 0 else 0.0
+    if kind == "binary":
+        return float(roc_auc_score(y.astype(float), score))
+    aucs = [roc_auc_score(y == c, score[:, i]) for i, c in enumerate(classes) if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(aucs))
+
+
+def baseline_check(table: SubjectTable, split: np.ndarray, registry: AttributeRegistry,
+                   max_train: int = 1000, bootstrap: int = 100, seed: int = 0) -> list[BaselineRow]:
+    """Edge models (logistic / ridge regression on Fisher-z upper-triangle edges, trained on `train`)
+    vs the simulator's oracle on `zero_shot`, per attribute with enough data."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    scores = table.info.get("oracle_scores", {})
+    rng = np.random.default_rng(seed)
+    iu = np.triu_indices(table.num_rois, 1)
+    rows = []
+    for key in table.attribute_columns():
+        if key not in scores:
+            continue
+        attr = registry[key]
+        y_all = table.meta[key].to_numpy()
+        present = np.array([not attr.is_missing(v) for v in y_all])
+        train = np.flatnonzero(present & (split == "train"))
+        test = np.flatnonzero(present & (split == "zero_shot"))
+        if len(train) > max_train:
+            train = rng.choice(train, max_train, replace=False)
+        y_tr, y_te = y_all[train], y_all[test]
+        if len(test) < 20 or len(set(y_tr)) < 2 or len(set(y_te)) < 2:
+            continue
+        edges = lambda idx: np.arctanh(np.clip(table.fcns[idx][:, iu[0], iu[1]], -0.999, 0.999))
+        scaler = StandardScaler().fit(edges(train))
+        x_tr, x_te = scaler.transform(edges(train)), scaler.transform(edges(test))
+        classes = list(attr.classes) if attr.kind == "categorical" else None
+        if attr.kind == "continuous":
+            model = Ridge(alpha=x_tr.shape[1] * 10.0).fit(x_tr, y_tr.astype(float))
+            edge_score = model.predict(x_te)
+        else:
+            model = LogisticRegression(C=1e-3, max_iter=200).fit(x_tr, y_tr.astype(float) if classes is None else y_tr)
+            edge_score = model.decision_function(x_te)
+            if classes is not None:
+                proba = model.predict_proba(x_te)
+                edge_score = np.stack([proba[:, list(model.classes_).index(c)] if c in model.classes_
+                                       else np.zeros(len(x_te)) for c in classes], 1)
+        oracle_score = scores[key][test]
+        oracle, edge = _metric(attr.kind, y_te, oracle_score, classes), _metric(attr.kind, y_te, edge_score, classes)
+        diffs = []
+        for _ in range(bootstrap):
+            b = rng.integers(0, len(test), len(test))
+            if len(set(y_te[b])) < 2:
+                continue
+            diffs.append(_metric(attr.kind, y_te[b], edge_score[b], classes) - _metric(attr.kind, y_te[b], oracle_score[b], classes))
+        se = float(np.std(diffs)) if diffs else float("nan")
+        rows.append(BaselineRow(key, "r" if attr.kind == "continuous" else "AUC", len(test), oracle, edge,
+                                0.0 if attr.kind == "continuous" else 0.5, se, bool(edge - oracle > 2 * se)))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+def subjects_arrow(table: SubjectTable, rows: np.ndarray) -> pa.Table:
+    """The `subjects` config for some rows: FCN upper triangle (no diagonal) as a float16 list."""
+    n = table.num_rois
+    iu = np.triu_indices(n, 1)
+    tri = table.fcns[rows][:, iu[0], iu[1]].astype(np.float16)
+    meta = table.meta.iloc[rows].reset_index(drop=True)
+    columns = {c: pa.array(meta[c].astype(str).tolist()) for c in REQUIRED_COLUMNS}
+    columns["num_rois"] = pa.array(np.full(len(rows), n, dtype=np.int32))
+    columns["fcn"] = pa.FixedSizeListArray.from_arrays(pa.array(tri.ravel(), type=pa.float16()), tri.shape[1])
+    for c in table.attribute_columns():
+        col = meta[c]
+        if col.dtype == object and not all(isinstance(v, (int, float)) or v is None for v in col):
+            columns[c] = pa.array([None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in col],
+                                  type=pa.string())
+        else:
+            columns[c] = pa.array(pd.to_numeric(col, errors="coerce").astype(float).to_numpy(), type=pa.float64())
+    return pa.table(columns)
+
+
+def instructions_arrow(records: list[dict]) -> pa.Table:
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("messages", pa.list_(message)), ("subject_ids", pa.list_(pa.string())),
+                        ("paradigm", pa.string()), ("attribute", pa.string()), ("answer", pa.string()),
+                        ("dataset", pa.string()), ("site", pa.string())])
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def _yaml_configs(splits: list[str]) -> str:
+    lines = ["---", "configs:"]
+    for config in ("subjects", "instructions"):
+        lines += [f"- config_name: {config}", "  data_files:"]
+        lines += [f"  - split: {s}\n    path: {config}/{s}.parquet" for s in splits]
+    lines += ["license: apache-2.0", "task_categories:", "- text-generation", "tags:", "- fmri", "- connectivity",
+              "- synthetic", "---"]
+    return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cols = [str(c) for c in frame.columns]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(out)
+
+
+def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, baselines: list[BaselineRow]) -> str:
+    parts = [_yaml_configs(summary["splits"]), "", "# FCN instruction dataset", "",
+             f"Built by `datasets_scripts/build_instructions.py` from {summary['source']} "
+             f"({summary['subjects']} subjects, atlas `{summary['atlas']}`, {summary['num_rois']} ROIs, seed {summary['seed']}).",
+             "", "```python", "import datasets",
+             "subjects = datasets.load_dataset(DIR, \"subjects\")       # FCN upper triangles (float16) + attributes",
+             "instructions = datasets.load_dataset(DIR, \"instructions\")  # chat messages with <graph> placeholders",
+             "```", "",
+             "Splits: `train` / `validation` are seen cohorts split by subject; `zero_shot` holds unseen cohorts "
+             f"({', '.join(summary['zero_shot_datasets']) or 'none'}): other template group, unseen scanners, "
+             "other scan lengths, noise, ages and prevalences. No subject is in two splits.", "",
+             "## Subjects per split and dataset", "", _markdown_table(summary["subjects_table"]), "",
+             "## Instructions per attribute, paradigm and split", "", _markdown_table(counts), "",
+             "## Skipped values", "",
+             "A missing attribute value is skipped for that subject (never imputed); comparative pairs with "
+             "equal values are not formed.", "", _markdown_table(skipped), ""]
+    if baselines:
+        table = pd.DataFrame([{"attribute": b.attribute, "metric": b.metric, "n (zero_shot)": b.n,
+                               "oracle": f"{b.oracle:.3f}", "edge model": f"{b.edge_model:.3f}",
+                               "chance": f"{b.chance:.1f}", "SE of difference": f"{b.se:.3f}",
+                               "edge beats oracle (> 2 SE)": "YES" if b.beats_oracle else "no"} for b in baselines])
+        verdict = ("**Check failed**: a baseline beats the oracle beyond sampling noise (see the last column)."
+                   if any(b.beats_oracle for b in baselines) else
+                   "Check passed: no edge model beats the oracle beyond sampling noise (2 bootstrap SE).")
+        parts += ["## Oracle vs edge model vs chance (zero_shot split)", "",
+                  "Oracle: the posterior of each attribute under the simulator's own generative model "
+                  "(Laplace-approximated likelihood ratio of the subject's FCN, marginalising subject, site-known "
+                  "and other-attribute variability; see `datasets_scripts/oracle.py`). Edge model: logistic "
+                  "(binary/categorical, C=1e-3) or ridge (continuous) regression on standardised Fisher-z "
+                  f"upper-triangle edges, trained on up to {summary['check_train']} `train` subjects. AUC for "
+                  "binary (categorical: macro one-vs-rest), Pearson r for continuous attributes.", "",
+                  _markdown_table(table), "", verdict, ""]
+    parts += ["## Build", "", f"Build time {summary['build_seconds']:.1f} s ({json.dumps(summary['timings'])}).", ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class BuildResult:
+    out: Path
+    counts: pd.DataFrame
+    baselines: list[BaselineRow]
+    seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, validation_fraction: float = 0.15,
+          registry: AttributeRegistry | None = None, check_train: int = 1000,
+          split: np.ndarray | None = None) -> BuildResult:
+    """Write the dataset folder for a subject table (simulated or real)."""
+    t0 = time.perf_counter()
+    registry = registry or load_registry()
+    check_table(table, atlas, registry)
+    attrs = table.attribute_columns()
+    usable = [a for a in attrs if any(not registry[a].is_missing(v) for v in table.meta[a])]
+    if not usable:
+        raise EmptyInstructionSetError(
+            f"No instructions can be built: the {len(table)} subjects have no attribute values "
+            f"(attribute columns: {attrs or 'none'}). Add phenotype columns named by registry keys "
+            f"({', '.join(registry)}).")
+    rng = np.random.default_rng(seed)
+    if split is None:
+        split = assign_splits(table.meta, table.info.get("zero_shot_datasets", []), validation_fraction, rng)
+    splits = [s for s in SPLITS if (split == s).any()]
+    check_disjoint({s: table.meta["subject_id"][split == s].tolist() for s in splits})
+    out = Path(out)
+    (out / "subjects").mkdir(parents=True, exist_ok=True)
+    (out / "instructions").mkdir(parents=True, exist_ok=True)
+    counts, skipped = [], []
+    for s in splits:
+        rows = np.flatnonzero(split == s)
+        pq.write_table(subjects_arrow(table, rows), out / "subjects" / f"{s}.parquet")
+        inst = build_instruction_set(table.meta.iloc[rows].reset_index(drop=True), s, registry, rng)
+        pq.write_table(instructions_arrow(inst.records), out / "instructions" / f"{s}.parquet")
+        frame = pd.DataFrame(inst.records, columns=["attribute", "paradigm"])
+        counts.append(frame.value_counts().rename(s))
+        skipped.append(pd.Series(inst.skipped_missing, dtype=int).rename(f"{s}: missing"))
+        skipped.append(pd.Series(inst.skipped_ties, dtype=int).rename(f"{s}: comparative ties"))
+    count_table = pd.concat(counts, axis=1).fillna(0).astype(int).reindex(
+        pd.MultiIndex.from_product([attrs, ["predictive", "judgment", "comparative"]])).dropna(how="all")
+    count_table = count_table.fillna(0).astype(int)
+    count_table = count_table.assign(total=count_table.to_numpy().sum(1)).reset_index().rename(columns={"level_0": "attribute", "level_1": "paradigm"})
+    skip_table = pd.concat(skipped, axis=1).reindex(attrs).fillna(0).astype(int).reset_index(names="attribute")
+    t1 = time.perf_counter()
+    with threadpool_limits(1):
+        baselines = baseline_check(table, split, registry, max_train=check_train, seed=seed) if "zero_shot" in splits else []
+    timings = {**{f"simulate_{k}": round(v, 2) for k, v in table.info.get("timings", {}).items()},
+               "write": round(t1 - t0, 2), "baseline_check": round(time.perf_counter() - t1, 2)}
+    seconds = time.perf_counter() - t0 + table.info.get("timings", {}).get("total", 0.0)
+    summary = {"splits": splits, "source": table.info.get("source", "a subject table"), "subjects": len(table),
+               "atlas": atlas, "num_rois": table.num_rois, "seed": seed,
+               "zero_shot_datasets": table.info.get("zero_shot_datasets", []), "check_train": check_train,
+               "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
+               "build_seconds": seconds, "timings": timings}
+    (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines))
+    return BuildResult(out, count_table, baselines, seconds, timings)
+
+
+def main(argv: list[str] | None = None) -> BuildResult:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="simulated subjects")
+    parser.add_argument("--atlas", default="schaefer100-7", help="Schaefer atlas, e.g. schaefer100-7, schaefer400-17")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-fraction", type=float, default=0.15)
+    parser.add_argument("--check-train", type=int, default=1000, help="train subjects for the edge-model check")
+    args = parser.parse_args(argv)
+    from datasets_scripts.simulate import SimulationConfig, simulate
+
+    table = simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed))
+    result = build(args.out, table, args.atlas, args.seed, args.validation_fraction, check_train=args.check_train)
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    print(f"Wrote {args.out}: {len(table)} subjects, {int(result.counts['total'].sum())} instructions, "
+          f"{size / 1e6:.1f} MB, {result.seconds:.1f} s.")
+    failed = [b.attribute for b in result.baselines if b.beats_oracle]
+    if failed:
+        print(f"WARNING: an edge model beats the oracle beyond sampling noise for: {', '.join(failed)}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+import collections
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datasets_scripts import build_instructions as bi
+from datasets_scripts.graph_lookup import GraphLookup
+from datasets_scripts.subjects import SubjectTable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _table(n=12, num_rois=100, **columns):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 60, num_rois))
+    fcns = np.stack([np.corrcoef(xi.T) for xi in x]).astype(np.float32)
+    meta = pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "dataset": ["A"] * (n // 2) + ["B"] * (n - n // 2),
+                         "site": ["a1"] * n, "atlas": "schaefer100-7", **columns})
+    return SubjectTable(fcns, meta)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    result = bi.main(["--out", str(out), "--subjects", "120", "--check-train", "100"])
+    return out, result
+
+
+def test_load_dataset_reads_both_configs(built):
+    out, _ = built
+    subjects = datasets.load_dataset(str(out), "subjects")
+    instructions = datasets.load_dataset(str(out), "instructions")
+    assert set(subjects) == set(instructions) == {"train", "validation", "zero_shot"}
+    row = subjects["train"][0]
+    assert row["num_rois"] == 100 and len(row["fcn"]) == 4950
+    inst = instructions["train"][0]
+    assert inst["messages"][0]["role"] == "user" and inst["messages"][0]["content"].count("<graph>") == len(inst["subject_ids"])
+    assert inst["messages"][1] == {"role": "assistant", "content": inst["answer"]}
+
+
+def test_splits_are_disjoint_and_zero_shot_is_unseen(built):
+    out, _ = built
+    subjects = datasets.load_dataset(str(out), "subjects")
+    ids = {s: set(subjects[s]["subject_id"]) for s in subjects}
+    assert not ids["train"] & ids["validation"] and not ids["train"] & ids["zero_shot"]
+    assert not set(subjects["zero_shot"]["dataset"]) & set(subjects["train"]["dataset"])
+    instructions = datasets.load_dataset(str(out), "instructions")
+    for split in instructions:
+        used = {sid for sids in instructions[split]["subject_ids"] for sid in sids}
+        assert used <= ids[split]
+
+
+def test_paradigms_and_balanced_comparatives(built):
+    out, _ = built
+    inst = datasets.load_dataset(str(out), "instructions")["train"]
+    assert set(inst["paradigm"]) == {"predictive", "judgment", "comparative"}
+    answers = collections.Counter(a for a, p in zip(inst["answer"], inst["paradigm"]) if p == "comparative")
+    assert set(answers) == {"The first", "The second"} and abs(answers["The first"] - answers["The second"]) <= 20
+    comp = [m for m, p in zip(inst["messages"], inst["paradigm"]) if p == "comparative"][0]
+    assert comp[0]["content"].startswith("Subject 1: <graph>\nSubject 2: <graph>\n")
+
+
+def test_card_has_counts_skips_and_oracle_table(built):
+    out, result = built
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nconfigs:") and "config_name: instructions" in card
+    assert "## Instructions per attribute, paradigm and split" in card and "## Skipped values" in card
+    assert "Oracle vs edge model vs chance" in card
+    assert result.baselines and all(np.isfinite(b.oracle) for b in result.baselines)
+
+
+def test_lookup_from_folder_matches_stored_fcn(built):
+    out, _ = built
+    lookup = GraphLookup.from_folder(out)
+    sid = datasets.load_dataset(str(out), "instructions")["validation"][0]["subject_ids"][0]
+    fcn = lookup[sid]
+    assert fcn.shape == (100, 100) and torch.all(torch.diagonal(fcn) == 1)
+
+
+def test_missing_values_are_skipped_and_counted(tmp_path):
+    table = _table(age=[np.nan, 30.0, 40.0, 50.0, np.nan, 20.0, 31.0, 41.0, 51.0, 61.0, 22.0, 33.0])
+    result = bi.build(tmp_path, table, "schaefer100-7", split=np.array(["train"] * 12, dtype=object))
+    card = (tmp_path / "README.md").read_text()
+    assert "| age | 2 |" in card  # two subjects skipped
+    inst = datasets.load_dataset(str(tmp_path), "instructions")["train"]
+    assert not {"s0", "s4"} & {sid for sids in inst["subject_ids"] for sid in sids}
+
+
+def test_fcn_of_wrong_size_names_both_sizes(tmp_path):
+    table = _table(num_rois=20, age=[30.0] * 12)
+    with pytest.raises(ValueError, match="N=20 ROIs but atlas 'schaefer100-7' has N=100"):
+        bi.build(tmp_path, table, "schaefer100-7")
+
+
+def test_subject_in_two_splits_is_an_error():
+    with pytest.raises(ValueError, match="'s3' is in both the 'train' and 'zero_shot' splits"):
+        bi.check_disjoint({"train": ["s1", "s3"], "zero_shot": ["s3"]})
+
+
+def test_unknown_attribute_names_the_allowed_keys(tmp_path):
+    table = _table(iq=[100.0] * 12)
+    with pytest.raises(KeyError, match="'iq'.*allowed attribute keys: age, sex"):
+        bi.build(tmp_path, table, "schaefer100-7")
+
+
+def test_bad_categorical_value_names_allowed_classes(tmp_path):
+    table = _table(sex=["F"] * 12)
+    with pytest.raises(ValueError, match=r"'F' is not one of the allowed classes \['Female', 'Male'\]"):
+        bi.build(tmp_path, table, "schaefer100-7")
+
+
+def test_no_attributes_gives_a_clear_message(tmp_path):
+    with pytest.raises(bi.EmptyInstructionSetError, match="no attribute values"):
+        bi.build(tmp_path, _table(), "schaefer100-7")
+    with pytest.raises(bi.EmptyInstructionSetError):
+        bi.build(tmp_path, _table(age=[np.nan] * 12), "schaefer100-7")
+
+
+def test_script_mode_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "datasets_scripts/build_instructions.py", "--help"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--subjects" in proc.stdout
