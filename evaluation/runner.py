@@ -122,6 +122,9 @@ def run_zero_shot_evaluation(
     if max_subjects is not None and max_subjects < len(eval_rows):
         eval_rows = np.sort(np.random.default_rng(seed).choice(eval_rows, size=max_subjects, replace=False))
     questions = _questions(data, eval_rows, registry, notes)
+    if max_subjects is not None:
+        notes.append(f"max_subjects={max_subjects}: only questions whose subjects are all among the sampled "
+                     f"subjects are asked, so comparative pairs are few")
     if not questions:
         raise ValueError(f"No zero-shot instruction has all its subjects among the {len(eval_rows)} evaluated "
                          f"subjects; raise max_subjects or check the dataset's zero_shot split.")
