@@ -41,7 +41,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         series = rng.normal(size=(args.batch, 200, atlas.num_rois))
         fcns = torch.from_numpy(np.stack([np.corrcoef(s.T) for s in series]).astype(np.float32))
-        for gnn_type in ("gatv2", "gine", "gcn"):
+        for gnn_type in ("graph", "gin", "gcn", "gat"):
             config = FCNEncoderConfig(
                 num_rois=atlas.num_rois, network_assignment=atlas.network_assignment, gnn_type=gnn_type
             )

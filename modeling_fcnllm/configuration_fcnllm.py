@@ -8,7 +8,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-GNN_TYPES = ("gatv2", "gine", "gcn")
+GNN_TYPES = ("graph", "gin", "gcn", "gat")
 
 # SmolLM2-135M-Instruct, the default backbone, with one added token (`<graph>`, id 49152).
 _DEFAULT_TEXT_CONFIG = {
@@ -37,8 +37,8 @@ class FCNEncoderConfig(PreTrainedConfig):
         network_names: K names of the subnetworks (for reports); optional.
         hidden_size: width of node embeddings and graph tokens before the projector.
         num_layers: message-passing layers.
-        gnn_type: `"gatv2"` (attention with signed edge features), `"gine"` or `"gcn"` (on |r|).
-        num_attention_heads: heads of GATv2 layers and of the ROI-token attention pooling.
+        gnn_type: PyG dense layer: `"graph"` (signed weighted sum, default), `"gin"`, `"gcn"` or `"gat"` (on |r|).
+        num_attention_heads: heads of GAT layers and of the ROI-token attention pooling.
         edge_density: fraction of the N - 1 possible neighbours kept per node (strongest |r|).
         num_roi_tokens: R, learned queries of the ROI-level attention pooling.
         use_roi_tokens / use_network_tokens / use_global_token: switch each scale on or off.
@@ -51,9 +51,9 @@ class FCNEncoderConfig(PreTrainedConfig):
     num_rois: int = 100
     network_assignment: list[int] | None = None
     network_names: list[str] | None = None
-    hidden_size: int = 256
+    hidden_size: int = 128
     num_layers: int = 2
-    gnn_type: Literal["gatv2", "gine", "gcn"] = "gatv2"
+    gnn_type: Literal["graph", "gin", "gcn", "gat"] = "graph"
     num_attention_heads: int = 4
     edge_density: float = 0.1
     num_roi_tokens: int = 16

@@ -41,7 +41,7 @@ def test_bad_encoder_configs_name_the_problem():
     with pytest.raises(ValueError, match="All token scales are switched off"):
         tiny_encoder_config(use_roi_tokens=False, use_network_tokens=False, use_global_token=False)
     with pytest.raises(ValueError, match="gnn_type"):
-        tiny_encoder_config(gnn_type="transformer")
+        tiny_encoder_config(gnn_type="gatv2")
     with pytest.raises(ValueError, match="edge_density"):
         tiny_encoder_config(edge_density=0.0)
 

@@ -15,7 +15,7 @@ def _batch(processor, texts, num_graphs, seed=0):
 
 
 # --- encoder -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("gnn_type", ["gatv2", "gine", "gcn"])
+@pytest.mark.parametrize("gnn_type", ["graph", "gin", "gcn", "gat"])
 def test_encoder_token_shapes(gnn_type):
     config = tiny_encoder_config(gnn_type=gnn_type)
     out = FCNEncoder(config)(torch.from_numpy(random_fcns(5)))

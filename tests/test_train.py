@@ -1,0 +1,139 @@
+"""train.py end to end on a tiny backbone and a tiny simulated instruction set."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
+
+import train
+from datasets_scripts import build_instructions
+from tests.conftest import make_tokenizer, tiny_text_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_ENCODER = ["--encoder_hidden_size", "16", "--num_roi_tokens", "2", "--encoder_layers", "1"]
+FAST = ["--report_to", "none", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--use_cpu", "true",
+        "--max_eval_samples", "8", "--dataloader_num_workers", "0", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    build_instructions.main(["--out", str(data), "--subjects", "80", "--check-train", "40"])
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    backbone = root / "backbone"
+    LlamaForCausalLM(tiny_text_config("llama", len(tokenizer))).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    stage0 = train.main(["--stage", "encoder", "--data_dir", str(data), "--output_dir", str(root / "stage0"),
+                         "--encoder_epochs", "3", *TINY_ENCODER, "--report_to", "none"])
+    stage1 = train.main(["--stage", "align", "--data_dir", str(data), "--output_dir", str(root / "stage1"),
+                         "--backbone", str(backbone), "--encoder_checkpoint", str(stage0), "--max_steps", "3",
+                         "--learning_rate", "1e-3", *FAST])
+    return {"root": root, "data": data, "backbone": backbone, "stage0": stage0, "stage1": stage1}
+
+
+def _weights(folder):
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_stage0_saves_encoder_heads_and_summary(workspace):
+    stage0 = workspace["stage0"]
+    assert {"config.json", "encoder.safetensors", "heads.safetensors", "stage0.json"} <= {p.name for p in stage0.iterdir()}
+    summary = json.loads((stage0 / "stage0.json").read_text())
+    assert summary["samples_seen"] > 0 and len(summary["specs"]) >= 10
+
+
+def test_stage1_trains_encoder_and_projector_only(workspace):
+    stage1 = _weights(workspace["stage1"])
+    backbone = load_file(workspace["backbone"] / "model.safetensors")
+    for name, value in backbone.items():
+        if "embed_tokens" in name or "lm_head" in name:
+            continue  # resized by one row for <graph>
+        torch.testing.assert_close(stage1[f"model.language_model.{name.removeprefix('model.')}"], value)
+    encoder0 = load_file(workspace["stage0"] / "encoder.safetensors")
+    changed = [k for k, v in encoder0.items() if not torch.equal(stage1[f"model.graph_encoder.{k}"], v)]
+    assert changed, "stage 1 did not train the encoder"
+    summary = json.loads((workspace["stage1"] / "train_summary.json").read_text())
+    assert summary["stage"] == "align" and "graph_token_spread" in summary
+
+
+def test_stage2_lora_saves_adapter_and_merged_model(workspace):
+    out = train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "lora"),
+                      "--model_name_or_path", str(workspace["stage1"]), "--lora", "true", "--lora_r", "2",
+                      "--max_steps", "2", "--learning_rate", "1e-3", *FAST])
+    assert (out / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(merged).__name__ == "FCNLLMForCausalLM"
+    assert not any("lora" in k for k in _weights(out))
+    stage1 = _weights(workspace["stage1"])
+    assert any(not torch.equal(stage1[k], v) for k, v in _weights(out).items() if "q_proj" in k)
+
+
+class StopAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(workspace):
+    root = workspace["root"]
+    args = ["--stage", "joint", "--data_dir", str(workspace["data"]), "--model_name_or_path", str(workspace["stage1"]),
+            "--max_steps", "4", "--save_steps", "2", "--learning_rate", "1e-3", *FAST]
+    full = train.main([*args, "--output_dir", str(root / "full")])
+    train.main([*args, "--output_dir", str(root / "resumed")], callbacks=[StopAfter(2)])
+    assert (root / "resumed" / "checkpoint-2").exists()
+    resumed = train.main([*args, "--output_dir", str(root / "resumed"), "--resume_from_checkpoint", str(root / "resumed" / "checkpoint-2")])
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_stage2_without_stage1_is_allowed_with_a_warning(workspace, caplog):
+    with caplog.at_level("WARNING", logger="fcn_llm.train"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "nostage1"),
+                    "--backbone", str(workspace["backbone"]), "--max_steps", "1", *TINY_ENCODER, *FAST])
+    assert "without a stage-1 folder" in caplog.text
+
+
+def test_bad_inputs_name_the_problem(workspace, tmp_path):
+    with pytest.raises(ValueError, match="not an FCN-LLM instruction set"):
+        train.main(["--stage", "encoder", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
+    with pytest.raises(ValueError, match="is a .llama. checkpoint, not an FCN-LLM"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--model_name_or_path", str(workspace["backbone"]), *FAST])
+    with pytest.raises(ValueError, match=r"linear layers are \[.*q_proj"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--model_name_or_path", str(workspace["stage1"]), "--lora", "true",
+                    "--lora_target_modules", "c_attn", "--max_steps", "1", *FAST])
+    with pytest.raises(ValueError, match="not a stage-0 output"):
+        train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(tmp_path), *FAST])
+    with pytest.raises(ValueError, match="Unknown --stage"):
+        train.main(["--stage", "pretrain", "--output_dir", str(tmp_path / "o")])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(workspace):
+    out = workspace["root"] / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+           str(REPO / "train.py"), "--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(out),
+           "--model_name_or_path", str(workspace["stage1"]), "--max_steps", "2", "--learning_rate", "1e-4", *FAST]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "'train_runtime'" in result.stdout
+    log = json.loads((out / "train_summary.json").read_text())
+    assert log["log_history"][-1]["step"] == 2
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(model).__name__ == "FCNLLMForCausalLM"
