@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo example test clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m examples.demo
+	$(PY) recipe.py --preset demo --out outputs/demo
+
+example: $(STAMP)
+	$(PY) -m examples.demo --out outputs/example
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

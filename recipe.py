@@ -34,7 +34,7 @@ from training.model_card import write_model_card
 
 PRESETS = {
     # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
-    "demo": dict(subjects=1200, align_steps=300, joint_samples=800, batch_size=8, eval_subjects=200, bf16=True),
+    "demo": dict(subjects=1200, align_steps=300, joint_samples=800, batch_size=8, eval_subjects=60, bf16=True),
     "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, bf16=True),
 }
 
@@ -92,6 +92,7 @@ def main(argv=None) -> dict:
         *common, *backbone, "--paradigms", paradigms, "--per_device_train_batch_size", str(preset["batch_size"]),
         "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
         "--dataloader_num_workers", "0", *(["--bf16", "true"] if bf16 else []),
+        *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
     ]
 
     if not args.skip_stage0:

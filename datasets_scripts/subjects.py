@@ -61,5 +61,22 @@ class SubjectTable:
         if len(sizes) > 1:
             raise ValueError(f"Cannot concatenate subject tables of different atlas sizes: {sorted(sizes)}.")
         meta = pd.concat([t.meta for t in tables], ignore_index=True)
-        info = {k: v for t in tables for k, v in t.info.items()}
+        info = _merge_info([t.info for t in tables])
         return SubjectTable(np.concatenate([t.fcns for t in tables]), meta, info)
+
+
+def _merge_info(infos: list[dict]) -> dict:
+    """Merge provenance dicts: nested dicts (e.g. exclusion counts per site) are merged key by key,
+    lists are concatenated, numbers added; any other value keeps the first table's."""
+    merged: dict = {}
+    for info in infos:
+        for key, value in info.items():
+            if key not in merged:
+                merged[key] = value if not isinstance(value, (dict, list)) else type(value)(value)
+            elif isinstance(value, dict) and isinstance(merged[key], dict):
+                merged[key] = _merge_info([merged[key], value])
+            elif isinstance(value, list) and isinstance(merged[key], list):
+                merged[key] = merged[key] + value
+            elif isinstance(value, (int, float)) and isinstance(merged[key], (int, float)):
+                merged[key] = merged[key] + value
+    return merged

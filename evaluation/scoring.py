@@ -15,18 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from training.collator import end_of_turn  # training labels and scoring must end answers alike
+
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
-
-
-def end_of_turn(processor) -> str:
-    """The text the chat template puts after an assistant answer, up to trailing whitespace ("<|im_end|>")."""
-    probe = "PROBE_ANSWER"
-    user = [{"role": "user", "content": "q"}]
-    prompt = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-    full = processor.apply_chat_template(user + [{"role": "assistant", "content": probe}], tokenize=False)
-    if not full.startswith(prompt + probe):
-        return ""
-    return full[len(prompt) + len(probe):].rstrip()
 
 
 def expand_graphs(processor, text: str) -> str:

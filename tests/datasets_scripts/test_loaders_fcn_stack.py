@@ -127,3 +127,18 @@ def test_unknown_attribute_value_in_stack_csv_is_an_error(tmp_path):
     table.loc[1, "autism"] = "2"
     with pytest.raises(ValueError, match=r"'autism'.*\['2'\].*allowed values: \[0, 1\]"):
         load_fcn_stack(path, table, atlas="toy10")
+
+
+def test_concat_merges_exclusion_counts_of_both_cohorts():
+    import numpy as np
+    import pandas as pd
+
+    from datasets_scripts.subjects import SubjectTable
+
+    def table(prefix, site, count):
+        meta = pd.DataFrame({"subject_id": [f"{prefix}1"], "dataset": [prefix], "site": [site], "atlas": ["a"]})
+        return SubjectTable(np.eye(3, dtype=np.float32)[None], meta, {"excluded": {site: {"constant ROI": count}}, "counts": {"loaded": 1}})
+
+    merged = SubjectTable.concat([table("A", "s1", 2), table("B", "s2", 3)])
+    assert merged.info["excluded"] == {"s1": {"constant ROI": 2}, "s2": {"constant ROI": 3}}
+    assert merged.info["counts"] == {"loaded": 2}
