@@ -59,9 +59,9 @@ class GraphLookup:
     @classmethod
     def from_folder(cls, folder: str | Path) -> "GraphLookup":
         """From a folder written by `build_instructions.py` (reads its `subjects` config)."""
-        import datasets
+        from .loading import load_config
 
-        return cls.from_dataset(datasets.load_dataset(str(folder), "subjects"))
+        return cls.from_dataset(load_config(folder, "subjects"))
 
     def __len__(self) -> int:
         return len(self._index)

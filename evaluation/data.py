@@ -74,7 +74,7 @@ def _available_configs(data_dir: Path) -> list[str]:
 
 def _load_config(data_dir: Path, name: str) -> dict[str, pd.DataFrame]:
     """All splits of config `name` as pandas frames; DatasetFormatError naming what is missing."""
-    import datasets
+    from datasets_scripts.loading import load_config
 
     configs = _available_configs(data_dir)
     if name not in configs:
@@ -82,7 +82,7 @@ def _load_config(data_dir: Path, name: str) -> dict[str, pd.DataFrame]:
             f"{data_dir}: the dataset has no {name!r} config (found: {configs or 'none'}); expected the configs "
             f"{[SUBJECTS_CONFIG, INSTRUCTIONS_CONFIG]} written by datasets_scripts/build_instructions.py."
         )
-    loaded = datasets.load_dataset(str(data_dir), name)
+    loaded = load_config(data_dir, name)
     return {split: ds.to_pandas() for split, ds in loaded.items()}
 
 
