@@ -128,11 +128,13 @@ def explain_attribute(
     if attr.kind == "continuous" and paradigm != "comparative" and threshold is None:
         threshold = pick_threshold(attr, values.to_numpy(float))
     question = make_question(attr, paradigm, threshold=threshold, target_class=target_class)
-    labels = side_labels(attr, values, question, threshold if threshold is not None else float(np.median(values.astype(float))))
+    # the side each subject is on: above the threshold (judgment) or the median (comparative) for continuous
+    cut = threshold if threshold is not None else (
+        float(np.median(values.astype(float))) if attr.kind == "continuous" else None)
+    labels = side_labels(attr, values, question, cut)
     rng = np.random.default_rng(seed)
     chosen = rows[balanced_rows(labels, num_subjects * question.num_graphs, rng)]
-    chosen_labels = side_labels(attr, subjects[attribute].iloc[chosen], question,
-                                threshold if threshold is not None else float(np.median(values.astype(float))))
+    chosen_labels = side_labels(attr, subjects[attribute].iloc[chosen], question, cut)
 
     ref_pool = np.flatnonzero((subjects["split"] == "train").to_numpy()) if "split" in subjects.columns else np.arange(len(fcns))
     ref_pool = ref_pool if len(ref_pool) else np.arange(len(fcns))
@@ -166,9 +168,7 @@ def explain_attribute(
             gaps.append(gap)
         for g, (res, r) in enumerate(zip(result, group)):
             per_graph[g].append(res)
-            per_graph_labels[g].append(float(side_labels(attr, subjects[attribute].iloc[[r]], question,
-                                                         threshold if threshold is not None else
-                                                         float(np.median(values.astype(float))))[0]))
+            per_graph_labels[g].append(float(side_labels(attr, subjects[attribute].iloc[[r]], question, cut)[0]))
         if (i + 1) % max(1, len(groups) // 4) == 0 or i + 1 == len(groups):
             log(f"  {attribute}: {i + 1}/{len(groups)} questions ({time.perf_counter() - t0:.0f}s)")
     enc = model.config.encoder_config

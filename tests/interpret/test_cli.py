@@ -1,0 +1,88 @@
+"""`python -m interpret explain|ground-truth` end to end on tiny saved models and folders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interpret.__main__ import main
+from interpret.attribution import AtlasMismatchError
+from interpret.questions import AttributeNotAllowedError
+from tests.evaluation.conftest import write_instruction_folder
+
+from .conftest import save_pair, schaefer_folder, schaefer_model, tiny_pair
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    model, processor = tiny_pair()
+    model_dir = save_pair(model, processor, tmp_path_factory.mktemp("model12"))
+    data_dir = write_instruction_folder(tmp_path_factory.mktemp("data12"), n_train=20, n_zero_shot=16)
+    return model_dir, data_dir
+
+
+@pytest.fixture(scope="module")
+def schaefer_dirs(tmp_path_factory):
+    model, processor = schaefer_model()
+    model_dir = save_pair(model, processor, tmp_path_factory.mktemp("model100"))
+    return model_dir, schaefer_folder(tmp_path_factory.mktemp("data100"))
+
+
+def test_explain_writes_report_and_maps(tiny_dirs, tmp_path):
+    model_dir, data_dir = tiny_dirs
+    payload = main(["explain", "--model", str(model_dir), "--data", str(data_dir), "--attribute", "adhd",
+                    "--out", str(tmp_path), "--subjects", "4"])
+    folder = tmp_path / "adhd"
+    assert payload["subjects"] == 4 and payload["question"].startswith("Does this subject have ADHD")
+    for name in ("report.html", "matrix.png", "networks.png", "network_effects.png", "rois.png", "maps.npz"):
+        assert (folder / name).is_file(), name
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html  # self-contained
+    assert json.loads((folder / "summary.json").read_text())["ground_truth"] is None  # "tiny" atlas: no truth
+
+
+def test_explain_comparative_writes_a_map_per_graph(tiny_dirs, tmp_path):
+    model_dir, data_dir = tiny_dirs
+    main(["explain", "--model", str(model_dir), "--data", str(data_dir), "--attribute", "age", "--out", str(tmp_path),
+          "--subjects", "2", "--paradigm", "comparative"])
+    assert (tmp_path / "age" / "matrix_graph1.png").is_file() and (tmp_path / "age" / "matrix_graph2.png").is_file()
+
+
+def test_explain_rejects_an_untrained_attribute_naming_the_allowed_ones(tiny_dirs, tmp_path):
+    model_dir, data_dir = tiny_dirs  # the folder has adhd, sex and age only
+    with pytest.raises(AttributeNotAllowedError, match=r"'autism' is not an attribute this model was trained on; "
+                                                       r"allowed attributes: age, sex, adhd"):
+        main(["explain", "--model", str(model_dir), "--data", str(data_dir), "--attribute", "autism",
+              "--out", str(tmp_path)])
+
+
+def test_explain_rejects_data_of_another_atlas(schaefer_dirs, tiny_dirs, tmp_path):
+    with pytest.raises(AtlasMismatchError, match=r"N=100 ROIs .* expects N=12 ROIs"):
+        main(["explain", "--model", str(tiny_dirs[0]), "--data", str(schaefer_dirs[1]), "--attribute", "adhd",
+              "--out", str(tmp_path)])
+
+
+def test_ground_truth_on_a_simulator_atlas(schaefer_dirs, tmp_path):
+    model_dir, data_dir = schaefer_dirs
+    payload = main(["ground-truth", "--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path),
+                    "--subjects", "4", "--attributes", "adhd,sex"])
+    saved = json.loads((tmp_path / "ground_truth.json").read_text())
+    adhd, sex = saved["attributes"]["adhd"], saved["attributes"]["sex"]
+    assert 0.0 <= adhd["planted_edge_auc"] <= 1.0 and 1 <= adhd["planted_pair_rank"] <= 28
+    assert "contrast" in adhd and adhd["subjects"] == 4
+    assert sex["has_effect"] and "top_pair_z" in sex
+    assert (tmp_path / "adhd" / "glass_brain.png").is_file()  # nilearn's plot_connectome on the atlas coords
+    assert "| adhd |" in (tmp_path / "ground_truth.md").read_text()
+    assert payload["attributes"].keys() == {"adhd", "sex"}
+
+
+def test_cli_error_is_one_line(tiny_dirs, tmp_path):
+    model_dir, data_dir = tiny_dirs
+    proc = subprocess.run([sys.executable, "-m", "interpret", "explain", "--model", str(model_dir), "--data",
+                           str(data_dir), "--attribute", "nope", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "error: Attribute 'nope' is not a known attribute" in proc.stderr
