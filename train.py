@@ -299,6 +299,18 @@ def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
 
 
 @torch.no_grad()
+def calibrate_projector(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> None:
+    """Start the projector's BatchNorm from the training subjects' encoder statistics."""
+    fcns = torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
+    encoder = model.graph_encoder
+    was_training = encoder.training
+    encoder.eval()
+    tokens = encoder(fcns.to(model.dtype)).graph_tokens
+    encoder.train(was_training)
+    model.graph_projector.calibrate(tokens)
+
+
+@torch.no_grad()
 def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> float:
     """Between-subject SD of the projected graph tokens, relative to the word-embedding RMS.
 
@@ -323,6 +335,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     lookup = GraphLookup.from_dataset(subjects)
     train = select_instructions(instructions["train"], data_args, data_args.max_train_samples, training_args.seed)
     validation = select_instructions(instructions["validation"], data_args, data_args.max_eval_samples, training_args.seed)
+    if not model_args.model_name_or_path:
+        calibrate_projector(model, processor, lookup, list(subjects["train"]["subject_id"][:512]))
     spread = graph_token_spread(model, processor, lookup, list(subjects["train"]["subject_id"][:64]))
     logger.info("graph-token spread between subjects: %.3f of the word-embedding RMS", spread)
     if spread < 0.15:

@@ -124,6 +124,8 @@ class FCNLLMConfig(PreTrainedConfig):
         projector_hidden_act: activation between the projector's two linear layers.
         projector_layernorm: end the projector with a LayerNorm whose gain is set to the LLM's
             word-embedding RMS, so graph tokens have the scale of word tokens.
+        projector_batchnorm: standardise every (token, channel) of the encoder output over subjects
+            before projecting (removes what is the same for every subject).
         auxiliary_heads: optional attribute heads on the projected graph tokens, a list of
             `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; trained with
             `graph_attribute_labels` (the auxiliary loss of stage 1) and read out by `predict_attributes`.
@@ -146,6 +148,7 @@ class FCNLLMConfig(PreTrainedConfig):
     graph_token_id: int = 49152
     projector_hidden_act: str = "gelu"
     projector_layernorm: bool = True
+    projector_batchnorm: bool = True
     auxiliary_heads: list[dict] | None = None
     auxiliary_loss_weight: float = 0.0
     tie_word_embeddings: bool = False

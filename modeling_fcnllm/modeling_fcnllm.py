@@ -204,22 +204,43 @@ class FCNEncoder(nn.Module):
 
 
 class FCNProjector(nn.Module):
-    """Graph tokens `(..., H)` -> LLM embeddings `(..., D)`: Linear, act, Linear[, LayerNorm].
+    """Graph tokens `(B, G, H)` -> LLM embeddings `(B, G, D)`: [BatchNorm,] Linear, act, Linear[, LayerNorm].
 
-    The LayerNorm gain is set to the LLM's word-embedding RMS (`match_embedding_scale`), so graph
-    tokens enter the LLM at the scale of word tokens (too small and the frozen LLM ignores them).
+    - The optional BatchNorm standardises every (token, channel) over subjects: it removes the part of
+      the tokens that is the same for everyone (learned queries, scale embeddings) and keeps what
+      differs between subjects, which is all a frozen LLM can learn from (shared DESIGN §10: the
+      runs whose graph tokens barely differed between subjects never learned).
+    - The LayerNorm gain is set to the LLM's word-embedding RMS (`match_embedding_scale`), so graph
+      tokens enter the LLM at the scale of word tokens.
     """
 
     def __init__(self, config: FCNLLMConfig):
         super().__init__()
         text_hidden = config.text_config.hidden_size
+        width = config.graph_seq_length * config.encoder_config.hidden_size
+        self.input_norm = nn.BatchNorm1d(width) if config.projector_batchnorm else None
         self.linear_1 = nn.Linear(config.encoder_config.hidden_size, text_hidden)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(text_hidden, text_hidden)
         self.norm = nn.LayerNorm(text_hidden) if config.projector_layernorm else nn.Identity()
 
     def forward(self, graph_tokens: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            norm, flat = self.input_norm, graph_tokens.flatten(1)
+            if self.training and flat.shape[0] > 1:
+                flat = norm(flat)
+            else:  # inference, or a single graph: the running statistics
+                flat = F.batch_norm(flat, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+            graph_tokens = flat.view_as(graph_tokens)
         return self.norm(self.linear_2(self.act(self.linear_1(graph_tokens))))
+
+    @torch.no_grad()
+    def calibrate(self, graph_tokens: torch.Tensor) -> None:
+        """Set the BatchNorm's running statistics to those of `graph_tokens` `(S, G, H)` (before training)."""
+        if self.input_norm is not None:
+            flat = graph_tokens.flatten(1)
+            self.input_norm.running_mean.copy_(flat.mean(0))
+            self.input_norm.running_var.copy_(flat.var(0))
 
     @torch.no_grad()
     def match_embedding_scale(self, word_embeddings: torch.Tensor) -> None:

@@ -245,3 +245,19 @@ def test_auxiliary_labels_bad_shape_or_no_heads(processor, model):
         model(**batch, graph_attribute_labels=torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"shape \(num_graphs, 3\)"):
         _model_with_heads(processor)(**batch, graph_attribute_labels=torch.zeros(1, 2))
+
+
+def test_projector_batchnorm_keeps_what_differs_between_subjects():
+    from modeling_fcnllm import FCNProjector
+    from tests.conftest import make_tokenizer
+
+    model = make_tiny_model(FCNProcessor(make_tokenizer()).tokenizer)
+    projector = FCNProjector(model.config)
+    shared = torch.randn(model.config.graph_seq_length, 16) * 5
+    tokens = shared + 0.05 * torch.randn(32, model.config.graph_seq_length, 16)
+    projector.calibrate(tokens)
+    projector.eval()
+    standardised = projector.input_norm(tokens.flatten(1))
+    assert standardised.std(0).mean() > 0.9  # the shared part (scale 5) is gone, the differences are unit-scaled
+    single = projector.train()(tokens[:1])  # one graph in training mode falls back to running statistics
+    torch.testing.assert_close(single, projector.eval()(tokens[:1]))
