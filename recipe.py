@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
         start = phase(f"3/6 stage 1: alignment ({preset['align_steps']} steps, LLM frozen)")
         train.main([
             "--stage", "align", "--output_dir", str(stage1), *llm_common, *encoder_flags,
-            *(["--encoder_checkpoint", str(stage0)] if not args.skip_stage0 else []),
+            *(["--encoder_checkpoint", str(stage0), "--freeze_encoder", "true"] if not args.skip_stage0 else []),
             "--auxiliary_loss_weight", "0" if args.no_aux_loss else "0.5",
             "--max_steps", str(preset["align_steps"]), "--learning_rate", "1e-3", "--warmup_steps", "20",
             "--lr_scheduler_type", "cosine",

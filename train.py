@@ -51,7 +51,7 @@ class ModelArguments:
     gnn_type: str = field(default="graph", metadata={"help": "PyG dense layer: graph, gin, gcn or gat."})
     encoder_hidden_size: int = field(default=128, metadata={"help": "Width of the FCN encoder."})
     encoder_layers: int = field(default=2, metadata={"help": "Message-passing layers."})
-    num_roi_tokens: int = field(default=16, metadata={"help": "R, ROI-level tokens (attention-pooling queries)."})
+    num_roi_tokens: int = field(default=8, metadata={"help": "R, ROI-level tokens (attention-pooling queries)."})
     edge_density: float = field(default=0.1, metadata={"help": "Fraction of neighbours kept per ROI."})
     use_roi_tokens: bool = field(default=True, metadata={"help": "Ablation: ROI-level tokens on/off."})
     use_network_tokens: bool = field(default=True, metadata={"help": "Ablation: subnetwork tokens on/off."})

@@ -293,6 +293,7 @@ class SimulationConfig:
     global_fraction: float = 0.25
     isotropic_fraction: float = 0.1
     clip_fraction: float = 0.05
+    network_signal: float = 0.0
     effect_scale: float = 1.0
     oracle_pool: int = 4000
     cohorts: tuple[CohortSpec, ...] = DEFAULT_COHORTS
@@ -359,8 +360,8 @@ def build_site(cohort: CohortSpec, spec: SiteSpec, template: np.ndarray, coords:
                config: SimulationConfig, rng: np.random.Generator) -> SiteModel:
     n = template.shape[0]
     cov, _ = clip_pd(template + site_edge_bias(coords, spec.bias_scale, rng), 0.02)
-    cov = cov + spec.noise_var * np.eye(n)
     ind = np.eye(len(YEO7))[net]
+    cov = cov + config.network_signal * ind @ ind.T + spec.noise_var * np.eye(n)
     psi = np.linalg.inv(ind.T @ np.linalg.solve(cov, ind))
     psi = (psi + psi.T) / 2
     return SiteModel(cohort, spec, cov, psi, subject_variability(psi, config))
@@ -572,7 +573,7 @@ def _simulate(config: SimulationConfig) -> SubjectTable:
                              f"{atlas.name!r} has N={atlas.num_rois}.")
         templates[group] = clip_pd(fcn, 1e-3)[0]
     main = templates.get("main", next(iter(templates.values())))
-    psi_ref = np.linalg.inv(ind.T @ np.linalg.solve(main, ind))
+    psi_ref = np.linalg.inv(ind.T @ np.linalg.solve(main + config.network_signal * ind @ ind.T, ind))
     effect_mats = effect_matrices(psi_ref, subject_variability(psi_ref, config), EFFECTS, config.effect_scale)
 
     rng = np.random.default_rng(config.seed)

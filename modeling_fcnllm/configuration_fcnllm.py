@@ -56,7 +56,7 @@ class FCNEncoderConfig(PreTrainedConfig):
     gnn_type: Literal["graph", "gin", "gcn", "gat"] = "graph"
     num_attention_heads: int = 4
     edge_density: float = 0.1
-    num_roi_tokens: int = 16
+    num_roi_tokens: int = 8
     use_roi_tokens: bool = True
     use_network_tokens: bool = True
     use_global_token: bool = True
@@ -134,7 +134,7 @@ class FCNLLMConfig(PreTrainedConfig):
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
         >>> config.graph_seq_length
-        18
+        10
     """
 
     model_type = "fcn_llm"

@@ -9,8 +9,8 @@ def test_default_config_builds_with_smollm2_text_config():
     assert config.text_config.model_type == "llama"
     assert config.text_config.hidden_size == 576
     assert config.graph_token_id < config.text_config.vocab_size
-    # 16 ROI tokens + 1 network (no assignment) + 1 whole-brain token
-    assert config.graph_seq_length == 18
+    # 8 ROI tokens + 1 network (no assignment) + 1 whole-brain token
+    assert config.graph_seq_length == 10
     assert config.tie_word_embeddings
 
 
