@@ -298,10 +298,15 @@ def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
     return get_peft_model(model, config)
 
 
+def subject_fcns(processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> torch.Tensor:
+    """The subjects' FCNs `(S, N, N)` as the model sees them (validated, normalised)."""
+    return torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
+
+
 @torch.no_grad()
 def calibrate_projector(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> None:
     """Start the projector's BatchNorm from the training subjects' encoder statistics."""
-    fcns = torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
+    fcns = subject_fcns(processor, lookup, subject_ids)
     encoder = model.graph_encoder
     was_training = encoder.training
     encoder.eval()
@@ -317,7 +322,7 @@ def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup
     Shared DESIGN §10: runs whose tokens barely differ between subjects (SD <~ 0.12 of an embedding)
     never learned; runs at ~0.4 did.
     """
-    fcns = torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
+    fcns = subject_fcns(processor, lookup, subject_ids)
     was_training = model.training
     model.eval()
     features, _ = model.model.get_graph_features(fcns)
