@@ -109,6 +109,9 @@ def run_ground_truth(args) -> dict:
                              "no planted ground truth to check against.")
         row.update(question=result.question.text, seconds=round(result.seconds, 1),
                    mean_margin=float(result.maps[0].margins.mean()))
+        ceiling = _data_ceiling(processor, data, key, result)
+        if ceiling is not None:
+            row["data_ceiling"] = ceiling
         results[key] = row
         if not args.no_plots:
             write_explain_outputs(result, out, method=args.method, truth_row=row)
@@ -123,6 +126,35 @@ def run_ground_truth(args) -> dict:
     (out / "ground_truth.md").write_text(table + "\n")
     print(table)
     return payload
+
+
+def _data_ceiling(processor, data, key: str, result) -> dict | None:
+    """The data's own class-difference map (train split, all subjects) scored like the attribution map."""
+    import numpy as np
+
+    from processing.processing_fcnllm import normalize_fcn
+
+    from .ground_truth import class_difference_map, evaluate_map, planted_effect
+    from .questions import check_attribute
+    from .runner import side_labels
+
+    subjects = data.subjects
+    rows = np.flatnonzero(((subjects["split"] == "train") & subjects[key].notna()).to_numpy())
+    if len(rows) < 4:
+        return None
+    attr = check_attribute(key)
+    values = subjects[key].iloc[rows]
+    cut = float(np.median(values.astype(float))) if attr.kind == "continuous" else None
+    if attr.kind == "continuous" and result.question.paradigm == "judgment":
+        cut = float(next((t for t in attr.thresholds if attr.format_threshold(t) in result.question.text), cut))
+    labels = side_labels(attr, values, result.question, cut)
+    try:
+        importance = class_difference_map(normalize_fcn(data.fcns[rows].copy(), processor.normalization), labels)
+        full = evaluate_map(importance, planted_effect(key, result.atlas))
+    except ValueError:
+        return None
+    return {k: full[k] for k in ("planted_edge_auc", "planted_pair_rank", "primary_pair_rank", "top_pair",
+                                 "top_pair_z") if k in full} | {"subjects": int(len(rows))}
 
 
 def main(argv=None) -> dict:

@@ -150,11 +150,27 @@ def evaluate_map(importance: np.ndarray, truth: PlantedEffect) -> dict:
     return out
 
 
+def class_difference_map(fcns: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`(N, N)` |Cohen's d| per edge between label-1 and label-0 FCNs `(S, N, N)`: the data's own effect map.
+
+    Scored with `evaluate_map`, it is a model-free reference for what an attribution map can reach
+    (the planted effect as visible in FCNs of this cohort size, through correlation and noise).
+    """
+    labels = np.asarray(labels)
+    a, b = fcns[labels == 1], fcns[labels == 0]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"Need at least 2 subjects per class, got {len(a)} and {len(b)}.")
+    pooled = np.sqrt((a.var(0, ddof=1) + b.var(0, ddof=1)) / 2)
+    d = np.where(pooled > 0, (a.mean(0) - b.mean(0)) / np.where(pooled > 0, pooled, 1), 0.0)
+    np.fill_diagonal(d, 0.0)
+    return np.abs(d)
+
+
 def ground_truth_table(rows: Sequence[dict]) -> str:
     """A markdown table of `evaluate_map` results (one row per attribute)."""
     lines = ["| attribute | planted pairs | edge AUC (magnitude) | edge AUC (contrast) | best planted-pair rank | "
-             "primary-pair rank | top pair | top-pair z | subjects |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "primary-pair rank | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         planted = "; ".join(f"{a}-{b}" for a, b, _ in r.get("planted_pairs", [])) or "none"
         def fmt(x):
@@ -163,8 +179,9 @@ def ground_truth_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['attribute']} | {planted} | {fmt(r.get('planted_edge_auc'))} | {fmt(contrast)} | "
             f"{fmt(r.get('planted_pair_rank'))} / {r.get('num_pairs', '-')} | {fmt(r.get('primary_pair_rank'))} | "
-            f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {r.get('subjects', '-')} |")
+            f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {r.get('subjects', '-')} | "
+            f"{fmt(r.get('data_ceiling', {}).get('planted_edge_auc'))} / {fmt(r.get('data_ceiling', {}).get('planted_pair_rank'))} |")
     return "\n".join(lines)
 
 
-__all__ = ["PlantedEffect", "edge_auc", "evaluate_map", "ground_truth_table", "pair_scores", "planted_effect", "spread"]
+__all__ = ["PlantedEffect", "class_difference_map", "edge_auc", "evaluate_map", "ground_truth_table", "pair_scores", "planted_effect", "spread"]

@@ -73,7 +73,7 @@ def test_ground_truth_on_a_simulator_atlas(schaefer_dirs, tmp_path):
     saved = json.loads((tmp_path / "ground_truth.json").read_text())
     adhd, sex = saved["attributes"]["adhd"], saved["attributes"]["sex"]
     assert 0.0 <= adhd["planted_edge_auc"] <= 1.0 and 1 <= adhd["planted_pair_rank"] <= 28
-    assert "contrast" in adhd and adhd["subjects"] == 4
+    assert "contrast" in adhd and adhd["subjects"] == 4 and "planted_edge_auc" in adhd["data_ceiling"]
     assert sex["has_effect"] and "top_pair_z" in sex
     assert (tmp_path / "adhd" / "glass_brain.png").is_file()  # nilearn's plot_connectome on the atlas coords
     assert "| adhd |" in (tmp_path / "ground_truth.md").read_text()
