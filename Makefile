@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo example test clean
+.PHONY: install demo example explain test clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 example: $(STAMP)
 	$(PY) -m examples.demo --out outputs/example
+
+explain: $(STAMP)
+	$(PY) -m interpret ground-truth --model outputs/demo/model --data outputs/demo/data --out outputs/demo/explain --subjects 24
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
