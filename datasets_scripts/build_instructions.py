@@ -2,7 +2,8 @@
 
     python datasets_scripts/build_instructions.py --out DIR [--subjects N] [--atlas schaefer100-7] [--seed S]
 
-Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, fcn = upper
+Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, oracle_<key> (the
+simulator's oracle scores, simulated sets only), fcn = upper
 triangle without the diagonal as float16, attribute columns), ``DIR/instructions/{split}.parquet``
 (id, messages, subject_ids, paradigm, attribute, answer, dataset, site) and ``DIR/README.md``, a
 dataset card whose YAML ``configs:`` lists the files per split. Splits: ``train`` / ``validation``
@@ -183,6 +184,13 @@ def subjects_arrow(table: SubjectTable, rows: np.ndarray) -> pa.Table:
                                   type=pa.string())
         else:
             columns[c] = pa.array(pd.to_numeric(col, errors="coerce").astype(float).to_numpy(), type=pa.float64())
+    for key, scores in table.info.get("oracle_scores", {}).items():
+        # the simulator's oracle: binary log-odds / continuous posterior mean `(S,)`, categorical posteriors `(S, C)`
+        values = np.asarray(scores, dtype=np.float64)[rows]
+        if values.ndim == 1:
+            columns[f"oracle_{key}"] = pa.array(values, type=pa.float64())
+        else:
+            columns[f"oracle_{key}"] = pa.array(values.tolist(), type=pa.list_(pa.float64()))
     return pa.table(columns)
 
 
