@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from datasets_scripts.loading import load_config
 from datasets_scripts import build_instructions as bi
 from datasets_scripts.graph_lookup import GraphLookup
 from datasets_scripts.subjects import SubjectTable
@@ -34,8 +35,8 @@ def built(tmp_path_factory):
 
 def test_load_dataset_reads_both_configs(built):
     out, _ = built
-    subjects = datasets.load_dataset(str(out), "subjects")
-    instructions = datasets.load_dataset(str(out), "instructions")
+    subjects = load_config(out, "subjects")
+    instructions = load_config(out, "instructions")
     assert set(subjects) == set(instructions) == {"train", "validation", "zero_shot"}
     row = subjects["train"][0]
     assert row["num_rois"] == 100 and len(row["fcn"]) == 4950
@@ -46,11 +47,11 @@ def test_load_dataset_reads_both_configs(built):
 
 def test_splits_are_disjoint_and_zero_shot_is_unseen(built):
     out, _ = built
-    subjects = datasets.load_dataset(str(out), "subjects")
+    subjects = load_config(out, "subjects")
     ids = {s: set(subjects[s]["subject_id"]) for s in subjects}
     assert not ids["train"] & ids["validation"] and not ids["train"] & ids["zero_shot"]
     assert not set(subjects["zero_shot"]["dataset"]) & set(subjects["train"]["dataset"])
-    instructions = datasets.load_dataset(str(out), "instructions")
+    instructions = load_config(out, "instructions")
     for split in instructions:
         used = {sid for sids in instructions[split]["subject_ids"] for sid in sids}
         assert used <= ids[split]
@@ -58,7 +59,7 @@ def test_splits_are_disjoint_and_zero_shot_is_unseen(built):
 
 def test_paradigms_and_balanced_comparatives(built):
     out, _ = built
-    inst = datasets.load_dataset(str(out), "instructions")["train"]
+    inst = load_config(out, "instructions")["train"]
     assert set(inst["paradigm"]) == {"predictive", "judgment", "comparative"}
     answers = collections.Counter(a for a, p in zip(inst["answer"], inst["paradigm"]) if p == "comparative")
     assert set(answers) == {"The first", "The second"} and abs(answers["The first"] - answers["The second"]) <= 20
@@ -78,7 +79,7 @@ def test_card_has_counts_skips_and_oracle_table(built):
 def test_lookup_from_folder_matches_stored_fcn(built):
     out, _ = built
     lookup = GraphLookup.from_folder(out)
-    sid = datasets.load_dataset(str(out), "instructions")["validation"][0]["subject_ids"][0]
+    sid = load_config(out, "instructions")["validation"][0]["subject_ids"][0]
     fcn = lookup[sid]
     assert fcn.shape == (100, 100) and torch.all(torch.diagonal(fcn) == 1)
 
@@ -88,7 +89,7 @@ def test_missing_values_are_skipped_and_counted(tmp_path):
     result = bi.build(tmp_path, table, "schaefer100-7", split=np.array(["train"] * 12, dtype=object))
     card = (tmp_path / "README.md").read_text()
     assert "| age | 2 |" in card  # two subjects skipped
-    inst = datasets.load_dataset(str(tmp_path), "instructions")["train"]
+    inst = load_config(tmp_path, "instructions")["train"]
     assert not {"s0", "s4"} & {sid for sids in inst["subject_ids"] for sid in sids}
 
 
