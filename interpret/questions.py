@@ -44,6 +44,7 @@ class AttributionQuestion:
         target: index into `choices` of the answer whose margin is explained.
         num_graphs: FCNs the question takes (2 for comparative).
         text: the user turn, for reports.
+        target_class: for categorical attributes, the class the question is about.
     """
 
     attribute: str
@@ -53,6 +54,7 @@ class AttributionQuestion:
     target: int
     num_graphs: int
     text: str
+    target_class: str | None = None
 
     @property
     def target_answer(self) -> str:
@@ -118,6 +120,8 @@ def make_question(attr: Attribute, paradigm: str = "judgment", *, threshold: flo
             return AttributionQuestion(**common, messages=_message(text, 1), choices=tuple(attr.classes),
                                        target=list(attr.classes).index(cls), num_graphs=1, text=text)
         text = text.format(phrase=attr.class_phrases[cls])
+        return AttributionQuestion(**common, messages=_message(text, 1), choices=(YES, NO), target=0, num_graphs=1,
+                                   text=text, target_class=cls)
     elif attr.kind == "continuous":
         if paradigm == "predictive":
             raise ValueError(f"Attribute {attr.key!r} is continuous: its predictive answer is a generated number with "

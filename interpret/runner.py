@@ -56,8 +56,8 @@ def side_labels(attr, values: pd.Series, question: AttributionQuestion, threshol
         target = attr.classes[-1] if question.paradigm == "comparative" else None
         if target is None:
             target = question.choices[question.target] if question.paradigm == "predictive" else None
-        if target is None:  # judgment: the class named in the question
-            target = next(c for c, p in attr.class_phrases.items() if f" {p}?" in question.text)
+        if target is None:  # judgment: the class the question names
+            target = question.target_class
         return (values == target).astype(float).to_numpy()
     return (values.astype(float) > float(threshold)).astype(float).to_numpy()
 

@@ -49,3 +49,13 @@ def test_comparative_takes_two_graphs():
     assert q.messages[0]["content"].count("<graph>") == 2
     with pytest.raises(ValueError, match="no comparative questions"):
         make_question(check_attribute("sex"), "comparative")
+
+
+def test_categorical_judgment_knows_its_class_whatever_the_template():
+    from datasets_scripts.attributes import load_registry
+    from interpret.questions import make_question
+
+    attr = load_registry()["eye_status"]  # templates put "{phrase}" mid-sentence, not before "?"
+    for template in range(len(attr.templates["judgment"])):
+        question = make_question(attr, "judgment", target_class="Closed", template=template)
+        assert question.target_class == "Closed" and "closed" in question.text
