@@ -44,6 +44,11 @@ def plot_matrix(edge_map: np.ndarray, assignment: Sequence[int], network_names: 
     ax.set_xticks(centres, network_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(centres, network_names, fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8, label="attribution")
+    return _save(fig, ax, title, path)
+
+
+def _save(fig, ax, title: str, path: str | Path) -> Path:
+    """Title, tight layout, PNG at 110 dpi, figure closed."""
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -70,12 +75,7 @@ def plot_network_matrix(network_map: np.ndarray, network_names: Sequence[str], p
     ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8, label=label)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, title, path)
 
 
 def plot_glass_brain(edge_map: np.ndarray, coords: np.ndarray, path: str | Path, title: str = "",
@@ -110,12 +110,7 @@ def plot_roi_bars(values: np.ndarray, labels: Sequence[str], path: str | Path, t
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(order) + 1))
     ax.barh(range(len(order)), values[order], color=["#c0392b" if v > 0 else "#2471a3" for v in values[order]])
     ax.set_yticks(range(len(order)), [str(labels[i]) for i in order], fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, title, path)
 
 
 __all__ = ["network_order", "plot_glass_brain", "plot_matrix", "plot_network_matrix", "plot_roi_bars"]
