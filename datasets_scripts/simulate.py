@@ -38,7 +38,7 @@ from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
 from datasets_scripts.hcp import load_group_fcn
-from datasets_scripts.oracle import Hypotheses, LaplaceFit, laplace_fit, posterior, unvech, vech, wishart_like_cov
+from datasets_scripts.oracle import Hypotheses, LaplaceFit, laplace_fit, posterior, vech, wishart_like_cov
 from datasets_scripts.subjects import SubjectTable
 from processing.atlases import Atlas, load_atlas
 from processing.connectivity import compute_fcns
