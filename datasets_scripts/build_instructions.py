@@ -1,6 +1,6 @@
 """Build an FCN instruction dataset folder that `datasets.load_dataset(DIR, "subjects"|"instructions")` reads.
 
-    python datasets_scripts/build_instructions.py --out DIR [--subjects N] [--atlas schaefer100-7] [--seed S]
+    python datasets_scripts/build_instructions.py --out DIR [--subjects N] [--atlas schaefer100-7] [--seed S] [--harmonize]
 
 Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, oracle_<key> (the
 simulator's oracle scores, simulated sets only), fcn = upper
@@ -10,7 +10,9 @@ dataset card whose YAML ``configs:`` lists the files per split. Splits: ``train`
 (seen cohorts, split by subject) and ``zero_shot`` (unseen cohorts). The card has the counts per
 attribute, paradigm and split, the skipped missing values, and the oracle vs edge-regression vs
 chance table on the zero-shot split (the builder checks that no baseline beats the oracle beyond
-sampling noise and says so in the card).
+sampling noise and says so in the card). ``--harmonize`` removes site effects from the seen cohorts
+with ComBat (`harmonize.py`): learned on ``train``, applied to ``validation``; ``zero_shot`` (unseen
+sites) is never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from processing.atlases import load_atlas
 
 SPLITS = ("train", "validation", "zero_shot")
 DEFAULT_SUBJECTS = 1500
+HARMONIZE_COVARIATES = ("age", "sex")  # biological covariates whose effects ComBat keeps, when the cohort has them
 
 
 class EmptyInstructionSetError(ValueError):
@@ -77,6 +81,73 @@ def check_disjoint(ids_per_split: dict[str, list[str]]) -> None:
                 raise ValueError(f"Subject id {sid!r} is in both the {seen[sid]!r} and {split!r} splits; "
                                  "a subject must never be in two splits.")
             seen[sid] = split
+
+
+# --------------------------------------------------------------------------------------------------
+# Site harmonisation (optional)
+# --------------------------------------------------------------------------------------------------
+def site_batches(meta: pd.DataFrame) -> np.ndarray:
+    """ComBat batch per subject: ``dataset/site`` (two cohorts may name a site alike)."""
+    return (meta["dataset"].astype(str) + "/" + meta["site"].astype(str)).to_numpy()
+
+
+def harmonize_splits(table: SubjectTable, split: np.ndarray, registry: AttributeRegistry) -> tuple[SubjectTable, dict]:
+    """ComBat on the seen cohorts: learned on `train` by site (keeping age/sex effects where present),
+    the same model applied to `validation`; `zero_shot` rows (unseen sites) are returned unchanged."""
+    from datasets_scripts.harmonize import HarmonizationWarning, apply_harmonization, harmonize_fcns
+
+    learn, apply = split == "train", split == "validation"
+    if not learn.any():
+        raise ValueError("--harmonize needs a `train` split to learn the site effects from; this build has none.")
+    batches = site_batches(table.meta)
+    orphans = sorted(set(batches[apply]) - set(batches[learn]))
+    if orphans:
+        raise ValueError(f"--harmonize: validation subjects come from site(s) {orphans} that have no train subjects, "
+                         "so their site effect cannot be learned; simulate/load more subjects or lower "
+                         "--validation-fraction.")
+    candidates = [c for c in HARMONIZE_COVARIATES if c in table.meta.columns]
+    covariates = pd.DataFrame({c: [np.nan if registry[c].is_missing(v) else v for v in table.meta[c]]
+                               for c in candidates})
+    dropped = {}
+    for c in candidates:  # a covariate must be known for every subject it is learned on or applied to
+        n_missing = int(covariates[c][apply].isna().sum())
+        if n_missing and not covariates[c][learn].isna().any():
+            dropped[c] = f"{n_missing} validation subjects have no value"
+    for c, why in dropped.items():
+        warnings.warn(f"--harmonize: covariate {c!r} dropped: {why}.", HarmonizationWarning, stacklevel=2)
+    columns = [c for c in candidates if c not in dropped]
+    fcns = table.fcns.copy()
+    fcns[learn], model = harmonize_fcns(table.fcns[learn], batches[learn],
+                                        covariates[learn].reset_index(drop=True), columns=columns)
+    if apply.any():
+        fcns[apply] = apply_harmonization(table.fcns[apply], batches[apply],
+                                          covariates[apply].reset_index(drop=True), model)
+    summary = {**model.summary(), "dropped_covariates": {**dropped, **model.dropped},
+               "learned_on": "train", "applied_to": ["validation"] if apply.any() else [],
+               "untouched": [s for s in SPLITS if s not in ("train", "validation") and (split == s).any()]}
+    return SubjectTable(fcns, table.meta, table.info), summary
+
+
+def _harmonization_section(harmonization: dict | None) -> list[str]:
+    if harmonization is None:
+        return ["## Site harmonisation", "", "Not harmonised: the FCNs are as simulated/loaded (`--harmonize` "
+                "removes the seen cohorts' site effects with ComBat).", ""]
+    h = harmonization
+    dropped = "; ".join(f"`{c}` ({why})" for c, why in h["dropped_covariates"].items()) or "none"
+    applied = " and applied to " + ", ".join(f"`{s}`" for s in h["applied_to"]) if h["applied_to"] else ""
+    untouched = ", ".join(f"`{s}`" for s in h["untouched"])
+    untouched = (f"; {untouched} (unseen cohorts and sites) not harmonised: its FCNs are exactly as "
+                 "simulated/loaded" if untouched else "")
+    return ["## Site harmonisation", "",
+            f"ComBat (neuroHarmonize, empirical Bayes, `datasets_scripts/harmonize.py`) on the Fisher-z "
+            f"upper-triangle edges, batches = `dataset/site`: learned on `{h['learned_on']}` "
+            f"({len(h['sites'])} sites){applied + ' (the same model, same sites)' if applied else ''}{untouched}. "
+            "Harmonised FCNs keep their diagonal and are symmetric with entries in (-1, 1), but are not "
+            "guaranteed positive semi-definite.", "",
+            f"Covariates whose effects were preserved: {', '.join(f'`{c}`' for c in h['covariates']) or 'none'}. "
+            f"Dropped: {dropped}.", ""] + (
+            ["The edge model of the oracle check below was trained on harmonised `train` FCNs and scored on the "
+             "unharmonised `zero_shot` ones.", ""] if "zero_shot" in h["untouched"] else [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +290,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, baselines: list[BaselineRow]) -> str:
+def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, baselines: list[BaselineRow],
+                 harmonization: dict | None = None) -> str:
     parts = [_yaml_configs(summary["splits"]), "", "# FCN instruction dataset", "",
              f"Built by `datasets_scripts/build_instructions.py` from {summary['source']} "
              f"({summary['subjects']} subjects, atlas `{summary['atlas']}`, {summary['num_rois']} ROIs, seed {summary['seed']}).",
@@ -235,6 +307,7 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
              "## Skipped values", "",
              "A missing attribute value is skipped for that subject (never imputed); comparative pairs with "
              "equal values are not formed.", "", _markdown_table(skipped), ""]
+    parts += _harmonization_section(harmonization)
     if baselines:
         table = pd.DataFrame([{"attribute": b.attribute, "metric": b.metric, "n (zero_shot)": b.n,
                                "oracle": f"{b.oracle:.3f}", "edge model": f"{b.edge_model:.3f}",
@@ -265,12 +338,14 @@ class BuildResult:
     baselines: list[BaselineRow]
     seconds: float
     timings: dict = field(default_factory=dict)
+    harmonization: dict | None = None  # what --harmonize did (sites, covariates kept/dropped, splits), else None
 
 
 def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, validation_fraction: float = 0.15,
           registry: AttributeRegistry | None = None, check_train: int = 1000,
-          split: np.ndarray | None = None) -> BuildResult:
-    """Write the dataset folder for a subject table (simulated or real)."""
+          split: np.ndarray | None = None, harmonize: bool = False) -> BuildResult:
+    """Write the dataset folder for a subject table (simulated or real); `harmonize`: ComBat on the
+    seen cohorts' sites (see `harmonize_splits`)."""
     t0 = time.perf_counter()
     registry = registry or load_registry()
     check_table(table, atlas, registry)
@@ -286,6 +361,11 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
         split = assign_splits(table.meta, table.info.get("zero_shot_datasets", []), validation_fraction, rng)
     splits = [s for s in SPLITS if (split == s).any()]
     check_disjoint({s: table.meta["subject_id"][split == s].tolist() for s in splits})
+    harmonization, t_h = None, time.perf_counter()
+    if harmonize:  # uses no random numbers: the splits and instructions are those of the plain build
+        with threadpool_limits(1):
+            table, harmonization = harmonize_splits(table, split, registry)
+    t_h = time.perf_counter() - t_h
     out = Path(out)
     (out / "subjects").mkdir(parents=True, exist_ok=True)
     (out / "instructions").mkdir(parents=True, exist_ok=True)
@@ -308,15 +388,16 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
     with threadpool_limits(1):
         baselines = baseline_check(table, split, registry, max_train=check_train, seed=seed) if "zero_shot" in splits else []
     timings = {**{f"simulate_{k}": round(v, 2) for k, v in table.info.get("timings", {}).items()},
-               "write": round(t1 - t0, 2), "baseline_check": round(time.perf_counter() - t1, 2)}
+               **({"harmonize": round(t_h, 2)} if harmonize else {}),
+               "write": round(t1 - t0 - t_h, 2), "baseline_check": round(time.perf_counter() - t1, 2)}
     seconds = time.perf_counter() - t0 + table.info.get("timings", {}).get("total", 0.0)
     summary = {"splits": splits, "source": table.info.get("source", "a subject table"), "subjects": len(table),
                "atlas": atlas, "num_rois": table.num_rois, "seed": seed,
                "zero_shot_datasets": table.info.get("zero_shot_datasets", []), "check_train": check_train,
                "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
                "build_seconds": seconds, "timings": timings}
-    (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines))
-    return BuildResult(out, count_table, baselines, seconds, timings)
+    (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization))
+    return BuildResult(out, count_table, baselines, seconds, timings, harmonization)
 
 
 def main(argv: list[str] | None = None) -> BuildResult:
@@ -327,14 +408,22 @@ def main(argv: list[str] | None = None) -> BuildResult:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--check-train", type=int, default=1000, help="train subjects for the edge-model check")
+    parser.add_argument("--harmonize", action="store_true",
+                        help="ComBat site harmonisation (neuroHarmonize) of the seen cohorts: learned on train, "
+                             "applied to validation; zero_shot untouched")
     args = parser.parse_args(argv)
     from datasets_scripts.simulate import SimulationConfig, simulate
 
     table = simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed))
-    result = build(args.out, table, args.atlas, args.seed, args.validation_fraction, check_train=args.check_train)
+    result = build(args.out, table, args.atlas, args.seed, args.validation_fraction, check_train=args.check_train,
+                   harmonize=args.harmonize)
     size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     print(f"Wrote {args.out}: {len(table)} subjects, {int(result.counts['total'].sum())} instructions, "
           f"{size / 1e6:.1f} MB, {result.seconds:.1f} s.")
+    if result.harmonization is not None:
+        h = result.harmonization
+        print(f"Harmonised (ComBat) {' + '.join([h['learned_on'], *h['applied_to']])} over {len(h['sites'])} sites, "
+              f"keeping {', '.join(h['covariates']) or 'no covariates'}; zero_shot untouched.")
     failed = [b.attribute for b in result.baselines if b.beats_oracle]
     if failed:
         print(f"WARNING: an edge model beats the oracle beyond sampling noise for: {', '.join(failed)}", file=sys.stderr)
