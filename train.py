@@ -30,6 +30,7 @@ from datasets_scripts.graph_lookup import GraphLookup
 from datasets_scripts.loading import load_config
 from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
+from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import encode_targets, head_specs, pretrain_encoder
 
@@ -75,6 +76,9 @@ class DataArguments:
         metadata={"help": "Comma-separated paradigms to train on (ablation: drop comparative)."},
     )
     attributes: str | None = field(default=None, metadata={"help": "Comma-separated attribute keys (default all)."})
+    balance_answers: bool = field(
+        default=False, metadata={"help": "Per attribute and paradigm, as many instructions of each short answer (Yes/No, classes)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training instructions."})
     max_eval_samples: int | None = field(default=256, metadata={"help": "Cap on validation instructions."})
     max_length: int = field(default=512, metadata={"help": "Longest instruction in tokens (longer raises)."})
@@ -121,7 +125,9 @@ def load_instruction_data(data_args: DataArguments) -> tuple[datasets.DatasetDic
     return subjects, instructions
 
 
-def select_instructions(split: datasets.Dataset, data_args: DataArguments, cap: int | None, seed: int) -> datasets.Dataset:
+def select_instructions(
+    split: datasets.Dataset, data_args: DataArguments, cap: int | None, seed: int, balance: bool = False
+) -> datasets.Dataset:
     paradigms = [p.strip() for p in data_args.paradigms.split(",") if p.strip()]
     unknown = set(paradigms) - set(PARADIGMS)
     if unknown:
@@ -132,6 +138,8 @@ def select_instructions(split: datasets.Dataset, data_args: DataArguments, cap: 
         input_columns=["paradigm", "attribute"],
         batched=True,
     )
+    if balance:
+        selected = balance_answers(selected, seed)
     if cap is not None and len(selected) > cap:
         selected = selected.shuffle(seed=seed).select(range(cap))
     if len(selected) == 0:
@@ -290,7 +298,10 @@ def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
             f"--lora_target_modules {missing} are not linear layers of this backbone; its linear layers are "
             f"{sorted(found)}. Pass --lora_target_modules with names from that list."
         )
-    modules_to_save = ["graph_encoder", "graph_projector"] + (["graph_attribute_heads"] if model.graph_attribute_heads is not None else [])
+    modules_to_save = ["graph_encoder", "graph_projector"] + [
+        name for name in ("graph_attribute_heads", "instruction_conditioning")
+        if getattr(model, name, None) is not None or getattr(model.model, name, None) is not None
+    ]
     config = LoraConfig(
         r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
         target_modules=rf".*language_model.*\.({'|'.join(names)})", modules_to_save=modules_to_save,
@@ -338,7 +349,9 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     model, processor, aux_targets = build_model(model_args, recipe_args, subjects["train"])
     freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder)
     lookup = GraphLookup.from_dataset(subjects)
-    train = select_instructions(instructions["train"], data_args, data_args.max_train_samples, training_args.seed)
+    train = select_instructions(
+        instructions["train"], data_args, data_args.max_train_samples, training_args.seed, data_args.balance_answers
+    )
     validation = select_instructions(instructions["validation"], data_args, data_args.max_eval_samples, training_args.seed)
     if not model_args.model_name_or_path:
         calibrate_projector(model, processor, lookup, list(subjects["train"]["subject_id"][:512]))
@@ -364,7 +377,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     trainer = Trainer(
         model=trainable_model, args=training_args, train_dataset=train,
         eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
-        callbacks=callbacks,
+        processing_class=processor, callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     out = Path(training_args.output_dir)

@@ -1,0 +1,172 @@
+"""Stage-1 learning curve: zero-shot AUC of condition judgments vs instructions seen, with and without stage 0.
+
+    python bench/learning_curve.py --data outputs/demo/data --stage0 outputs/demo/stage0 \
+        [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
+        [--variants stage0,random] [--out outputs/learning_curve]
+
+Each run is `train.py --stage align` (SmolLM2 frozen) on the judgment questions about `--attributes`;
+a callback pauses training at each checkpoint (instructions seen = steps x batch) and scores the
+same zero-shot questions ("Does this subject have ...? Yes/No", likelihood of each answer) on the
+unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
+`random` from a random encoder (trained). Writes `learning_curve.json` and `learning_curve.md`
+(mean +- s.d. over seeds of the mean AUC over attributes, and per attribute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from transformers import TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train  # noqa: E402
+from datasets_scripts.attributes import load_registry  # noqa: E402
+from evaluation.data import ZERO_SHOT_SPLIT, load_evaluation_data  # noqa: E402
+from evaluation.questions import Question, build_question  # noqa: E402
+from evaluation.scoring import choice_log_likelihoods  # noqa: E402
+
+VARIANTS = ("stage0", "random")
+
+
+def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int) -> list[Question]:
+    """Zero-shot judgment questions about `attributes`, at most `max_subjects` per attribute (seeded)."""
+    registry = load_registry()
+    zero_shot = set(data.subjects["subject_id"].iloc[data.split_rows(ZERO_SHOT_SPLIT)])
+    rows = data.instructions[(data.instructions["paradigm"] == "judgment") & data.instructions["attribute"].isin(attributes)]
+    questions = []
+    rng = np.random.default_rng(seed)
+    for key, group in rows.groupby("attribute"):
+        group = group[[set(s) <= zero_shot for s in group["subject_ids"]]]
+        group = group.iloc[rng.permutation(len(group))[:max_subjects]]
+        questions += [build_question(row, registry[key]) for _, row in group.iterrows()]
+    return questions
+
+
+class ZeroShotAUCCallback(TrainerCallback):
+    """Score `questions` when `instructions seen` reaches each checkpoint; `history` collects the AUCs."""
+
+    def __init__(self, questions: list[Question], data, checkpoints: list[int], batch_size: int):
+        self.questions, self.data = questions, data
+        self.checkpoints, self.batch_size = sorted(checkpoints), batch_size
+        self.history: list[dict] = []
+
+    def evaluate(self, model, processor, seen: int) -> None:
+        was_training = model.training
+        model.eval()
+        prompts = [processor.apply_chat_template(q.messages, add_generation_prompt=True, tokenize=False)
+                   for q in self.questions]
+        fcns = [[self.data.fcns[i] for i in self.data.rows(q.subject_ids)] for q in self.questions]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not torch.cuda.is_available()):
+            ll = choice_log_likelihoods(model, processor, prompts, fcns, ["Yes", "No"], batch_size=16)
+        model.train(was_training)
+        scores = ll[:, 0] - ll[:, 1]
+        aucs = {}
+        for key in sorted({q.group[0] for q in self.questions}):
+            idx = [i for i, q in enumerate(self.questions) if q.group[0] == key]
+            y = np.array([self.questions[i].reference for i in idx])
+            if 0 < y.sum() < len(y):
+                aucs[key] = float(roc_auc_score(y, scores[idx]))
+        entry = {"seen": seen, "mean_auc": float(np.mean(list(aucs.values()))), "auc": aucs,
+                 "yes_rate": float((scores > 0).mean())}
+        self.history.append(entry)
+        print(f"[curve] {seen} instructions: mean AUC {entry['mean_auc']:.3f} {aucs} yes-rate {entry['yes_rate']:.2f}",
+              flush=True)
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        self.evaluate(model, processing_class, 0)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        seen = state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+        while self.checkpoints and seen >= self.checkpoints[0]:
+            self.checkpoints.pop(0)
+            self.evaluate(model, processing_class, seen)
+
+
+def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> list[dict]:
+    """One `train.py --stage align` run; returns the callback's AUC history (checkpoint 0 first)."""
+    curve = ZeroShotAUCCallback(questions, data, args.checkpoints, args.batch_size)
+    argv = [
+        "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_seed{seed}"),
+        "--seed", str(seed), "--paradigms", "judgment", "--attributes", args.attributes, "--report_to", "none",
+        "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
+        "--learning_rate", str(args.learning_rate), "--warmup_steps", "10", "--lr_scheduler_type", "constant_with_warmup",
+        "--logging_steps", "25", "--save_strategy", "no", "--dataloader_num_workers", "0",
+        "--auxiliary_loss_weight", str(args.auxiliary_loss_weight), "--balance_answers", str(args.balance_answers).lower(), "--disable_tqdm", "true", "--bf16", "true",
+        *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
+        *(["--encoder_checkpoint", args.stage0] if variant == "stage0" else []),
+        *(["--freeze_encoder", "true"] if variant == "stage0" and args.stage == "align" else []),
+        *(["--lora", "true"] if args.lora else []),
+        *(["--backbone", args.backbone] if args.backbone else []),
+    ]
+    train.main(argv, callbacks=[curve])
+    return curve.history
+
+
+def markdown(results: dict, checkpoints: list[int]) -> str:
+    lines = ["| variant | " + " | ".join(f"{c}" for c in [0, *checkpoints]) + " |",
+             "|---|" + "---|" * (len(checkpoints) + 1)]
+    for variant, runs in results.items():
+        cells = []
+        for i in range(len(checkpoints) + 1):
+            values = [run[i]["mean_auc"] for run in runs.values() if i < len(run)]
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="outputs/demo/data")
+    parser.add_argument("--stage0", default="outputs/demo/stage0")
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--out", default="outputs/learning_curve")
+    parser.add_argument("--attributes", default="autism,adhd,depression,anxiety")
+    parser.add_argument("--variants", default="stage0,random")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 800, 1600])
+    parser.add_argument("--eval_subjects", type=int, default=60, help="zero-shot questions per attribute")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--auxiliary_loss_weight", type=float, default=0.5)
+    parser.add_argument("--stage", choices=("align", "joint"), default="align",
+                        help="align: LLM frozen (stage 1); joint: LLM trained too (stage 2 without stage 1)")
+    parser.add_argument("--lora", action="store_true", help="joint stage with LoRA")
+    parser.add_argument("--balance_answers", action="store_true", help="train on Yes/No-balanced judgments")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"Unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}.")
+    if "stage0" in variants and not (Path(args.stage0) / "encoder.safetensors").exists():
+        raise FileNotFoundError(f"{args.stage0} has no stage-0 encoder; run `train.py --stage encoder` first.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_evaluation_data(args.data)
+    attributes = [a.strip() for a in args.attributes.split(",")]
+    questions = judgment_questions(data, attributes, args.eval_subjects, seed=0)
+    print(f"[curve] {len(questions)} zero-shot judgment questions about {attributes}", flush=True)
+    results: dict[str, dict[int, list]] = {}
+    start = time.perf_counter()
+    for variant in variants:
+        for seed in args.seeds:
+            results.setdefault(variant, {})[seed] = run_variant(args, variant, seed, questions, data, out)
+            (out / "learning_curve.json").write_text(json.dumps(
+                {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
+    table = markdown(results, args.checkpoints)
+    (out / "learning_curve.md").write_text(
+        f"# Stage-1 learning curve (zero-shot mean AUC over {attributes}; columns: instructions seen)\n\n{table}\n")
+    print(table)
+    print(f"[curve] {time.perf_counter() - start:.0f}s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
