@@ -130,6 +130,11 @@ class FCNLLMConfig(PreTrainedConfig):
             `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; trained with
             `graph_attribute_labels` (the auxiliary loss of stage 1) and read out by `predict_attributes`.
         auxiliary_loss_weight: weight of the auxiliary attribute loss added to the LM loss.
+        instruction_conditioning: add to each graph's last token a question-aware vector (the
+            instruction's attention-pooled word embeddings gating the graph's pooled tokens, as
+            InstructBLIP's instruction-aware Q-Former), so a frozen LLM is handed the evidence its
+            question needs; zero-initialised, so a new model starts as the plain LLaVA splice.
+        instruction_rank: width of that gated product.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -151,6 +156,8 @@ class FCNLLMConfig(PreTrainedConfig):
     projector_batchnorm: bool = True
     auxiliary_heads: list[dict] | None = None
     auxiliary_loss_weight: float = 0.0
+    instruction_conditioning: bool = True
+    instruction_rank: int = 256
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

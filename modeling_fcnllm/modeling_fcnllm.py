@@ -134,6 +134,9 @@ class FCNEncoder(nn.Module):
 
     Node features are each ROI's connectivity profile (its FCN row, diagonal zeroed) projected to H,
     plus a learned ROI embedding. Edges are the `k` strongest |r| per ROI, weighted by the signed r.
+    Subnetwork tokens also carry their row of the network-level FCN `(K, K)` (mean r within and
+    between subnetworks), and the whole-brain token its upper triangle: the scale at which
+    connectivity differences between groups are usually reported, which a sparsified graph keeps poorly.
     """
 
     def __init__(self, config: FCNEncoderConfig):
@@ -149,11 +152,13 @@ class FCNEncoder(nn.Module):
         if config.use_roi_tokens:
             self.roi_queries = nn.Parameter(torch.zeros(config.num_roi_tokens, hidden))
             self.roi_pooling = nn.MultiheadAttention(hidden, config.num_attention_heads, batch_first=True)
+        num_networks = config.num_networks
+        self.register_buffer("network_pooling", self.network_pooling_matrix(), persistent=False)
         if config.use_network_tokens:
-            self.register_buffer("network_pooling", self.network_pooling_matrix(), persistent=False)
-            self.network_embedding = nn.Parameter(torch.zeros(config.num_networks, hidden))
+            self.network_embedding = nn.Parameter(torch.zeros(num_networks, hidden))
+            self.network_connectivity = nn.Linear(num_networks, hidden)
         if config.use_global_token:
-            self.global_projection = nn.Linear(2 * hidden, hidden)
+            self.global_projection = nn.Linear(2 * hidden + num_networks * (num_networks + 1) // 2, hidden)
         self.output_norm = nn.LayerNorm(hidden)
         self.reset_parameters()
 
@@ -166,8 +171,8 @@ class FCNEncoder(nn.Module):
             nn.init.normal_(self.roi_queries, std=1.0)
         if self.config.use_network_tokens:
             nn.init.normal_(self.network_embedding, std=std)
-            # a non-persistent buffer: rebuilt here when from_pretrained creates the model on "meta"
-            self.network_pooling.copy_(self.network_pooling_matrix())
+        # a non-persistent buffer: rebuilt here when from_pretrained creates the model on "meta"
+        self.network_pooling.copy_(self.network_pooling_matrix())
 
     def network_pooling_matrix(self) -> torch.Tensor:
         """`(K, N)` row-normalised one-hot of the atlas assignment: row k averages network k's ROIs."""
@@ -175,6 +180,18 @@ class FCNEncoder(nn.Module):
         assignment = torch.tensor(config.network_assignment or [0] * config.num_rois)
         one_hot = F.one_hot(assignment, config.num_networks).T.float()
         return one_hot / one_hot.sum(-1, keepdim=True)
+
+    def network_connectivity_matrix(self, profiles: torch.Tensor) -> torch.Tensor:
+        """Network-level FCN `(B, K, K)`: mean edge between (or within) subnetworks, diagonal excluded.
+
+        Args:
+            profiles: FCNs `(B, N, N)` with a zeroed diagonal.
+        """
+        pooling = self.network_pooling.to(profiles.dtype)
+        sums = pooling @ profiles @ pooling.T  # (B, K, K): mean over all ROI pairs, self-pairs counted as 0
+        sizes = (pooling > 0).sum(-1).to(profiles.dtype)  # ROIs per network, (K,)
+        pairs = sizes[:, None] * sizes[None, :] - torch.diag(sizes)
+        return sums * (sizes[:, None] * sizes[None, :]) / pairs.clamp_min(1.0)
 
     def forward(self, graph_values: torch.Tensor) -> FCNEncoderOutput:
         config = self.config
@@ -187,6 +204,7 @@ class FCNEncoder(nn.Module):
         for layer in self.layers:
             hidden = layer(hidden, adjacency)
         nodes = self.node_norm(hidden)
+        networks = self.network_connectivity_matrix(profiles)  # (B, K, K)
 
         tokens, roi_attention = [], None
         if config.use_roi_tokens:
@@ -195,9 +213,11 @@ class FCNEncoder(nn.Module):
             tokens.append(pooled + queries + self.scale_embedding.weight[ROI_SCALE])
         if config.use_network_tokens:
             pooled = torch.einsum("kn,bnh->bkh", self.network_pooling.to(nodes.dtype), nodes)
+            pooled = pooled + self.network_connectivity(networks)
             tokens.append(pooled + self.network_embedding + self.scale_embedding.weight[NETWORK_SCALE])
         if config.use_global_token:
-            pooled = torch.cat([nodes.mean(1), nodes.amax(1)], dim=-1)
+            upper = torch.triu_indices(networks.shape[-1], networks.shape[-1], device=networks.device)
+            pooled = torch.cat([nodes.mean(1), nodes.amax(1), networks[:, upper[0], upper[1]]], dim=-1)
             tokens.append((self.global_projection(pooled) + self.scale_embedding.weight[GLOBAL_SCALE]).unsqueeze(1))
         graph_tokens = self.output_norm(torch.cat(tokens, dim=1))
         return FCNEncoderOutput(graph_tokens=graph_tokens, node_embeddings=nodes, roi_attention=roi_attention)
@@ -247,6 +267,52 @@ class FCNProjector(nn.Module):
         """Set the LayerNorm gain to the RMS of the word embeddings `(V, D)`."""
         if isinstance(self.norm, nn.LayerNorm):
             self.norm.weight.fill_(word_embeddings.float().pow(2).mean().sqrt().item())
+
+
+class InstructionConditioning(nn.Module):
+    """Question-aware evidence for each graph, added to its last token (the whole-brain token).
+
+    The instruction's word embeddings are attention-pooled (one learned query) into `q` `(B, D)`;
+    the graph's pooled projected tokens `g` `(num_graphs, D)` are gated by it, `out((A q) * (B g))`,
+    so the question selects which graph features reach the LLM at that token. `out` starts at zero.
+    """
+
+    def __init__(self, config: FCNLLMConfig):
+        super().__init__()
+        width, rank = config.text_config.hidden_size, config.instruction_rank
+        self.query = nn.Parameter(torch.zeros(width))
+        self.instruction_proj = nn.Linear(width, rank)
+        self.graph_norm = nn.LayerNorm(width)
+        self.graph_proj = nn.Linear(width, rank)
+        self.out = nn.Linear(rank, width)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.query)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self, graph_features: torch.Tensor, word_embeds: torch.Tensor, instruction_mask: torch.Tensor, graph_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Args:
+        graph_features: `(num_graphs, G, D)` projected graph tokens.
+        word_embeds: `(B, L, D)` the text's input embeddings.
+        instruction_mask: `(B, L)` True on the instruction's tokens (no graph, answer or padding tokens).
+        graph_rows: `(num_graphs,)` the batch row each graph belongs to.
+        Returns: `graph_features` with the evidence added to each graph's last token.
+        """
+        embeds = word_embeds.to(graph_features.dtype)
+        scores = (embeds @ self.query.to(embeds.dtype)) / embeds.shape[-1] ** 0.5
+        scores = scores.float().masked_fill(~instruction_mask, float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1)).to(embeds.dtype)  # a row without instruction -> zeros
+        question = torch.einsum("bl,bld->bd", weights, embeds)[graph_rows]
+        pooled = self.graph_norm(graph_features).mean(1)
+        evidence = self.out(self.instruction_proj(question) * self.graph_proj(pooled))
+        last = torch.zeros_like(graph_features)
+        last[:, -1] = evidence
+        return graph_features + last
 
 
 class GraphAttributeHeads(nn.Module):
@@ -305,7 +371,7 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, FCNEncoder):
+        if isinstance(module, (FCNEncoder, InstructionConditioning)):
             module.reset_parameters()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -325,6 +391,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         super().__init__(config)
         self.graph_encoder = FCNEncoder(config.encoder_config)
         self.graph_projector = FCNProjector(config)
+        self.instruction_conditioning = InstructionConditioning(config) if config.instruction_conditioning else None
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -354,6 +421,23 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             )
         return mask
 
+    def condition_on_instruction(
+        self,
+        graph_features: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        placeholder_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        answer_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added."""
+        instruction = ~placeholder_mask
+        if attention_mask is not None and attention_mask.dim() == 2:
+            instruction &= attention_mask.bool()
+        if answer_mask is not None:
+            instruction &= ~answer_mask.bool()
+        graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
+        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -363,11 +447,14 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        answer_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> FCNLLMModelOutputWithPast:
         """Args:
         input_ids: `(B, L)` token ids with G `<graph>` tokens per FCN.
         graph_values: `(num_graphs, N, N)` FCNs, in order of their placeholders across the batch.
+        answer_mask: `(B, L)` True on answer tokens (those with labels), which instruction
+            conditioning must not read; None at inference, where the input is the prompt.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
@@ -379,6 +466,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
                 raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
             graph_features, _ = self.get_graph_features(graph_values)
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
+            if self.instruction_conditioning is not None:
+                graph_features = self.condition_on_instruction(graph_features, inputs_embeds, mask, attention_mask, answer_mask)
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
         elif input_ids is not None and (num := int((input_ids == self.config.graph_token_id).sum())):
@@ -467,6 +556,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            answer_mask=None if labels is None else labels != -100,
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -38,6 +39,34 @@ def test_encoder_tokens_depend_on_the_fcn():
     encoder = FCNEncoder(tiny_encoder_config()).eval()
     tokens = encoder(torch.from_numpy(random_fcns(2))).graph_tokens
     assert (tokens[0] - tokens[1]).abs().max() > 1e-3
+
+
+def test_network_connectivity_is_the_mean_edge_within_and_between_subnetworks():
+    import numpy as np
+
+    config = tiny_encoder_config()
+    encoder = FCNEncoder(config)
+    fcns = torch.from_numpy(random_fcns(2))
+    profiles = fcns.clone()
+    profiles[:, range(NUM_ROIS), range(NUM_ROIS)] = 0
+    blocks = encoder.network_connectivity_matrix(profiles)
+    assignment = np.array(config.network_assignment)
+    for k in range(config.num_networks):
+        for j in range(config.num_networks):
+            block = fcns[1].numpy()[np.ix_(assignment == k, assignment == j)]
+            expected = block[~np.eye(len(block), dtype=bool)].mean() if k == j else block.mean()
+            assert blocks[1, k, j].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_subnetwork_tokens_see_a_shift_of_one_network_block():
+    config = tiny_encoder_config(use_roi_tokens=False, use_global_token=False)
+    encoder = FCNEncoder(config).eval()
+    fcns = torch.from_numpy(random_fcns(1))
+    members = torch.tensor(config.network_assignment) == 0
+    shifted = fcns.clone()
+    shifted[0][members[:, None] & members[None, :]] += 0.2
+    change = (encoder(shifted).graph_tokens - encoder(fcns).graph_tokens).abs().sum(-1)[0]
+    assert change[0] > 0
 
 
 def test_encoder_gradient_reaches_every_fcn_edge_used():
@@ -261,3 +290,60 @@ def test_projector_batchnorm_keeps_what_differs_between_subjects():
     assert standardised.std(0).mean() > 0.9  # the shared part (scale 5) is gone, the differences are unit-scaled
     single = projector.train()(tokens[:1])  # one graph in training mode falls back to running statistics
     torch.testing.assert_close(single, projector.eval()(tokens[:1]))
+
+
+# --- instruction conditioning ------------------------------------------------------------------
+def _with_live_conditioning(model: FCNLLMForCausalLM) -> FCNLLMForCausalLM:
+    """Give the zero-initialised conditioning non-zero weights, as after training."""
+    conditioning = model.model.instruction_conditioning
+    with torch.no_grad():
+        torch.manual_seed(3)
+        conditioning.query.normal_()
+        conditioning.out.weight.normal_(std=0.5)
+    return model
+
+
+def test_instruction_conditioning_starts_as_the_plain_splice(processor, model):
+    plain_config = model.config.to_dict() | {"instruction_conditioning": False}
+    plain = FCNLLMForCausalLM(type(model.config)(**plain_config)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    torch.testing.assert_close(model(**batch).logits, plain(**batch).logits)
+
+
+def test_instruction_conditioning_reads_the_question_but_never_the_answer(processor, model):
+    model = _with_live_conditioning(model)
+    fcns = random_fcns(1)
+    ask_adhd = processor(text="<graph>\nDoes this subject have ADHD?", fcns=fcns)
+    ask_age = processor(text="<graph>\nIs this subject older than 30?", fcns=fcns)
+    adhd_graph, _ = model.model.get_graph_features(ask_adhd["graph_values"])
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()
+        a, b = (
+            model.model.condition_on_instruction(adhd_graph, embeds(x["input_ids"]), x["input_ids"] == model.config.graph_token_id, x["attention_mask"], None)
+            for x in (ask_adhd, ask_age)
+        )
+    assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4  # the question changes the evidence token
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])  # and nothing else
+    # with labels on the answer, the prompt's logits do not depend on which answer follows
+    yes, no = (processor(text=f"<graph>\nDoes this subject have ADHD? {w}", fcns=fcns) for w in ("Yes", "No"))
+    prompt_len = yes["input_ids"].shape[1] - 1
+    logits = []
+    for batch in (yes, no):
+        labels = torch.full_like(batch["input_ids"], -100)
+        labels[0, -1] = batch["input_ids"][0, -1]
+        logits.append(model(**batch, labels=labels).logits[0, :prompt_len])
+    torch.testing.assert_close(logits[0], logits[1])
+
+
+def test_instruction_conditioning_is_trained_through_a_frozen_llm(processor, model):
+    """Stage 1: the answer's loss reaches the conditioning's query and both gates through the frozen LLM."""
+    model = _with_live_conditioning(model).train()
+    model.language_model.requires_grad_(False)
+    batch = _batch(processor, [QUESTION + " Yes"], num_graphs=1)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, -1] = batch["input_ids"][0, -1]
+    model(**batch, labels=labels).loss.backward()
+    conditioning = model.model.instruction_conditioning
+    for param in (conditioning.query, conditioning.instruction_proj.weight, conditioning.graph_proj.weight, conditioning.out.weight):
+        assert param.grad is not None and param.grad.abs().sum() > 0
