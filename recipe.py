@@ -11,7 +11,7 @@
 
 `demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
 subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_comparative`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from training.model_card import write_model_card
 
 PRESETS = {
     # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
-    "demo": dict(subjects=1200, align_steps=300, joint_samples=800, batch_size=8, eval_subjects=60, bf16=True),
+    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=60, bf16=True),
     "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, bf16=True),
 }
 
@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_stage1", action="store_true", help="ablation: no alignment stage")
     parser.add_argument("--no_aux_loss", action="store_true", help="ablation: no auxiliary attribute loss")
     parser.add_argument("--no_comparative", action="store_true", help="ablation: train without comparative questions")
+    parser.add_argument("--no_instruction_conditioning", action="store_true",
+                        help="ablation: no question-aware evidence token (the plain LLaVA splice)")
+    parser.add_argument("--no_balance", action="store_true", help="ablation: Yes/No answers at their prevalence")
     parser.add_argument("--no_roi_tokens", action="store_true")
     parser.add_argument("--no_network_tokens", action="store_true")
     parser.add_argument("--no_global_token", action="store_true")
@@ -82,6 +85,7 @@ def main(argv=None) -> dict:
 
     common = ["--data_dir", str(data_dir), "--seed", str(args.seed), "--report_to", "none"]
     encoder_flags = [
+        *(["--instruction_conditioning", "false"] if args.no_instruction_conditioning else []),
         *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
         *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
         *(["--use_global_token", "false"] if args.no_global_token else []),
@@ -91,7 +95,8 @@ def main(argv=None) -> dict:
     llm_common = [
         *common, *backbone, "--paradigms", paradigms, "--per_device_train_batch_size", str(preset["batch_size"]),
         "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
-        "--dataloader_num_workers", "0", *(["--bf16", "true"] if bf16 else []),
+        "--dataloader_num_workers", "0", "--balance_answers", "false" if args.no_balance else "true",
+        *(["--bf16", "true"] if bf16 else []),
         *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
     ]
 

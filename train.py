@@ -58,6 +58,9 @@ class ModelArguments:
     use_network_tokens: bool = field(default=True, metadata={"help": "Ablation: subnetwork tokens on/off."})
     use_global_token: bool = field(default=True, metadata={"help": "Ablation: whole-brain token on/off."})
     normalization: str = field(default="zscore", metadata={"help": "Per-subject FCN normalisation: zscore or none."})
+    instruction_conditioning: bool = field(
+        default=True, metadata={"help": "Question-aware evidence token (ablation: false = the plain LLaVA splice)."}
+    )
     freeze_encoder: bool = field(default=False, metadata={"help": "Stage 1: train the projector only."})
     lora: bool = field(default=False, metadata={"help": "Stage 2: LoRA on the LLM instead of full fine-tuning."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -270,6 +273,7 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     model = FCNLLMForCausalLM.from_text_model(
         backbone, encoder_config, tokenizer=tokenizer,
         auxiliary_heads=aux_heads, auxiliary_loss_weight=recipe_args.auxiliary_loss_weight if aux_heads else 0.0,
+        instruction_conditioning=model_args.instruction_conditioning,
     )
     if encoder_weights is not None:
         model.model.graph_encoder.load_state_dict(encoder_weights)
