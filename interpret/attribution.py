@@ -172,6 +172,9 @@ class AnswerMargin:
         attention_mask = mask.repeat(batch, 1)
         embeds = model.get_input_embeddings()(input_ids)
         placeholder = model.model.get_placeholder_mask(input_ids, flat_graphs.shape[0])
+        if model.model.instruction_conditioning is not None:  # the question's evidence, read from the prompt only
+            prompt_only = (torch.arange(width, device=device)[None] < len(self.prompt_ids)) & attention_mask.bool()
+            features = model.model.condition_on_instruction(features, embeds, placeholder, attention_mask, prompt_only)
         embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), features.reshape(-1, features.shape[-1]).to(embeds))
         start = len(self.prompt_ids) - 1  # logits at `start` score the first answer token
         out = model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=width - start)

@@ -427,14 +427,16 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         inputs_embeds: torch.Tensor,
         placeholder_mask: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        answer_mask: torch.Tensor | None,
+        instruction_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added."""
         instruction = ~placeholder_mask
-        if attention_mask is not None and attention_mask.dim() == 2:
+        if instruction_mask is not None:
+            instruction &= instruction_mask.bool()
+        elif attention_mask is not None and attention_mask.dim() == 2:
             instruction &= attention_mask.bool()
-        if answer_mask is not None:
-            instruction &= ~answer_mask.bool()
+        elif attention_mask is not None:
+            raise ValueError("A 4-D attention_mask needs an instruction_mask `(B, L)` for instruction conditioning.")
         graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
         return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows)
 
@@ -447,14 +449,15 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        answer_mask: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> FCNLLMModelOutputWithPast:
         """Args:
         input_ids: `(B, L)` token ids with G `<graph>` tokens per FCN.
         graph_values: `(num_graphs, N, N)` FCNs, in order of their placeholders across the batch.
-        answer_mask: `(B, L)` True on answer tokens (those with labels), which instruction
-            conditioning must not read; None at inference, where the input is the prompt.
+        instruction_mask: `(B, L)` True on the tokens instruction conditioning may read (never the
+            answer). Default: the non-graph tokens a 2-D `attention_mask` attends; callers with
+            labels or a 4-D mask pass it (`FCNLLMForCausalLM` excludes labelled tokens).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
@@ -467,7 +470,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             graph_features, _ = self.get_graph_features(graph_values)
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
             if self.instruction_conditioning is not None:
-                graph_features = self.condition_on_instruction(graph_features, inputs_embeds, mask, attention_mask, answer_mask)
+                graph_features = self.condition_on_instruction(graph_features, inputs_embeds, mask, attention_mask, instruction_mask)
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
         elif input_ids is not None and (num := int((input_ids == self.config.graph_token_id).sum())):
@@ -540,6 +543,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         graph_attribute_labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        instruction_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> FCNLLMCausalLMOutputWithPast:
         """Args:
@@ -547,6 +551,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         graph_attribute_labels: `(num_graphs, A)` targets of the auxiliary heads (NaN = unknown); their
             loss, times `config.auxiliary_loss_weight`, is added to the LM loss.
         logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all).
+        instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
+            labelled tokens are always left out.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -556,7 +562,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            answer_mask=None if labels is None else labels != -100,
+            instruction_mask=instruction_mask if labels is None else self._prompt_mask(attention_mask, labels, instruction_mask),
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
@@ -580,6 +586,16 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             graph_hidden_states=outputs.graph_hidden_states,
         )
+
+    @staticmethod
+    def _prompt_mask(attention_mask, labels: torch.Tensor, instruction_mask) -> torch.Tensor:
+        """Tokens without labels (the prompt), within `instruction_mask` or a 2-D `attention_mask`."""
+        prompt = labels == -100
+        if instruction_mask is not None:
+            return prompt & instruction_mask.bool()
+        if attention_mask is not None and attention_mask.dim() == 2:
+            return prompt & attention_mask.bool()
+        return prompt
 
     def prepare_inputs_for_generation(self, *args, graph_values=None, is_first_iteration=False, **kwargs):
         """Pass `graph_values` on the prefill step only; with a KV cache later steps never see placeholders."""

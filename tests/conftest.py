@@ -68,15 +68,27 @@ def tiny_text_config(family: str, vocab_size: int):
     raise ValueError(family)
 
 
-def make_tiny_model(tokenizer, family: str = "llama", seed: int = 0, **encoder_overrides) -> FCNLLMForCausalLM:
-    """A random tiny FCN-LLM whose vocabulary matches `tokenizer` (which must hold `<graph>`)."""
+def make_tiny_model(
+    tokenizer, family: str = "llama", seed: int = 0, live_conditioning: bool = False, **encoder_overrides
+) -> FCNLLMForCausalLM:
+    """A random tiny FCN-LLM whose vocabulary matches `tokenizer` (which must hold `<graph>`).
+
+    `live_conditioning`: give the (zero-initialised) instruction conditioning random weights, as after
+    training, so tests see whether a code path lets it read the question (and never the answer).
+    """
     torch.manual_seed(seed)
     config = FCNLLMConfig(
         text_config=tiny_text_config(family, len(tokenizer)),
         encoder_config=tiny_encoder_config(**encoder_overrides),
         graph_token_id=tokenizer.convert_tokens_to_ids("<graph>"),
     )
-    return FCNLLMForCausalLM(config).eval()
+    model = FCNLLMForCausalLM(config).eval()
+    if live_conditioning:
+        conditioning = model.model.instruction_conditioning
+        with torch.no_grad():
+            conditioning.query.normal_()
+            conditioning.out.weight.normal_(std=0.5)
+    return model
 
 
 def random_fcns(num: int, num_rois: int = NUM_ROIS, seed: int = 0) -> np.ndarray:

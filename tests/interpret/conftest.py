@@ -27,7 +27,7 @@ def one_thread():
 def tiny_pair(**encoder_overrides):
     """(model, processor) of a tiny random FCN-LLM (12 ROIs unless overridden)."""
     processor = FCNProcessor(make_tokenizer())
-    model = make_tiny_model(processor.tokenizer, **encoder_overrides)
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, **encoder_overrides)
     return model, FCNProcessor.from_model_config(processor.tokenizer, model.config)
 
 

@@ -293,16 +293,6 @@ def test_projector_batchnorm_keeps_what_differs_between_subjects():
 
 
 # --- instruction conditioning ------------------------------------------------------------------
-def _with_live_conditioning(model: FCNLLMForCausalLM) -> FCNLLMForCausalLM:
-    """Give the zero-initialised conditioning non-zero weights, as after training."""
-    conditioning = model.model.instruction_conditioning
-    with torch.no_grad():
-        torch.manual_seed(3)
-        conditioning.query.normal_()
-        conditioning.out.weight.normal_(std=0.5)
-    return model
-
-
 def test_instruction_conditioning_starts_as_the_plain_splice(processor, model):
     plain_config = model.config.to_dict() | {"instruction_conditioning": False}
     plain = FCNLLMForCausalLM(type(model.config)(**plain_config)).eval()
@@ -311,8 +301,8 @@ def test_instruction_conditioning_starts_as_the_plain_splice(processor, model):
     torch.testing.assert_close(model(**batch).logits, plain(**batch).logits)
 
 
-def test_instruction_conditioning_reads_the_question_but_never_the_answer(processor, model):
-    model = _with_live_conditioning(model)
+def test_instruction_conditioning_reads_the_question_but_never_the_answer(processor):
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True)
     fcns = random_fcns(1)
     ask_adhd = processor(text="<graph>\nDoes this subject have ADHD?", fcns=fcns)
     ask_age = processor(text="<graph>\nIs this subject older than 30?", fcns=fcns)
@@ -336,9 +326,9 @@ def test_instruction_conditioning_reads_the_question_but_never_the_answer(proces
     torch.testing.assert_close(logits[0], logits[1])
 
 
-def test_instruction_conditioning_is_trained_through_a_frozen_llm(processor, model):
+def test_instruction_conditioning_is_trained_through_a_frozen_llm(processor):
     """Stage 1: the answer's loss reaches the conditioning's query and both gates through the frozen LLM."""
-    model = _with_live_conditioning(model).train()
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True).train()
     model.language_model.requires_grad_(False)
     batch = _batch(processor, [QUESTION + " Yes"], num_graphs=1)
     labels = torch.full_like(batch["input_ids"], -100)
