@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo example explain test clean
+.PHONY: install demo example explain test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ explain: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The benchmark suite (bench/results.json, bench/results.md; about 10 minutes on 2 CPU cores). One torch
+# and BLAS thread by default: on a shared machine two threads stall at every OpenMP barrier (a tiny
+# training step ran 100x slower). `make bench BENCH_THREADS=2` uses both cores of an idle machine.
+BENCH_THREADS ?= 1
+bench: $(STAMP)
+	$(PY) -m bench.run --out bench --threads $(BENCH_THREADS)
 
 clean:
 	rm -rf $(VENV) outputs

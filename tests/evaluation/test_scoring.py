@@ -17,7 +17,7 @@ QUESTIONS = [
 
 def _setup(tokenizer, family):
     processor = FCNProcessor(tokenizer)
-    model = make_tiny_model(processor.tokenizer, family=family)
+    model = make_tiny_model(processor.tokenizer, family=family, live_conditioning=True)  # must never read answers
     processor = FCNProcessor.from_model_config(processor.tokenizer, model.config)
     prompts = [processor.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
                for q in QUESTIONS]
@@ -27,19 +27,23 @@ def _setup(tokenizer, family):
 
 @torch.no_grad()
 def _manual(model, processor, prompt, fcns, answer):
-    """Sum of log P(answer tokens) from one full forward of prompt + answer (no cache, no batching)."""
+    """Sum of log P(answer tokens) from one full forward of prompt + answer (no cache, no batching);
+    instruction conditioning reads the prompt only."""
     full = processor(text=prompt + answer, fcns=fcns)
     start = processor(text=prompt, fcns=fcns)["input_ids"].shape[1]
-    logp = torch.log_softmax(model(**full).logits[0].float(), -1)
+    prompt_only = torch.arange(full["input_ids"].shape[1])[None] < start
+    logp = torch.log_softmax(model(**full, instruction_mask=prompt_only).logits[0].float(), -1)
     ids = full["input_ids"][0]
     return float(sum(logp[j - 1, ids[j]] for j in range(start, len(ids))))
 
 
+@pytest.mark.parametrize("single_pass", [True, False])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_choice_log_likelihoods_match_manual_forward(tokenizer, family):
+def test_choice_log_likelihoods_match_manual_forward(tokenizer, family, single_pass):
+    """Both paths: choices as masked branches of one forward, and prefill + cached continuation."""
     model, processor, prompts, fcns = _setup(tokenizer, family)
     choices = ["Yes", "No", "The second", "Ambidextrous"]  # single- and multi-token answers
-    scores = choice_log_likelihoods(model, processor, prompts, fcns, choices, batch_size=2)
+    scores = choice_log_likelihoods(model, processor, prompts, fcns, choices, batch_size=2, single_pass=single_pass)
     assert scores.shape == (3, 4)
     eot = end_of_turn(processor)
     assert eot == "<|im_end|>"
@@ -47,9 +51,11 @@ def test_choice_log_likelihoods_match_manual_forward(tokenizer, family):
     np.testing.assert_allclose(scores, manual, atol=1e-4)
 
 
-def test_without_end_of_turn_scores_the_answer_alone(tokenizer):
+@pytest.mark.parametrize("single_pass", [True, False])
+def test_without_end_of_turn_scores_the_answer_alone(tokenizer, single_pass):
     model, processor, prompts, fcns = _setup(tokenizer, "llama")
-    scores = choice_log_likelihoods(model, processor, prompts[:1], fcns[:1], ["Yes", "No"], append_end_of_turn=False)
+    scores = choice_log_likelihoods(model, processor, prompts[:1], fcns[:1], ["Yes", "No"], append_end_of_turn=False,
+                                    single_pass=single_pass)
     manual = [_manual(model, processor, prompts[0], fcns[0], c) for c in ("Yes", "No")]
     np.testing.assert_allclose(scores[0], manual, atol=1e-4)
 
