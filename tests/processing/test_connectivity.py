@@ -96,3 +96,34 @@ def test_validate_fcn_errors():
         validate_fcn(good[None])
     with pytest.raises(ValueError, match="dtype"):
         validate_fcn(good.astype(bool))
+
+
+@pytest.mark.parametrize("kind", ["partial correlation", "tangent"])
+def test_ledoit_wolf_needs_no_more_timepoints_than_rois(kind):
+    series = _series(num_t=6)  # T < N = 8: the empirical covariance is singular, the shrunk one is not
+    measure = nilearn_connectome.ConnectivityMeasure(kind=kind, cov_estimator=LedoitWolf(store_precision=False))
+    expected = measure.fit_transform(series)
+    np.testing.assert_allclose(compute_fcns(series, kind=kind, cov_estimator="ledoit_wolf"), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="timepoints"):
+        compute_fcns(series, kind=kind)
+
+
+def test_bad_subject_in_a_batch_is_named():
+    series = _series(num_subjects=3)
+    series[2][:, 4] = 1.5
+    with pytest.raises(ValueError, match=r"subject 2 has 1 constant ROI.*\[4\]"):
+        compute_fcns(series)
+    series = _series(num_subjects=3)
+    series[1][7, 3] = np.inf
+    with pytest.raises(ValueError, match=r"subject 1 has NaN or inf values in ROI\(s\) \[3\]"):
+        compute_fcns(series, cov_estimator="ledoit_wolf")
+
+
+def test_many_subjects_span_chunks_and_lengths():
+    from processing.connectivity import CHUNK
+
+    long, short = _series(num_subjects=CHUNK + 3), _series(num_subjects=2, num_t=45, seed=1)
+    series = long[:10] + short[:1] + long[10:] + short[1:]  # a length group that is not a contiguous range
+    fcns = compute_fcns(series)
+    for i in (0, 10, 11, CHUNK + 3, CHUNK + 4):
+        np.testing.assert_allclose(fcns[i], np.corrcoef(series[i].T), atol=1e-10)
