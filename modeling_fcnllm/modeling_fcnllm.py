@@ -648,7 +648,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         model.model.graph_projector.match_embedding_scale(model.get_input_embeddings().weight)
         if getattr(text_model, "generation_config", None) is not None:
             model.generation_config = text_model.generation_config
-        return model
+        return model.eval()  # as from_pretrained: dropout off, BatchNorm on its running statistics
 
 
 __all__ = [

@@ -113,3 +113,13 @@ def processor(tokenizer):
 @pytest.fixture
 def model(processor):
     return make_tiny_model(processor.tokenizer)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers stall
+    two contended threads (~100x slower steps); every test runs on one torch thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from processing import FCNProcessor
 from processing.atlases import load_atlas
@@ -15,13 +14,6 @@ from tests.conftest import make_tiny_model, make_tokenizer
 from tests.evaluation.conftest import write_instruction_folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run ~100x faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_pair(**encoder_overrides):

@@ -200,7 +200,8 @@ def test_from_text_model_keeps_weights_and_adds_graph_token(tokenizer):
     lm = AutoModelForCausalLM.from_config(tiny_text_config("llama", len(tokenizer))).eval()
     ids = tokenizer("Does this subject have ADHD?", return_tensors="pt")["input_ids"]
     expected = lm(input_ids=ids).logits
-    model = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer).eval()
+    model = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer)
+    assert not model.training  # like from_pretrained: scoring right after wrapping is deterministic
     assert tokenizer.convert_tokens_to_ids("<graph>") == model.config.graph_token_id == len(tokenizer) - 1
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
     torch.testing.assert_close(model(input_ids=ids).logits[..., : expected.shape[-1]], expected)
