@@ -173,7 +173,7 @@ class AnswerMargin:
         embeds = model.get_input_embeddings()(input_ids)
         placeholder = model.model.get_placeholder_mask(input_ids, flat_graphs.shape[0])
         if model.model.instruction_conditioning is not None:  # the question's evidence, read from the prompt only
-            prompt_only = (torch.arange(width, device=device)[None] < len(self.prompt_ids)) & attention_mask.bool()
+            prompt_only = torch.arange(width, device=device)[None] < len(self.prompt_ids)
             features = model.model.condition_on_instruction(features, embeds, placeholder, attention_mask, prompt_only)
         embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), features.reshape(-1, features.shape[-1]).to(embeds))
         start = len(self.prompt_ids) - 1  # logits at `start` score the first answer token

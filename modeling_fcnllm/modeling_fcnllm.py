@@ -431,12 +431,12 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
     ) -> torch.Tensor:
         """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added."""
         instruction = ~placeholder_mask
+        if attention_mask is not None and attention_mask.dim() == 2:
+            instruction &= attention_mask.bool()
+        elif attention_mask is not None and instruction_mask is None:
+            raise ValueError("A 4-D attention_mask needs an instruction_mask `(B, L)` for instruction conditioning.")
         if instruction_mask is not None:
             instruction &= instruction_mask.bool()
-        elif attention_mask is not None and attention_mask.dim() == 2:
-            instruction &= attention_mask.bool()
-        elif attention_mask is not None:
-            raise ValueError("A 4-D attention_mask needs an instruction_mask `(B, L)` for instruction conditioning.")
         graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
         return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows)
 
@@ -456,8 +456,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         input_ids: `(B, L)` token ids with G `<graph>` tokens per FCN.
         graph_values: `(num_graphs, N, N)` FCNs, in order of their placeholders across the batch.
         instruction_mask: `(B, L)` True on the tokens instruction conditioning may read (never the
-            answer). Default: the non-graph tokens a 2-D `attention_mask` attends; callers with
-            labels or a 4-D mask pass it (`FCNLLMForCausalLM` excludes labelled tokens).
+            answer), on top of the non-graph tokens a 2-D `attention_mask` attends; required with a
+            4-D mask (`FCNLLMForCausalLM` leaves labelled tokens out).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
@@ -554,6 +554,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
             labelled tokens are always left out.
         """
+        if labels is not None:  # instruction conditioning never reads the answer
+            prompt = labels == -100
+            instruction_mask = prompt if instruction_mask is None else prompt & instruction_mask.bool()
         outputs = self.model(
             input_ids=input_ids,
             graph_values=graph_values,
@@ -562,7 +565,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            instruction_mask=instruction_mask if labels is None else self._prompt_mask(attention_mask, labels, instruction_mask),
+            instruction_mask=instruction_mask,
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
@@ -586,16 +589,6 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             graph_hidden_states=outputs.graph_hidden_states,
         )
-
-    @staticmethod
-    def _prompt_mask(attention_mask, labels: torch.Tensor, instruction_mask) -> torch.Tensor:
-        """Tokens without labels (the prompt), within `instruction_mask` or a 2-D `attention_mask`."""
-        prompt = labels == -100
-        if instruction_mask is not None:
-            return prompt & instruction_mask.bool()
-        if attention_mask is not None and attention_mask.dim() == 2:
-            return prompt & attention_mask.bool()
-        return prompt
 
     def prepare_inputs_for_generation(self, *args, graph_values=None, is_first_iteration=False, **kwargs):
         """Pass `graph_values` on the prefill step only; with a KV cache later steps never see placeholders."""
