@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from datasets_scripts.attributes import load_registry  # noqa: E402
 from evaluation.data import ZERO_SHOT_SPLIT, load_evaluation_data  # noqa: E402
-from evaluation.questions import Question, build_question  # noqa: E402
+from evaluation.questions import NO, YES, Question, build_question  # noqa: E402
 from evaluation.scoring import choice_log_likelihoods  # noqa: E402
 
 VARIANTS = ("stage0", "random")
@@ -53,9 +53,8 @@ def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int
 class ZeroShotAUCCallback(TrainerCallback):
     """Score `questions` when `instructions seen` reaches each checkpoint; `history` collects the AUCs."""
 
-    def __init__(self, questions: list[Question], data, checkpoints: list[int], batch_size: int):
-        self.questions, self.data = questions, data
-        self.checkpoints, self.batch_size = sorted(checkpoints), batch_size
+    def __init__(self, questions: list[Question], data, checkpoints: list[int]):
+        self.questions, self.data, self.checkpoints = questions, data, sorted(checkpoints)
         self.history: list[dict] = []
 
     def evaluate(self, model, processor, seen: int) -> None:
@@ -65,7 +64,7 @@ class ZeroShotAUCCallback(TrainerCallback):
                    for q in self.questions]
         fcns = [[self.data.fcns[i] for i in self.data.rows(q.subject_ids)] for q in self.questions]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not torch.cuda.is_available()):
-            ll = choice_log_likelihoods(model, processor, prompts, fcns, ["Yes", "No"], batch_size=16)
+            ll = choice_log_likelihoods(model, processor, prompts, fcns, [YES, NO], batch_size=16)
         model.train(was_training)
         scores = ll[:, 0] - ll[:, 1]
         aucs = {}
@@ -92,7 +91,7 @@ class ZeroShotAUCCallback(TrainerCallback):
 
 def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> list[dict]:
     """One `train.py --stage align` run; returns the callback's AUC history (checkpoint 0 first)."""
-    curve = ZeroShotAUCCallback(questions, data, args.checkpoints, args.batch_size)
+    curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
     argv = [
         "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_seed{seed}"),
         "--seed", str(seed), "--paradigms", "judgment", "--attributes", args.attributes, "--report_to", "none",
