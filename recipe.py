@@ -11,7 +11,7 @@
 
 `demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
 subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_instruction_conditioning", action="store_true",
                         help="ablation: no question-aware evidence token (the plain LLaVA splice)")
     parser.add_argument("--no_balance", action="store_true", help="ablation: Yes/No answers at their prevalence")
+    parser.add_argument("--token_evidence", action="store_true",
+                        help="ablation: the evidence token gates the pooled graph tokens instead of reading the attribute heads")
     parser.add_argument("--no_roi_tokens", action="store_true")
     parser.add_argument("--no_network_tokens", action="store_true")
     parser.add_argument("--no_global_token", action="store_true")
@@ -86,6 +88,7 @@ def main(argv=None) -> dict:
     common = ["--data_dir", str(data_dir), "--seed", str(args.seed), "--report_to", "none"]
     encoder_flags = [
         *(["--instruction_conditioning", "false"] if args.no_instruction_conditioning else []),
+        *(["--instruction_evidence", "tokens"] if args.token_evidence else []),
         *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
         *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
         *(["--use_global_token", "false"] if args.no_global_token else []),

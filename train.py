@@ -32,7 +32,7 @@ from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
 from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
-from training.encoder_pretraining import encode_targets, head_specs, pretrain_encoder
+from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
 
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
@@ -61,7 +61,15 @@ class ModelArguments:
     instruction_conditioning: bool = field(
         default=True, metadata={"help": "Question-aware evidence token (ablation: false = the plain LLaVA splice)."}
     )
-    freeze_encoder: bool = field(default=False, metadata={"help": "Stage 1: train the projector only."})
+    instruction_evidence: str = field(
+        default="attributes",
+        metadata={"help": "What the question gates: 'attributes' (the auxiliary heads' outputs; needs the auxiliary "
+                          "loss, else 'tokens' is used) or 'tokens' (the pooled graph tokens)."},
+    )
+    freeze_projector: bool = field(
+        default=False, metadata={"help": "Stage 1: keep the projector fixed (only the evidence token's readout learns)."}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Stage 1: keep the (stage-0) encoder and its attribute heads fixed."})
     lora: bool = field(default=False, metadata={"help": "Stage 2: LoRA on the LLM instead of full fine-tuning."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -206,7 +214,7 @@ def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, out / "encoder.safetensors")
     save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, out / "heads.safetensors")
     summary = {
-        "specs": [vars(s) for s in heads.specs], "normalization": model_args.normalization,
+        "specs": heads.specs, "normalization": model_args.normalization,
         "train_loss": history.train_loss, "val_loss": history.val_loss, "best_epoch": history.best_epoch,
         "samples_seen": history.samples_seen, "seconds": history.seconds,
     }
@@ -223,14 +231,31 @@ def load_stage0(folder: str) -> tuple[FCNEncoderConfig, dict[str, torch.Tensor]]
     return FCNEncoderConfig.from_pretrained(path), load_file(path / "encoder.safetensors")
 
 
+def load_stage0_heads(model: FCNLLMForCausalLM, folder: str) -> bool:
+    """Start the model's attribute heads from stage 0's when both predict the same attributes; True if loaded."""
+    path = Path(folder)
+    heads = model.graph_attribute_heads
+    if heads is None or not (path / "heads.safetensors").exists():
+        return False
+    saved = json.loads((path / "stage0.json").read_text())["specs"]
+    same = [(h["key"], h["kind"], int(h["num_outputs"])) for h in saved] == [
+        (h["key"], h["kind"], int(h["num_outputs"])) for h in heads.specs
+    ]
+    if not same:
+        logger.warning("Stage 0's heads (%s) predict other attributes than this model's: the heads start at random.",
+                       [h["key"] for h in saved])
+        return False
+    heads.load_state_dict(load_file(path / "heads.safetensors"))
+    return True
+
+
 # --------------------------------------------------------------------------------------------------
 # Stages 1 and 2
 # --------------------------------------------------------------------------------------------------
 def auxiliary_targets(meta, attributes) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Auxiliary head specs and per-subject targets `(A,)` (NaN = unknown)."""
     specs = head_specs(meta, attributes)
-    targets, mask = encode_targets(meta, specs)
-    targets = torch.where(mask, targets, torch.full_like(targets, float("nan"))).numpy()
+    targets = nan_targets(meta, specs).numpy()
     heads = [
         {"key": s.key, "kind": s.kind, "num_outputs": s.num_outputs, "mean": s.mean, "std": s.std, "classes": list(s.classes)}
         for s in specs
@@ -267,6 +292,10 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     aux_heads = None
     if recipe_args.auxiliary_loss_weight > 0:
         aux_heads, aux_targets = auxiliary_targets(meta, attributes)
+    evidence = model_args.instruction_evidence
+    if evidence == "attributes" and not aux_heads:
+        logger.info("No auxiliary heads (auxiliary_loss_weight is 0): the evidence token reads the pooled graph tokens.")
+        evidence = "tokens"
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     if not tokenizer.chat_template:
         logger.warning("The backbone's tokenizer has no chat template: using FCN-LLM's plain ChatML template.")
@@ -274,21 +303,29 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         backbone, encoder_config, tokenizer=tokenizer,
         auxiliary_heads=aux_heads, auxiliary_loss_weight=recipe_args.auxiliary_loss_weight if aux_heads else 0.0,
         instruction_conditioning=model_args.instruction_conditioning,
+        instruction_evidence=evidence,
     )
     if encoder_weights is not None:
         model.model.graph_encoder.load_state_dict(encoder_weights)
+        if load_stage0_heads(model, model_args.encoder_checkpoint):
+            logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
     processor = FCNProcessor.from_model_config(tokenizer, model.config, normalization=model_args.normalization)
     return model, processor, aux_targets
 
 
-def freeze_for_stage(model: FCNLLMForCausalLM, stage: str, freeze_encoder: bool) -> None:
-    """Stage 1: LLM and lm_head frozen; encoder (unless `freeze_encoder`), projector and heads trained."""
+def freeze_for_stage(model: FCNLLMForCausalLM, stage: str, freeze_encoder: bool, freeze_projector: bool = False) -> None:
+    """Stage 1: LLM and lm_head frozen; projector, conditioning, encoder and its attribute heads trained
+    (those two frozen with `freeze_encoder`: stage 0 trained them, with early stopping)."""
     model.requires_grad_(True)
     if stage == "align":
         model.language_model.requires_grad_(False)
         model.lm_head.requires_grad_(False)
         if freeze_encoder:
             model.graph_encoder.requires_grad_(False)
+            if model.graph_attribute_heads is not None:
+                model.graph_attribute_heads.requires_grad_(False)
+        if freeze_projector:
+            model.graph_projector.requires_grad_(False)
 
 
 def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
@@ -319,8 +356,8 @@ def subject_fcns(processor: FCNProcessor, lookup: GraphLookup, subject_ids: list
 
 
 @torch.no_grad()
-def calibrate_projector(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> None:
-    """Start the projector's BatchNorm from the training subjects' encoder statistics."""
+def calibrate_statistics(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> None:
+    """Start the projector's BatchNorm and the evidence standardisation from the training subjects' statistics."""
     fcns = subject_fcns(processor, lookup, subject_ids)
     encoder = model.graph_encoder
     was_training = encoder.training
@@ -328,6 +365,11 @@ def calibrate_projector(model: FCNLLMForCausalLM, processor: FCNProcessor, looku
     tokens = encoder(fcns.to(model.dtype)).graph_tokens
     encoder.train(was_training)
     model.graph_projector.calibrate(tokens)
+    heads, conditioning = model.graph_attribute_heads, model.model.instruction_conditioning
+    if heads is not None and conditioning is not None:
+        was_training = heads.training
+        conditioning.calibrate(heads.eval()(tokens))
+        heads.train(was_training)
 
 
 @torch.no_grad()
@@ -351,14 +393,14 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if recipe_args.stage == "joint" and not model_args.model_name_or_path:
         logger.warning("Stage 2 without a stage-1 folder (--model_name_or_path): starting from an unaligned encoder.")
     model, processor, aux_targets = build_model(model_args, recipe_args, subjects["train"])
-    freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder)
+    freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder, model_args.freeze_projector)
     lookup = GraphLookup.from_dataset(subjects)
     train = select_instructions(
         instructions["train"], data_args, data_args.max_train_samples, training_args.seed, data_args.balance_answers
     )
     validation = select_instructions(instructions["validation"], data_args, data_args.max_eval_samples, training_args.seed)
     if not model_args.model_name_or_path:
-        calibrate_projector(model, processor, lookup, list(subjects["train"]["subject_id"][:512]))
+        calibrate_statistics(model, processor, lookup, list(subjects["train"]["subject_id"][:512]))
     spread = graph_token_spread(model, processor, lookup, list(subjects["train"]["subject_id"][:64]))
     logger.info("graph-token spread between subjects: %.3f of the word-embedding RMS", spread)
     if spread < 0.15:
@@ -371,6 +413,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         processor, lookup, max_length=data_args.max_length,
         attribute_targets=aux_targets if num_aux and model.config.auxiliary_loss_weight > 0 else None,
         num_attribute_targets=num_aux,
+        routing_keys=[h["key"] for h in model.config.auxiliary_heads]
+        if model.config.instruction_evidence == "attributes" and model.config.auxiliary_loss_weight > 0 else None,
     )
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)

@@ -103,6 +103,7 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> li
         *(["--encoder_checkpoint", args.stage0] if variant == "stage0" else []),
         *(["--freeze_encoder", "true"] if variant == "stage0" and args.stage == "align" else []),
         *(["--lora", "true"] if args.lora else []),
+        *(["--freeze_projector", "true"] if args.freeze_projector else []),
         *(["--backbone", args.backbone] if args.backbone else []),
     ]
     train.main(argv, callbacks=[curve])
@@ -139,6 +140,7 @@ def main(argv=None) -> dict:
                         help="align: LLM frozen (stage 1); joint: LLM trained too (stage 2 without stage 1)")
     parser.add_argument("--lora", action="store_true", help="joint stage with LoRA")
     parser.add_argument("--balance_answers", action="store_true", help="train on Yes/No-balanced judgments")
+    parser.add_argument("--freeze_projector", action="store_true", help="stage 1 with the projector fixed")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = set(variants) - set(VARIANTS)

@@ -17,6 +17,7 @@ from .modeling_fcnllm import (
     FCNLLMModelOutputWithPast,
     FCNLLMPreTrainedModel,
     FCNProjector,
+    GraphAttributeHeads,
 )
 
 AutoConfig.register(FCNLLMConfig.model_type, FCNLLMConfig, exist_ok=True)
@@ -37,4 +38,5 @@ __all__ = [
     "FCNLLMModelOutputWithPast",
     "FCNLLMPreTrainedModel",
     "FCNProjector",
+    "GraphAttributeHeads",
 ]

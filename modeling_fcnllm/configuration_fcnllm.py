@@ -126,15 +126,20 @@ class FCNLLMConfig(PreTrainedConfig):
             word-embedding RMS, so graph tokens have the scale of word tokens.
         projector_batchnorm: standardise every (token, channel) of the encoder output over subjects
             before projecting (removes what is the same for every subject).
-        auxiliary_heads: optional attribute heads on the projected graph tokens, a list of
-            `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; trained with
-            `graph_attribute_labels` (the auxiliary loss of stage 1) and read out by `predict_attributes`.
+        auxiliary_heads: optional attribute heads on the encoder's graph tokens, a list of
+            `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; pre-trained
+            in stage 0, trained with `graph_attribute_labels` (the auxiliary loss) and returned as
+            `graph_attribute_outputs`.
         auxiliary_loss_weight: weight of the auxiliary attribute loss added to the LM loss.
         instruction_conditioning: add to each graph's last token a question-aware vector (the
             instruction's attention-pooled word embeddings gating the graph's pooled tokens, as
             InstructBLIP's instruction-aware Q-Former), so a frozen LLM is handed the evidence its
             question needs; zero-initialised, so a new model starts as the plain LLaVA splice.
         instruction_rank: width of that gated product.
+        instruction_evidence: what the question gates. ``"tokens"``: the graph's pooled projected
+            tokens (D features); ``"attributes"``: the auxiliary heads' outputs (one logit or
+            standardised value per attribute, needs `auxiliary_heads`), so the question only has to
+            pick and sign the attribute it asks about instead of learning a readout of D features.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -158,6 +163,7 @@ class FCNLLMConfig(PreTrainedConfig):
     auxiliary_loss_weight: float = 0.0
     instruction_conditioning: bool = True
     instruction_rank: int = 256
+    instruction_evidence: str = "tokens"
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -172,6 +178,10 @@ class FCNLLMConfig(PreTrainedConfig):
                 "add the <graph> token to the tokenizer and resize the embeddings."
             )
 
+        if self.instruction_evidence not in ("tokens", "attributes"):
+            raise ValueError(f"instruction_evidence must be 'tokens' or 'attributes', got {self.instruction_evidence!r}.")
+        if self.instruction_evidence == "attributes" and not self.auxiliary_heads:
+            raise ValueError("instruction_evidence='attributes' reads the auxiliary heads' outputs, but auxiliary_heads is empty.")
         for head in self.auxiliary_heads or []:
             if set(head) < {"key", "kind", "num_outputs"} or head["kind"] not in ("binary", "categorical", "continuous"):
                 raise ValueError(

@@ -50,16 +50,24 @@ class FCNEncoderOutput(ModelOutput):
 
 @dataclass
 class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
-    """`BaseModelOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens."""
+    """`BaseModelOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens,
+    `graph_attribute_outputs`: `(num_graphs, A)` the attribute heads' outputs (None without heads) and
+    `instruction_routing_logits`: `(B, num_heads)` which attribute each instruction asks about (None unless
+    the evidence token reads the heads)."""
 
     graph_hidden_states: torch.Tensor | None = None
+    graph_attribute_outputs: torch.Tensor | None = None
+    instruction_routing_logits: torch.Tensor | None = None
 
 
 @dataclass
 class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
-    """`CausalLMOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens."""
+    """`CausalLMOutputWithPast` plus `graph_hidden_states` `(num_graphs, G, D)`, `graph_attribute_outputs`
+    `(num_graphs, A)` and `instruction_routing_logits` `(B, num_heads)`, as in `FCNLLMModelOutputWithPast`."""
 
     graph_hidden_states: torch.Tensor | None = None
+    graph_attribute_outputs: torch.Tensor | None = None
+    instruction_routing_logits: torch.Tensor | None = None
 
 
 def check_graph_values(graph_values: torch.Tensor, num_rois: int) -> None:
@@ -270,80 +278,156 @@ class FCNProjector(nn.Module):
 
 
 class InstructionConditioning(nn.Module):
-    """Question-aware evidence for each graph, added to its last token (the whole-brain token).
+    """Question-aware evidence for each graph, added to its tokens.
 
-    The instruction's word embeddings are attention-pooled (one learned query) into `q` `(B, D)`;
-    the graph's pooled projected tokens `g` `(num_graphs, D)` are gated by it, `out((A q) * (B g))`,
-    so the question selects which graph features reach the LLM at that token. `out` starts at zero.
+    - ``instruction_evidence="tokens"``: the instruction's word embeddings are attention-pooled (one
+      learned query) into `q` `(B, D)` and gate the graph's pooled projected tokens `g` `(num_graphs, D)`:
+      `out((A q) * (B g))` (rank `instruction_rank`), as InstructBLIP's instruction-aware Q-Former;
+      added to the graph's last (whole-brain) token.
+    - ``"attributes"``: a router reads which attribute the question is about, `w` `(B, num_heads)`
+      (`route`: per-token head scores pooled over the instruction), and the evidence is `out(w * z)`,
+      with `z` `(num_graphs, A)` the attribute heads' outputs, each standardised over subjects and
+      weighted by its head's `w`: the LLM is handed the prediction for the attribute it is asked
+      about, on every graph token. The router can be supervised with the instruction's attribute
+      (`routing_labels` in `FCNLLMForCausalLM.forward`).
+
+    `out` starts at zero, so a new model equals the plain LLaVA splice.
     """
 
     def __init__(self, config: FCNLLMConfig):
         super().__init__()
-        width, rank = config.text_config.hidden_size, config.instruction_rank
-        self.query = nn.Parameter(torch.zeros(width))
-        self.instruction_proj = nn.Linear(width, rank)
-        self.graph_norm = nn.LayerNorm(width)
-        self.graph_proj = nn.Linear(width, rank)
-        self.out = nn.Linear(rank, width)
+        width = config.text_config.hidden_size
+        self.reads_attributes = config.instruction_evidence == "attributes"
+        if self.reads_attributes:
+            self.head_sizes = [int(head["num_outputs"]) for head in config.auxiliary_heads]
+            self.router_norm = nn.LayerNorm(width)
+            self.router = nn.Linear(width, len(self.head_sizes))
+            # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
+            # learns from how a subject differs from others, not from the outputs' common offset
+            self.evidence_norm = nn.BatchNorm1d(sum(self.head_sizes), affine=False)
+            self.out = nn.Linear(sum(self.head_sizes), width)
+        else:
+            rank = config.instruction_rank
+            self.query = nn.Parameter(torch.zeros(width))
+            self.instruction_proj = nn.Linear(width, rank)
+            self.graph_norm = nn.LayerNorm(width)
+            self.graph_proj = nn.Linear(width, rank)
+            self.out = nn.Linear(rank, width)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.query)
+        if not self.reads_attributes:
+            nn.init.zeros_(self.query)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def pool_question(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, L, D)` embeddings, `(B, L)` mask -> `(B, D)` attention-pooled instruction (zeros if none)."""
+        scores = (word_embeds @ self.query.to(word_embeds.dtype)) / word_embeds.shape[-1] ** 0.5
+        scores = scores.float().masked_fill(~instruction_mask, float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1)).to(word_embeds.dtype)  # a row without instruction -> zeros
+        return torch.einsum("bl,bld->bd", weights, word_embeds)
+
+    @torch.no_grad()
+    def calibrate(self, attribute_outputs: torch.Tensor) -> None:
+        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`."""
+        if self.reads_attributes:
+            self.evidence_norm.running_mean.copy_(attribute_outputs.float().mean(0))
+            self.evidence_norm.running_var.copy_(attribute_outputs.float().var(0))
+
+    def route(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
+        """Which attribute the instruction asks about: `(B, L, D)`, `(B, L)` -> logits `(B, num_heads)`.
+
+        Each instruction token scores every head (a linear map of its layer-normed embedding) and the
+        scores are pooled with a log-sum-exp over the tokens, so the one word that names the attribute
+        decides (a mean over ~30 mostly shared template tokens would dilute it ~30 times).
+        """
+        scores = self.router(self.router_norm(word_embeds)).float()  # (B, L, num_heads)
+        scores = scores.masked_fill(~instruction_mask[..., None], float("-inf"))
+        pooled = scores.logsumexp(1)
+        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))  # no instruction -> uniform
+
     def forward(
-        self, graph_features: torch.Tensor, word_embeds: torch.Tensor, instruction_mask: torch.Tensor, graph_rows: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        graph_features: torch.Tensor,
+        word_embeds: torch.Tensor,
+        instruction_mask: torch.Tensor,
+        graph_rows: torch.Tensor,
+        attribute_outputs: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
         graph_features: `(num_graphs, G, D)` projected graph tokens.
         word_embeds: `(B, L, D)` the text's input embeddings.
         instruction_mask: `(B, L)` True on the instruction's tokens (no graph, answer or padding tokens).
         graph_rows: `(num_graphs,)` the batch row each graph belongs to.
-        Returns: `graph_features` with the evidence added to each graph's last token.
+        attribute_outputs: `(num_graphs, A)` the attribute heads' outputs (needed with `"attributes"`).
+        Returns: `graph_features` with the evidence added (see the class docstring), and the router's
+        logits `(B, num_heads)` (None with `"tokens"`).
         """
         embeds = word_embeds.to(graph_features.dtype)
-        scores = (embeds @ self.query.to(embeds.dtype)) / embeds.shape[-1] ** 0.5
-        scores = scores.float().masked_fill(~instruction_mask, float("-inf"))
-        weights = torch.nan_to_num(scores.softmax(-1)).to(embeds.dtype)  # a row without instruction -> zeros
-        question = torch.einsum("bl,bld->bd", weights, embeds)[graph_rows]
-        pooled = self.graph_norm(graph_features).mean(1)
-        evidence = self.out(self.instruction_proj(question) * self.graph_proj(pooled))
+        routing_logits = None
+        if self.reads_attributes:
+            if attribute_outputs is None:
+                raise ValueError("instruction_evidence='attributes' needs the attribute heads' outputs.")
+            routing_logits = self.route(embeds, instruction_mask)
+            sizes = torch.tensor(self.head_sizes, device=embeds.device)
+            weights = routing_logits.float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
+            norm = self.evidence_norm
+            standard = F.batch_norm(attribute_outputs.float(), norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+            evidence = self.out((weights * standard).to(graph_features.dtype))
+        else:
+            pooled = self.graph_norm(graph_features).mean(1)
+            question = self.pool_question(embeds, instruction_mask)
+            evidence = self.out(self.instruction_proj(question[graph_rows]) * self.graph_proj(pooled))
+        if self.reads_attributes:  # on every graph token: more of the LLM's attention sees it
+            return graph_features + evidence[:, None, :], routing_logits
         last = torch.zeros_like(graph_features)
         last[:, -1] = evidence
-        return graph_features + last
+        return graph_features + last, routing_logits
 
 
 class GraphAttributeHeads(nn.Module):
-    """Auxiliary attribute heads on projected graph tokens `(num_graphs, G, D)`.
+    """Attribute heads on the encoder's graph tokens `(num_graphs, G, H)` -> outputs `(num_graphs, A)`.
 
-    Each head is a linear map of the mean of the layer-normed tokens (fan-in D, not G * D: with a
-    fan-in of G * D an Adam step at stage 1's learning rate moves the outputs by ~G * D * lr and the
-    loss explodes). Labels `(num_graphs, A)` hold a
-    0/1 value (binary), a class index (categorical) or a standardised value (continuous) per head, NaN
-    where unknown. Pushes the graph tokens the LLM reads to carry the attributes (shared DESIGN §10).
+    One linear head per attribute on the flattened layer-normed tokens; the outputs sit side by side
+    (A = the sum of the specs' `num_outputs`: a logit for binary, class logits for categorical, a
+    standardised value for continuous attributes). Stage 0 trains exactly these heads with the encoder
+    (`training/encoder_pretraining.py`), stage 1 starts from them, and the evidence token can read
+    their outputs (`instruction_evidence="attributes"`). Labels `(num_graphs, len(specs))` hold a 0/1
+    value, a class index or a standardised value per head, NaN where unknown.
     """
 
-    def __init__(self, config: FCNLLMConfig):
+    def __init__(self, specs: list[dict], num_tokens: int, hidden_size: int, dropout: float = 0.1):
         super().__init__()
-        self.specs = list(config.auxiliary_heads or [])
-        width = config.text_config.hidden_size
-        self.norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleList(nn.Linear(width, int(spec["num_outputs"])) for spec in self.specs)
+        self.specs = [dict(spec) for spec in specs]
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        width = num_tokens * hidden_size
+        self.heads = nn.ModuleDict({spec["key"]: nn.Linear(width, int(spec["num_outputs"])) for spec in self.specs})
 
-    def forward(self, graph_hidden_states: torch.Tensor) -> list[torch.Tensor]:
-        pooled = self.norm(graph_hidden_states).mean(1)
-        return [head(pooled) for head in self.heads]
+    @classmethod
+    def from_config(cls, config: FCNLLMConfig) -> "GraphAttributeHeads":
+        encoder = config.encoder_config
+        return cls(config.auxiliary_heads, encoder.graph_seq_length, encoder.hidden_size)
 
-    def loss(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Mean over heads with known labels of each head's mean loss."""
-        if labels.shape != (logits[0].shape[0], len(self.specs)):
+    def forward(self, graph_tokens: torch.Tensor) -> torch.Tensor:
+        flat = self.dropout(self.norm(graph_tokens).flatten(1))
+        return torch.cat([head(flat) for head in self.heads.values()], dim=-1)
+
+    def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`(num_graphs, A)` outputs -> per attribute key `(num_graphs, num_outputs)`."""
+        sizes = [int(spec["num_outputs"]) for spec in self.specs]
+        return dict(zip(self.heads.keys(), outputs.split(sizes, dim=-1)))
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over heads with known labels of each head's mean loss; `outputs` `(num_graphs, A)` from `forward`."""
+        if labels.shape != (outputs.shape[0], len(self.specs)):
             raise ValueError(
                 f"graph_attribute_labels must have shape (num_graphs, {len(self.specs)}), got {tuple(labels.shape)}."
             )
         losses = []
-        for j, (spec, out) in enumerate(zip(self.specs, logits)):
+        for j, (spec, out) in enumerate(zip(self.specs, self.split(outputs).values())):
             known = ~torch.isnan(labels[:, j])
             if not known.any():
                 continue
@@ -354,7 +438,7 @@ class GraphAttributeHeads(nn.Module):
                 losses.append(F.cross_entropy(out, y.long()))
             else:
                 losses.append(F.mse_loss(out[:, 0], y))
-        return torch.stack(losses).mean() if losses else logits[0].sum() * 0.0
+        return torch.stack(losses).mean() if losses else outputs.sum() * 0.0
 
 
 class FCNLLMPreTrainedModel(PreTrainedModel):
@@ -392,6 +476,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         self.graph_encoder = FCNEncoder(config.encoder_config)
         self.graph_projector = FCNProjector(config)
         self.instruction_conditioning = InstructionConditioning(config) if config.instruction_conditioning else None
+        self.graph_attribute_heads = GraphAttributeHeads.from_config(config) if config.auxiliary_heads else None
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -428,8 +513,14 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         placeholder_mask: torch.Tensor,
         attention_mask: torch.Tensor | None,
         instruction_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added."""
+        attribute_outputs: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, and the
+        router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`).
+
+        `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
+        (needed when the evidence reads them).
+        """
         instruction = ~placeholder_mask
         if attention_mask is not None and attention_mask.dim() == 2:
             instruction &= attention_mask.bool()
@@ -438,7 +529,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         if instruction_mask is not None:
             instruction &= instruction_mask.bool()
         graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
-        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows)
+        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs)
 
     def forward(
         self,
@@ -463,14 +554,18 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        graph_features = None
+        graph_features = attribute_outputs = routing_logits = None
         if graph_values is not None:
             if input_ids is None:
                 raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
-            graph_features, _ = self.get_graph_features(graph_values)
+            graph_features, encoded = self.get_graph_features(graph_values)
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
+            if self.graph_attribute_heads is not None:
+                attribute_outputs = self.graph_attribute_heads(encoded.graph_tokens)
             if self.instruction_conditioning is not None:
-                graph_features = self.condition_on_instruction(graph_features, inputs_embeds, mask, attention_mask, instruction_mask)
+                graph_features, routing_logits = self.condition_on_instruction(
+                    graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs
+                )
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
         elif input_ids is not None and (num := int((input_ids == self.config.graph_token_id).sum())):
@@ -490,6 +585,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             graph_hidden_states=graph_features,
+            graph_attribute_outputs=attribute_outputs,
+            instruction_routing_logits=routing_logits,
         )
 
 
@@ -500,7 +597,6 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = FCNLLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.graph_attribute_heads = GraphAttributeHeads(config) if config.auxiliary_heads else None
         # The word-embedding parameter's name depends on the backbone (embed_tokens, wte, ...).
         embeddings = self.model.get_input_embeddings()
         name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
@@ -531,6 +627,10 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     def language_model(self) -> nn.Module:
         return self.model.language_model
 
+    @property
+    def graph_attribute_heads(self) -> GraphAttributeHeads | None:
+        return self.model.graph_attribute_heads
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -541,6 +641,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         graph_attribute_labels: torch.Tensor | None = None,
+        routing_labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         instruction_mask: torch.Tensor | None = None,
@@ -550,6 +651,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         labels: `(B, L)` target ids, -100 where no loss is wanted; `<graph>` positions never get loss.
         graph_attribute_labels: `(num_graphs, A)` targets of the auxiliary heads (NaN = unknown); their
             loss, times `config.auxiliary_loss_weight`, is added to the LM loss.
+        routing_labels: `(B,)` the index (in `config.auxiliary_heads`) of the attribute each instruction
+            asks about, -100 if none; the router's cross-entropy, times `config.auxiliary_loss_weight`, is
+            added to the loss (needs `instruction_evidence="attributes"`).
         logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all).
         instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
             labelled tokens are always left out.
@@ -577,10 +681,22 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")
-            heads = self.graph_attribute_heads
-            aux = heads.loss(heads(outputs.graph_hidden_states), graph_attribute_labels.to(logits.device))
+            aux = self.graph_attribute_heads.loss(outputs.graph_attribute_outputs, graph_attribute_labels.to(logits.device))
             aux = self.config.auxiliary_loss_weight * aux
             loss = aux if loss is None else loss + aux
+        if routing_labels is not None:
+            routing_logits = outputs.instruction_routing_logits
+            if routing_logits is None:
+                raise ValueError("routing_labels need instruction_evidence='attributes' and graph_values.")
+            if routing_labels.shape != routing_logits.shape[:1]:
+                raise ValueError(
+                    f"routing_labels must have shape (batch_size,) = ({routing_logits.shape[0]},), got {tuple(routing_labels.shape)}."
+                )
+            known = routing_labels.to(routing_logits.device) != -100
+            if known.any():  # a batch without a known attribute adds nothing
+                routing = F.cross_entropy(routing_logits[known].float(), routing_labels.to(routing_logits.device)[known])
+                routing = self.config.auxiliary_loss_weight * routing
+                loss = routing if loss is None else loss + routing
         return FCNLLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -588,6 +704,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             graph_hidden_states=outputs.graph_hidden_states,
+            graph_attribute_outputs=outputs.graph_attribute_outputs,
+            instruction_routing_logits=outputs.instruction_routing_logits,
         )
 
     def prepare_inputs_for_generation(self, *args, graph_values=None, is_first_iteration=False, **kwargs):

@@ -68,25 +68,41 @@ def tiny_text_config(family: str, vocab_size: int):
     raise ValueError(family)
 
 
+TINY_HEADS = [
+    {"key": "adhd", "kind": "binary", "num_outputs": 1},
+    {"key": "sex", "kind": "categorical", "num_outputs": 2},
+    {"key": "age", "kind": "continuous", "num_outputs": 1},
+]
+
+
 def make_tiny_model(
-    tokenizer, family: str = "llama", seed: int = 0, live_conditioning: bool = False, **encoder_overrides
+    tokenizer,
+    family: str = "llama",
+    seed: int = 0,
+    live_conditioning: bool = False,
+    attribute_evidence: bool = False,
+    **encoder_overrides,
 ) -> FCNLLMForCausalLM:
     """A random tiny FCN-LLM whose vocabulary matches `tokenizer` (which must hold `<graph>`).
 
     `live_conditioning`: give the (zero-initialised) instruction conditioning random weights, as after
     training, so tests see whether a code path lets it read the question (and never the answer).
+    `attribute_evidence`: add `TINY_HEADS` and let the conditioning read their outputs.
     """
     torch.manual_seed(seed)
     config = FCNLLMConfig(
         text_config=tiny_text_config(family, len(tokenizer)),
         encoder_config=tiny_encoder_config(**encoder_overrides),
         graph_token_id=tokenizer.convert_tokens_to_ids("<graph>"),
+        **(dict(auxiliary_heads=TINY_HEADS, auxiliary_loss_weight=0.5, instruction_evidence="attributes")
+           if attribute_evidence else {}),
     )
     model = FCNLLMForCausalLM(config).eval()
     if live_conditioning:
         conditioning = model.model.instruction_conditioning
         with torch.no_grad():
-            conditioning.query.normal_()
+            if hasattr(conditioning, "query"):
+                conditioning.query.normal_()
             conditioning.out.weight.normal_(std=0.5)
     return model
 

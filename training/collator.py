@@ -34,13 +34,15 @@ def prompt_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 class FCNInstructionCollator:
     """Collate instruction rows into `input_ids`, `attention_mask`, `labels`, `graph_values`
-    (and `graph_attribute_labels` when auxiliary targets are given).
+    (and `graph_attribute_labels` when auxiliary targets are given, `routing_labels` when routing keys are).
 
     Args:
         processor: an `FCNProcessor` (chat template, `<graph>` expansion, FCN checks and normalisation).
         graph_lookup: subject id -> FCN `(N, N)` (a mapping or a callable).
         max_length: longest sequence; a longer one raises (never a silently cut answer).
         attribute_targets: subject id -> `(A,)` auxiliary targets (NaN = unknown), or None.
+        routing_keys: the attribute heads' keys; each row's `attribute` becomes its index in them
+            (`routing_labels`, -100 if absent), which supervises the evidence token's router.
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class FCNInstructionCollator:
         max_length: int = 1024,
         attribute_targets: Mapping[str, np.ndarray] | None = None,
         num_attribute_targets: int = 0,
+        routing_keys: Sequence[str] | None = None,
     ):
         self.processor = processor
         self.lookup = graph_lookup if callable(graph_lookup) else graph_lookup.__getitem__
         self.max_length = max_length
         self.attribute_targets = attribute_targets
         self.num_attribute_targets = num_attribute_targets
+        self.routing_index = None if routing_keys is None else {key: i for i, key in enumerate(routing_keys)}
         self.end_of_turn = end_of_turn(processor)
         tokenizer = processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -103,4 +107,6 @@ class FCNInstructionCollator:
             nan = np.full(self.num_attribute_targets, np.nan, dtype=np.float32)
             targets = [self.attribute_targets.get(sid, nan) for sid in subject_ids]
             batch["graph_attribute_labels"] = torch.from_numpy(np.stack(targets).astype(np.float32))
+        if self.routing_index is not None and fcns:
+            batch["routing_labels"] = torch.tensor([self.routing_index.get(row.get("attribute"), -100) for row in rows])
         return batch

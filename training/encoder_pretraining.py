@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from modeling_fcnllm import FCNEncoder, FCNEncoderConfig
+from modeling_fcnllm import FCNEncoder, FCNEncoderConfig, GraphAttributeHeads
 from processing.processing_fcnllm import normalize_fcn
 
 
@@ -57,6 +56,17 @@ def head_specs(meta: pd.DataFrame, attributes) -> list[HeadSpec]:
     return specs
 
 
+def attribute_heads(specs: list[HeadSpec], encoder_config: FCNEncoderConfig) -> GraphAttributeHeads:
+    """The model's `GraphAttributeHeads` for `specs` on this encoder's tokens (what stage 1 loads)."""
+    return GraphAttributeHeads([vars(s) for s in specs], encoder_config.graph_seq_length, encoder_config.hidden_size)
+
+
+def nan_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> torch.Tensor:
+    """`encode_targets` as one `(S, A)` tensor with NaN where a target is unknown (the heads' label format)."""
+    targets, mask = encode_targets(meta, specs)
+    return torch.where(mask, targets, torch.full_like(targets, float("nan")))
+
+
 def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets `(S, A)` float (class index for categorical, standardised value for continuous) and a mask `(S, A)`."""
     targets = np.zeros((len(meta), len(specs)), dtype=np.float32)
@@ -76,39 +86,6 @@ def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Ten
                 targets[i, j] = (float(value) - spec.mean) / spec.std
             mask[i, j] = True
     return torch.from_numpy(targets), torch.from_numpy(mask)
-
-
-class AttributeHeads(nn.Module):
-    """Linear heads on the flattened graph tokens `(B, G, H)` -> one output block per attribute."""
-
-    def __init__(self, num_tokens: int, hidden_size: int, specs: list[HeadSpec], dropout: float = 0.1):
-        super().__init__()
-        self.specs = list(specs)
-        self.norm = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({s.key: nn.Linear(num_tokens * hidden_size, s.num_outputs) for s in self.specs})
-
-    def forward(self, graph_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        flat = self.dropout(self.norm(graph_tokens).flatten(1))
-        return {key: head(flat) for key, head in self.heads.items()}
-
-    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over attributes of each attribute's mean loss on its non-missing targets."""
-        losses = []
-        for j, spec in enumerate(self.specs):
-            keep = mask[:, j]
-            if not keep.any():
-                continue
-            out, y = outputs[spec.key][keep], targets[keep, j]
-            if spec.kind == "binary":
-                losses.append(F.binary_cross_entropy_with_logits(out[:, 0], y))
-            elif spec.kind == "categorical":
-                losses.append(F.cross_entropy(out, y.long()))
-            else:
-                losses.append(F.mse_loss(out[:, 0], y))
-        if not losses:
-            return next(iter(outputs.values())).sum() * 0.0
-        return torch.stack(losses).mean()
 
 
 @dataclass
@@ -136,8 +113,8 @@ def pretrain_encoder(
     seed: int = 0,
     max_seconds: float | None = None,
     log_every: int = 0,
-) -> tuple[FCNEncoder, AttributeHeads, PretrainingHistory]:
-    """Train `FCNEncoder(encoder_config)` + `AttributeHeads` to predict `attributes` from `fcns`.
+) -> tuple[FCNEncoder, GraphAttributeHeads, PretrainingHistory]:
+    """Train `FCNEncoder(encoder_config)` + `GraphAttributeHeads` to predict `attributes` from `fcns`.
 
     Args:
         fcns: `(S, N, N)` FCNs of the training subjects, rows aligned with `meta`.
@@ -155,13 +132,13 @@ def pretrain_encoder(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
-    targets, mask = encode_targets(meta, specs)
+    targets = nan_targets(meta, specs)
     order = rng.permutation(len(x))
     num_val = int(round(val_fraction * len(x))) if len(x) >= 20 else 0
     val_idx, train_idx = order[:num_val], order[num_val:]
 
     encoder = FCNEncoder(encoder_config)
-    heads = AttributeHeads(encoder_config.graph_seq_length, encoder_config.hidden_size, specs)
+    heads = attribute_heads(specs, encoder_config)
     params = list(encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     history, best, bad_epochs, start = PretrainingHistory(), (math.inf, None), 0, time.perf_counter()
@@ -171,7 +148,7 @@ def pretrain_encoder(
         epoch_loss = []
         for i in range(0, len(perm), batch_size):
             idx = torch.from_numpy(perm[i : i + batch_size])
-            loss = heads.loss(heads(encoder(x[idx]).graph_tokens), targets[idx], mask[idx])
+            loss = heads.loss(heads(encoder(x[idx]).graph_tokens), targets[idx])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -180,7 +157,7 @@ def pretrain_encoder(
             history.samples_seen += len(idx)
         history.train_loss.append(float(np.mean(epoch_loss)))
         if num_val:
-            val_loss = _evaluate_loss(encoder, heads, x[val_idx], targets[val_idx], mask[val_idx], batch_size)
+            val_loss = _evaluate_loss(encoder, heads, x[val_idx], targets[val_idx], batch_size)
             history.val_loss.append(val_loss)
             if val_loss < best[0] - 1e-4:
                 best, bad_epochs, history.best_epoch = (val_loss, _snapshot(encoder, heads)), 0, epoch
@@ -205,35 +182,30 @@ def _snapshot(*modules: nn.Module) -> tuple[dict, ...]:
 
 
 @torch.no_grad()
-def _evaluate_loss(encoder, heads, x, targets, mask, batch_size) -> float:
+def _evaluate_loss(encoder, heads, x, targets, batch_size) -> float:
     encoder.eval(), heads.eval()
     total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         sl = slice(i, i + batch_size)
-        total += heads.loss(heads(encoder(x[sl]).graph_tokens), targets[sl], mask[sl]).item() * len(x[sl])
+        total += heads.loss(heads(encoder(x[sl]).graph_tokens), targets[sl]).item() * len(x[sl])
         count += len(x[sl])
     return total / max(count, 1)
 
 
 @torch.no_grad()
 def predict_attributes(
-    encoder: FCNEncoder, heads: AttributeHeads, fcns: np.ndarray, normalization: str = "zscore", batch_size: int = 256
+    encoder: FCNEncoder, heads: GraphAttributeHeads, fcns: np.ndarray, normalization: str = "zscore", batch_size: int = 256
 ) -> dict[str, np.ndarray]:
     """Per attribute: binary P(1) `(S,)`, categorical probabilities `(S, C)` (classes order), continuous value `(S,)`."""
     encoder.eval(), heads.eval()
     x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
-    chunks: dict[str, list[torch.Tensor]] = {s.key: [] for s in heads.specs}
-    for i in range(0, len(x), batch_size):
-        outputs = heads(encoder(x[i : i + batch_size]).graph_tokens)
-        for key, out in outputs.items():
-            chunks[key].append(out)
+    outputs = torch.cat([heads(encoder(x[i : i + batch_size]).graph_tokens) for i in range(0, len(x), batch_size)])
     predictions = {}
-    for spec in heads.specs:
-        out = torch.cat(chunks[spec.key])
-        if spec.kind == "binary":
-            predictions[spec.key] = torch.sigmoid(out[:, 0]).numpy()
-        elif spec.kind == "categorical":
-            predictions[spec.key] = torch.softmax(out, -1).numpy()
+    for spec, (key, out) in zip(heads.specs, heads.split(outputs).items()):
+        if spec["kind"] == "binary":
+            predictions[key] = torch.sigmoid(out[:, 0]).numpy()
+        elif spec["kind"] == "categorical":
+            predictions[key] = torch.softmax(out, -1).numpy()
         else:
-            predictions[spec.key] = (out[:, 0] * spec.std + spec.mean).numpy()
+            predictions[key] = (out[:, 0] * spec["std"] + spec["mean"]).numpy()
     return predictions

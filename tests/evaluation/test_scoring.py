@@ -15,9 +15,10 @@ QUESTIONS = [
 ]
 
 
-def _setup(tokenizer, family):
+def _setup(tokenizer, family, attribute_evidence=False):
     processor = FCNProcessor(tokenizer)
-    model = make_tiny_model(processor.tokenizer, family=family, live_conditioning=True)  # must never read answers
+    model = make_tiny_model(processor.tokenizer, family=family, live_conditioning=True,  # must never read answers
+                            attribute_evidence=attribute_evidence)
     processor = FCNProcessor.from_model_config(processor.tokenizer, model.config)
     prompts = [processor.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
                for q in QUESTIONS]
@@ -38,10 +39,10 @@ def _manual(model, processor, prompt, fcns, answer):
 
 
 @pytest.mark.parametrize("single_pass", [True, False])
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_choice_log_likelihoods_match_manual_forward(tokenizer, family, single_pass):
+@pytest.mark.parametrize("family,attribute_evidence", [("llama", False), ("gpt2", False), ("llama", True)])
+def test_choice_log_likelihoods_match_manual_forward(tokenizer, family, attribute_evidence, single_pass):
     """Both paths: choices as masked branches of one forward, and prefill + cached continuation."""
-    model, processor, prompts, fcns = _setup(tokenizer, family)
+    model, processor, prompts, fcns = _setup(tokenizer, family, attribute_evidence)
     choices = ["Yes", "No", "The second", "Ambidextrous"]  # single- and multi-token answers
     scores = choice_log_likelihoods(model, processor, prompts, fcns, choices, batch_size=2, single_pass=single_pass)
     assert scores.shape == (3, 4)

@@ -16,10 +16,11 @@ from tests.evaluation.conftest import write_instruction_folder
 
 
 
-def tiny_pair(**encoder_overrides):
+def tiny_pair(attribute_evidence: bool = False, **encoder_overrides):
     """(model, processor) of a tiny random FCN-LLM (12 ROIs unless overridden)."""
     processor = FCNProcessor(make_tokenizer())
-    model = make_tiny_model(processor.tokenizer, live_conditioning=True, **encoder_overrides)
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=attribute_evidence,
+                            **encoder_overrides)
     return model, FCNProcessor.from_model_config(processor.tokenizer, model.config)
 
 

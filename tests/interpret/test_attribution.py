@@ -18,9 +18,10 @@ def _prompt(processor, question):
     return processor.apply_chat_template(list(question.messages), add_generation_prompt=True, tokenize=False)
 
 
+@pytest.mark.parametrize("attribute_evidence", [False, True])
 @pytest.mark.parametrize("paradigm", ["judgment", "predictive", "comparative"])
-def test_margin_matches_the_evaluation_scoring(pair, paradigm):
-    model, processor = pair
+def test_margin_matches_the_evaluation_scoring(paradigm, attribute_evidence):
+    model, processor = tiny_pair(attribute_evidence=attribute_evidence)
     q = make_question(check_attribute("adhd"), paradigm)
     fcns = list(random_fcns(q.num_graphs, seed=3))
     margin_fn = AnswerMargin(model, processor, q, "full")

@@ -5,7 +5,7 @@ from peft import LoraConfig, get_peft_model
 
 from modeling_fcnllm import FCNEncoder, FCNLLMForCausalLM
 from processing import FCNProcessor
-from tests.conftest import NUM_ROIS, make_tiny_model, random_fcns, tiny_encoder_config
+from tests.conftest import NUM_ROIS, TINY_HEADS, make_tiny_model, random_fcns, tiny_encoder_config
 
 QUESTION = "<graph>\nDoes this subject have ADHD? Answer yes or no."
 COMPARE = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
@@ -244,12 +244,7 @@ def _model_with_heads(processor, weight=0.5):
     from modeling_fcnllm import FCNLLMConfig
 
     base = make_tiny_model(processor.tokenizer)
-    heads = [
-        {"key": "adhd", "kind": "binary", "num_outputs": 1},
-        {"key": "sex", "kind": "categorical", "num_outputs": 2},
-        {"key": "age", "kind": "continuous", "num_outputs": 1},
-    ]
-    config = FCNLLMConfig(**{**base.config.to_dict(), "auxiliary_heads": heads, "auxiliary_loss_weight": weight})
+    config = FCNLLMConfig(**{**base.config.to_dict(), "auxiliary_heads": TINY_HEADS, "auxiliary_loss_weight": weight})
     torch.manual_seed(0)
     return FCNLLMForCausalLM(config).eval()
 
@@ -262,7 +257,9 @@ def test_auxiliary_loss_is_added_and_skips_unknown_labels(processor):
     total = model(**batch, labels=batch["input_ids"], graph_attribute_labels=labels).loss
     heads = model.graph_attribute_heads
     with torch.no_grad():
-        aux = heads.loss(heads(model(**batch).graph_hidden_states), labels)
+        outputs = model(**batch).graph_attribute_outputs
+        aux = heads.loss(outputs, labels)
+    assert outputs.shape == (3, 4)  # 1 + 2 + 1 outputs side by side
     torch.testing.assert_close(total, lm_loss + 0.5 * aux)
     assert torch.isfinite(total)
     only_aux = model(**batch, graph_attribute_labels=torch.full((3, 3), float("nan"))).loss
@@ -311,7 +308,7 @@ def test_instruction_conditioning_reads_the_question_but_never_the_answer(proces
     with torch.no_grad():
         embeds = model.get_input_embeddings()
         a, b = (
-            model.model.condition_on_instruction(adhd_graph, embeds(x["input_ids"]), x["input_ids"] == model.config.graph_token_id, x["attention_mask"], None)
+            model.model.condition_on_instruction(adhd_graph, embeds(x["input_ids"]), x["input_ids"] == model.config.graph_token_id, x["attention_mask"], None)[0]
             for x in (ask_adhd, ask_age)
         )
     assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4  # the question changes the evidence token
@@ -337,4 +334,80 @@ def test_instruction_conditioning_is_trained_through_a_frozen_llm(processor):
     model(**batch, labels=labels).loss.backward()
     conditioning = model.model.instruction_conditioning
     for param in (conditioning.query, conditioning.instruction_proj.weight, conditioning.graph_proj.weight, conditioning.out.weight):
+        assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+# --- the evidence token reads the attribute heads ---------------------------------------------------
+def test_attribute_evidence_config_needs_heads():
+    from modeling_fcnllm import FCNLLMConfig
+
+    with pytest.raises(ValueError, match="auxiliary_heads is empty"):
+        FCNLLMConfig(instruction_evidence="attributes")
+    with pytest.raises(ValueError, match="'tokens' or 'attributes'"):
+        FCNLLMConfig(instruction_evidence="logits")
+
+
+def test_attribute_evidence_follows_the_heads_on_every_graph_token(processor):
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    assert (conditioning.router.out_features, conditioning.out.in_features) == (3, 4)  # 3 heads, 1 + 2 + 1 outputs
+    batch = _batch(processor, [QUESTION], num_graphs=1)
+    before = model(**batch)
+    assert before.instruction_routing_logits.shape == (1, 3)
+    with torch.no_grad():  # a head that says "more ADHD" for everyone moves every graph token alike
+        model.graph_attribute_heads.heads["adhd"].bias += 3.0
+    after = model(**batch)
+    shift = after.graph_hidden_states - before.graph_hidden_states
+    assert shift.abs().max() > 1e-4
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
+    # the heads read the encoder's tokens (as in stage 0)
+    encoder_tokens = model.model.get_graph_features(batch["graph_values"])[1].graph_tokens
+    torch.testing.assert_close(after.graph_attribute_outputs, model.graph_attribute_heads(encoder_tokens))
+
+
+def test_routed_evidence_is_the_asked_heads_output(processor):
+    """With the router sure of the attribute, the evidence is `out` applied to that head's outputs only."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    with torch.no_grad():
+        conditioning.router.weight.zero_()
+        conditioning.router.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))  # always "sex" (outputs 1 and 2)
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    out = model(**batch)
+    plain, _ = model.model.get_graph_features(batch["graph_values"])
+    z = out.graph_attribute_outputs
+    expected = conditioning.out(torch.cat([torch.zeros_like(z[:, :1]), z[:, 1:3], torch.zeros_like(z[:, 3:])], -1))
+    torch.testing.assert_close(out.graph_hidden_states[:, -1] - plain[:, -1], expected, atol=1e-5, rtol=1e-4)
+    # calibrated on these subjects, the evidence is centred: its mean over them is out's bias
+    conditioning.calibrate(z)
+    evidence = model(**batch).graph_hidden_states[:, -1] - plain[:, -1]
+    torch.testing.assert_close(evidence.mean(0), conditioning.out.bias, atol=1e-5, rtol=1e-4)
+
+
+def test_routing_loss_and_its_bad_input(processor):
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    lm = model(**batch, labels=batch["input_ids"])
+    routed = model(**batch, labels=batch["input_ids"], routing_labels=torch.tensor([0, -100]))
+    expected = torch.nn.functional.cross_entropy(lm.instruction_routing_logits[:1], torch.tensor([0]))
+    torch.testing.assert_close(routed.loss, lm.loss + 0.5 * expected)
+    unknown = model(**batch, labels=batch["input_ids"], routing_labels=torch.tensor([-100, -100]))
+    torch.testing.assert_close(unknown.loss, lm.loss)
+    with pytest.raises(ValueError, match=r"routing_labels must have shape \(batch_size,\) = \(2,\)"):
+        model(**batch, routing_labels=torch.tensor([0, 1, 2]))
+    plain = make_tiny_model(processor.tokenizer)
+    with pytest.raises(ValueError, match="routing_labels need instruction_evidence='attributes'"):
+        plain(**batch, routing_labels=torch.tensor([0, 1]))
+
+
+def test_attribute_evidence_is_trained_through_a_frozen_llm(processor):
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True).train()
+    model.language_model.requires_grad_(False)
+    batch = _batch(processor, [QUESTION + " Yes"], num_graphs=1)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, -1] = batch["input_ids"][0, -1]
+    model(**batch, labels=labels).loss.backward()  # the LM loss alone, no auxiliary labels
+    conditioning = model.model.instruction_conditioning
+    for param in (conditioning.router.weight, conditioning.out.weight,
+                  model.graph_attribute_heads.heads["adhd"].weight):
         assert param.grad is not None and param.grad.abs().sum() > 0

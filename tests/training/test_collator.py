@@ -62,6 +62,13 @@ def test_auxiliary_targets_per_graph(processor, lookup):
     assert labels[0, 0] == 1 and torch.isnan(labels[1]).all()  # "b" has no targets
 
 
+def test_routing_labels_index_the_rows_attribute(processor, lookup):
+    rows = [dict(ROWS[0], attribute="adhd"), dict(ROWS[1], attribute="age"), dict(ROWS[0], attribute="iq")]
+    batch = FCNInstructionCollator(processor, lookup, routing_keys=["adhd", "sex", "age"])(rows)
+    assert batch["routing_labels"].tolist() == [0, 2, -100]  # "iq" has no head
+    assert "routing_labels" not in FCNInstructionCollator(processor, lookup)(rows)
+
+
 def test_bad_rows_name_the_problem(processor, lookup):
     row = dict(ROWS[0], subject_ids=["a", "b"])
     with pytest.raises(ValueError, match=r"1 <graph> placeholder\(s\) but 2 subject id\(s\)"):
