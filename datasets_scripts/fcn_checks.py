@@ -75,16 +75,19 @@ def check_fcn_stack(
     return fcns.astype(np.float32, copy=False)
 
 
-def time_series_problem(ts: np.ndarray, kind: str = "correlation", min_timepoints: int = 0) -> tuple[str, str] | None:
+def time_series_problem(
+    ts: np.ndarray, kind: str = "correlation", min_timepoints: int = 0, cov_estimator: str = "empirical"
+) -> tuple[str, str] | None:
     """Why a subject's time series `(T, N)` cannot give an FCN, as (reason, detail); None if fine.
 
-    The same tests as `processing.connectivity.validate_time_series`, as a reason to count.
+    The same tests as `processing.connectivity.validate_time_series`, as a reason to count (a
+    Ledoit-Wolf covariance needs fewer timepoints than an empirical one for partial correlation).
     """
     num_t, num_rois = ts.shape
     if not np.isfinite(ts).all():
         rois = np.unique(np.nonzero(~np.isfinite(ts))[1])
         return REASON_NON_FINITE, f"NaN or inf in ROI(s) {rois[:10].tolist()}"
-    needed = max(min_timepoints, connectivity_min_timepoints(kind, num_rois))
+    needed = max(min_timepoints, connectivity_min_timepoints(kind, num_rois, cov_estimator))
     if num_t < needed:
         return REASON_TOO_SHORT, f"{num_t} timepoints, at least {needed} needed"
     constant = np.nonzero(ts.std(axis=0) <= 1e-12 * (1.0 + np.abs(ts).max()))[0]

@@ -130,7 +130,7 @@ def load_braingb(
         series = _series_per_subject(data[ts_key], expected, path.name)
         keep = []
         for i, ts in enumerate(series):
-            problem = time_series_problem(ts, kind, min_timepoints)
+            problem = time_series_problem(ts, kind, min_timepoints, cov_estimator)
             if problem is None:
                 keep.append(i)
             else:

@@ -199,7 +199,7 @@ def load_timeseries_folder(
             raise ValueError(
                 f"{path.name}: time series has {ts.shape[1]} ROIs (columns) but {source} has {expected} ROIs.{hint}"
             )
-        problem = time_series_problem(ts, kind, min_timepoints)
+        problem = time_series_problem(ts, kind, min_timepoints, cov_estimator)
         if problem is not None:
             exclusions.add(sid, site_name, problem[0], f"{path.name}: {problem[1]}")
             continue

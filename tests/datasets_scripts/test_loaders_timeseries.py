@@ -141,6 +141,20 @@ def test_short_and_constant_series_are_excluded_and_counted_per_site(tmp_path, c
     assert table.info["counts"]["excluded"] == 3
 
 
+def test_ledoit_wolf_keeps_scans_shorter_than_the_roi_count(tmp_path):
+    """Partial correlation needs T > N with the empirical covariance, not with Ledoit-Wolf shrinkage."""
+    folder = tmp_path / "ts"
+    folder.mkdir()
+    for name, seed in (("a1", 0), ("a2", 1)):
+        np.save(folder / f"{name}.npy", _series(seed, num_t=8))  # 8 timepoints, N = 10 ROIs
+    phenotype = pd.DataFrame({"subject_id": ["a1", "a2"], "site": ["A", "A"], "age": ["30", "31"]})
+    kwargs = dict(atlas="toy10", dataset="toy", kind="partial correlation", min_timepoints=0)
+    table = load_timeseries_folder(folder, phenotype, cov_estimator="ledoit_wolf", **kwargs)
+    assert table.meta["subject_id"].tolist() == ["a1", "a2"]
+    with pytest.raises(ValueError, match="excluded"), pytest.warns(UserWarning):
+        load_timeseries_folder(folder, phenotype, cov_estimator="empirical", **kwargs)
+
+
 def test_nan_in_time_series_excludes_the_subject(tmp_path):
     folder = tmp_path / "ts"
     folder.mkdir()
