@@ -15,6 +15,7 @@ from .attribution import (
     GraphAttribution,
     attribute_question,
     network_block_mean,
+    network_block_total,
     reference_fcn,
     summarise,
 )
@@ -25,5 +26,5 @@ from .questions import AttributeNotAllowedError, AttributionQuestion, check_attr
 __all__ = [
     "AnswerMargin", "AtlasMismatchError", "AttributeNotAllowedError", "AttributionQuestion", "CohortMap",
     "GraphAttribution", "attribute_question", "check_attribute", "cohort_map", "edge_auc", "evaluate_map",
-    "make_question", "network_block_mean", "planted_effect", "reference_fcn", "summarise", "top_edges",
+    "make_question", "network_block_mean", "network_block_total", "planted_effect", "reference_fcn", "summarise", "top_edges",
 ]

@@ -79,21 +79,36 @@ class GraphAttribution:
         return float(np.triu(self.edges, 1).sum())
 
 
+def _block_sums(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """`(K, K)` sums of a symmetric map over each block's ordered ROI pairs i != j, and their counts."""
+    assignment = np.asarray(assignment, dtype=int)
+    k = int(num_networks or assignment.max() + 1)
+    one_hot = np.eye(k)[assignment]  # (N, K)
+    off = edge_map - np.diag(np.diag(edge_map))
+    sizes = one_hot.sum(0)
+    return one_hot.T @ off @ one_hot, np.outer(sizes, sizes) - np.diag(sizes)
+
+
 def network_block_mean(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None = None) -> np.ndarray:
     """`(K, K)` mean of a symmetric `(N, N)` map over each network pair's distinct edges (no diagonal).
 
     Within-network blocks average the edges i < j of that network; a block with no edge (a one-ROI
     network) is 0.
     """
-    assignment = np.asarray(assignment, dtype=int)
-    k = int(num_networks or assignment.max() + 1)
-    one_hot = np.eye(k)[assignment]  # (N, K)
-    off = edge_map - np.diag(np.diag(edge_map))
-    sums = one_hot.T @ off @ one_hot  # every edge of an off-diagonal block once per direction
-    sizes = one_hot.sum(0)
-    counts = np.outer(sizes, sizes) - np.diag(sizes)  # ordered pairs i != j in each block
+    sums, counts = _block_sums(edge_map, assignment, num_networks)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+
+
+def network_block_total(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None = None) -> np.ndarray:
+    """`(K, K)` sum of a symmetric `(N, N)` map over each network pair's distinct edges (each edge once).
+
+    For an attribution map this is the block's share of the answer (attributions add up): a model
+    that reads a block's mean edge gives each of its edges 1/(edges in the block) of that share, so
+    per-edge means favour small networks and block totals do not.
+    """
+    sums, _ = _block_sums(edge_map, assignment, num_networks)
+    return sums - 0.5 * np.diag(np.diag(sums))  # within-network edges were counted in both directions
 
 
 def summarise(edges: np.ndarray, assignment: Sequence[int] | None) -> dict[str, np.ndarray]:
@@ -306,5 +321,5 @@ def completeness_gap(attributions: Sequence[GraphAttribution]) -> float | None:
 
 __all__ = [
     "AnswerMargin", "AtlasMismatchError", "GraphAttribution", "METHODS", "attribute_question", "check_fcn_sizes",
-    "completeness_gap", "network_block_mean", "reference_fcn", "summarise",
+    "completeness_gap", "network_block_mean", "network_block_total", "reference_fcn", "summarise",
 ]

@@ -7,6 +7,9 @@ For S subjects with edge maps S_s `(N, N)`:
   With a cohort-mean reference, gradient x input is grad f * (X - X'), whose average over a balanced
   cohort cancels on every edge; the class contrast keeps grad f * (mean difference between classes),
   large where the model reads the features that separate the classes;
+- ``network_abs_total``: per network pair, the mean over subjects of |the block's total signed
+  attribution| (`network_block_total`): the block's share of the answer, which, unlike per-edge
+  means, does not favour small networks; the ground-truth check ranks network pairs by it;
 - ``network_effect``: per network pair, Cohen's d of the subjects' block-mean attributions against 0
   (mean / SD over subjects); ``network_contrast_effect``: Cohen's d between label-1 and label-0
   subjects of the same block means (pooled SD).
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attribution import GraphAttribution, network_block_mean
+from .attribution import GraphAttribution, network_block_mean, network_block_total
 
 
 @dataclass
@@ -34,6 +37,7 @@ class CohortMap:
     roi_attention: np.ndarray | None  # (N,)
     network_mean: np.ndarray  # (K, K)
     network_abs_mean: np.ndarray  # (K, K)
+    network_abs_total: np.ndarray  # (K, K)
     network_effect: np.ndarray  # (K, K) Cohen's d against 0
     network_contrast_effect: np.ndarray | None  # (K, K) Cohen's d label 1 vs 0
     margins: np.ndarray  # (S,)
@@ -68,6 +72,7 @@ def cohort_map(attributions: Sequence[GraphAttribution], assignment: Sequence[in
     n = edges.shape[1]
     assignment = np.zeros(n, dtype=int) if assignment is None else np.asarray(assignment, dtype=int)
     blocks = np.stack([network_block_mean(e, assignment) for e in edges])  # (S, K, K)
+    totals = np.stack([network_block_total(e, assignment) for e in edges])  # (S, K, K)
     sd = blocks.std(0, ddof=1) if len(blocks) > 1 else np.zeros(blocks.shape[1:])
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(sd > 0, blocks.mean(0) / np.where(sd > 0, sd, 1), 0.0)
@@ -89,6 +94,7 @@ def cohort_map(attributions: Sequence[GraphAttribution], assignment: Sequence[in
         roi_mean=0.5 * mean.sum(1), roi_abs_mean=0.5 * np.abs(edges).sum(2).mean(0),
         roi_attention=np.mean(attention, 0) if attention else None,
         network_mean=blocks.mean(0), network_abs_mean=network_block_mean(mean_abs, assignment),
+        network_abs_total=np.abs(totals).mean(0),
         network_effect=effect, network_contrast_effect=contrast_effect,
         margins=np.array([a.margin for a in attributions]), labels=y,
         subject_ids=[a.subject_id for a in attributions],

@@ -10,8 +10,9 @@ the planted *edges* depend only on the atlas' network assignment).
 Metrics for one attribute's cohort edge-importance map W `(N, N)` (e.g. mean |attribution| over subjects):
 - ``planted_edge_auc``: the AUC of W at separating planted edges from all other edges (i < j);
 - ``planted_pair_rank``: the best rank (1 = first) of a planted pair among the K(K+1)/2 network
-  pairs ranked by the block mean of W; ``primary_pair_rank``: the rank of the pair with the largest
-  planted |weight|;
+  pairs ranked by a `(K, K)` pair importance (the explain CLI passes the cohort's mean |block total|
+  of the signed attributions, `CohortMap.network_abs_total`; default: the block mean of W);
+  ``primary_pair_rank``: the rank of the pair with the largest planted |weight|;
 - ``spread`` (every attribute, the only check for those with no planted effect): how much the top
   pair stands out: ``top_pair_z`` = (max - mean) / SD of the pair scores and ``top_over_median``.
 """
@@ -96,10 +97,14 @@ def edge_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def pair_scores(importance: np.ndarray, assignment: np.ndarray) -> dict[tuple[str, str], float]:
-    """Block mean of a symmetric `(N, N)` importance map per unordered Yeo-7 pair present in the atlas."""
+def pair_scores(importance: np.ndarray, assignment: np.ndarray, pair_importance: np.ndarray | None = None
+                ) -> dict[tuple[str, str], float]:
+    """Per unordered Yeo-7 pair present in the atlas: `pair_importance[i, j]` `(K, K)`, or the block mean
+    of the symmetric `(N, N)` importance map."""
     k = len(YEO7)
-    blocks = network_block_mean(importance, assignment, k)
+    if pair_importance is not None and np.shape(pair_importance) != (k, k):
+        raise ValueError(f"pair_importance must be ({k}, {k}) (Yeo-7 network pairs), got {np.shape(pair_importance)}.")
+    blocks = network_block_mean(importance, assignment, k) if pair_importance is None else np.asarray(pair_importance)
     present = set(np.asarray(assignment).tolist())
     out = {}
     for i in range(k):
@@ -126,11 +131,12 @@ def spread(scores: dict) -> dict:
     }
 
 
-def evaluate_map(importance: np.ndarray, truth: PlantedEffect) -> dict:
-    """Ground-truth metrics of a non-negative importance map `(N, N)` (see the module docstring)."""
+def evaluate_map(importance: np.ndarray, truth: PlantedEffect, pair_importance: np.ndarray | None = None) -> dict:
+    """Ground-truth metrics of a non-negative importance map `(N, N)` and, optionally, a network-pair
+    importance `(K, K)` to rank the pairs by (see the module docstring)."""
     importance = np.asarray(importance, float)
     iu = np.triu_indices(importance.shape[0], 1)
-    scores = pair_scores(importance, truth.assignment)
+    scores = pair_scores(importance, truth.assignment, pair_importance)
     ranked = sorted(scores, key=scores.get, reverse=True)
     out: dict = {"attribute": truth.attribute, "has_effect": truth.has_effect,
                  "planted_pairs": [list(p) for p in truth.pairs], **spread(scores),
@@ -169,8 +175,8 @@ def class_difference_map(fcns: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def ground_truth_table(rows: Sequence[dict]) -> str:
     """A markdown table of `evaluate_map` results (one row per attribute)."""
     lines = ["| attribute | planted pairs | edge AUC (magnitude) | edge AUC (contrast) | best planted-pair rank | "
-             "primary-pair rank | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "primary-pair rank | rank by edge mean | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         planted = "; ".join(f"{a}-{b}" for a, b, _ in r.get("planted_pairs", [])) or "none"
         def fmt(x):
@@ -179,6 +185,7 @@ def ground_truth_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['attribute']} | {planted} | {fmt(r.get('planted_edge_auc'))} | {fmt(contrast)} | "
             f"{fmt(r.get('planted_pair_rank'))} / {r.get('num_pairs', '-')} | {fmt(r.get('primary_pair_rank'))} | "
+            f"{fmt(r.get('pair_rank_by_edge_mean'))} | "
             f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {r.get('subjects', '-')} | "
             f"{fmt(r.get('data_ceiling', {}).get('planted_edge_auc'))} / {fmt(r.get('data_ceiling', {}).get('planted_pair_rank'))} |")
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from interpret.attribution import GraphAttribution, summarise
+from interpret.attribution import GraphAttribution, network_block_total, summarise
 from interpret.cohort import cohort_map, top_edges
 from tests.conftest import NETWORKS
 
@@ -46,3 +46,32 @@ def test_without_labels_no_contrast_and_effect_against_zero():
 def test_empty_cohort_is_an_error():
     with pytest.raises(ValueError, match="at least one subject"):
         cohort_map([], NETWORKS)
+
+
+def test_block_total_sums_each_distinct_edge_once():
+    edges = np.zeros((12, 12))
+    edges[0, 1] = edges[1, 0] = 1.0  # an edge within network 0
+    edges[0, 5] = edges[5, 0] = 2.0  # an edge between networks 0 and 1
+    total = network_block_total(edges, NETWORKS)
+    assert total[0, 0] == pytest.approx(1.0) and total[0, 1] == total[1, 0] == pytest.approx(2.0)
+    assert total.sum() - np.trace(total) == pytest.approx(4.0)  # off-diagonal blocks appear twice
+
+
+def test_block_totals_do_not_favour_small_networks():
+    """A model reading block means gives each edge 1/(pairs) of the block's gradient: per-edge means
+    favour the smallest network, block totals of the signed attributions do not."""
+    rng = np.random.default_rng(0)
+    assignment = np.array([0] * 3 + [1] * 9)  # network 0: 3 pairs, network 1: 36 pairs
+    one_hot = np.eye(2)[assignment]
+    pairs = one_hot.T @ (1 - np.eye(12)) @ one_hot
+    attributions = []
+    for _ in range(20):
+        delta = rng.normal(size=(12, 12))
+        delta = delta + delta.T
+        grad = np.array([[0.0, 0.0], [0.0, 3.0]]) / pairs  # only network 1's block mean matters
+        edges = (one_hot @ grad @ one_hot.T) * delta
+        np.fill_diagonal(edges, 0.0)
+        attributions.append(GraphAttribution(edges=edges, **summarise(edges, assignment), roi_attention=None,
+                                             margin=0.0, reference_margin=None, subject_id="s"))
+    cmap = cohort_map(attributions, assignment)
+    assert cmap.network_abs_total[1, 1] > cmap.network_abs_total[0, 0]

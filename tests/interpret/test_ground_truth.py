@@ -53,6 +53,18 @@ def test_a_map_on_the_planted_blocks_scores_perfectly():
     assert "| depression |" in ground_truth_table([row])
 
 
+def test_pair_importance_given_as_a_network_matrix():
+    truth = planted_effect("depression", "schaefer100-7")
+    pair = np.zeros((7, 7))
+    a, b = (truth.primary_pair[0], truth.primary_pair[1])
+    from datasets_scripts.simulate import YEO7
+    pair[YEO7.index(a), YEO7.index(b)] = pair[YEO7.index(b), YEO7.index(a)] = 1.0
+    row = evaluate_map(np.ones((100, 100)), truth, pair_importance=pair)
+    assert row["primary_pair_rank"] == 1 and row["planted_edge_auc"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"pair_importance must be \(7, 7\)"):
+        evaluate_map(np.ones((100, 100)), truth, pair_importance=np.zeros((3, 3)))
+
+
 def test_no_effect_attribute_reports_the_spread():
     row = evaluate_map(np.ones((100, 100)), planted_effect("ocd", "schaefer100-7"))
     assert not row["has_effect"] and "planted_edge_auc" not in row
