@@ -63,6 +63,38 @@ def test_stage1_trains_encoder_and_projector_only(workspace):
     assert summary["stage"] == "align" and "graph_token_spread" in summary
 
 
+def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
+    """The recipe's stage 1: encoder and its attribute heads from stage 0, frozen; the evidence token
+    reads the heads (standardised on the training subjects) and learns."""
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--freeze_encoder", "true", "--max_steps", "2", "--learning_rate", "1e-3", *FAST])
+    weights = _weights(folder)
+    for name, value in load_file(workspace["stage0"] / "heads.safetensors").items():
+        torch.testing.assert_close(weights[f"model.graph_attribute_heads.{name}"], value)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["instruction_evidence"] == "attributes"
+    assert weights["model.instruction_conditioning.evidence_norm.running_var"].ne(1.0).all()  # calibrated
+    assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
+
+
+def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):
+    from transformers import TrainingArguments
+
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(tokenizer, attribute_evidence=True)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none", use_cpu=True)
+    assert train.evidence_optimizer(model, args, 1.0) is None  # the Trainer's own optimizer
+    optimizer = train.evidence_optimizer(model, args, 10.0)
+    rest, evidence = optimizer.param_groups
+    assert rest["lr"] == pytest.approx(1e-3) and evidence["lr"] == pytest.approx(1e-2)
+    conditioning = {id(p) for p in model.model.instruction_conditioning.parameters()}
+    assert {id(p) for p in evidence["params"]} == conditioning
+    with pytest.raises(ValueError, match="must be positive"):
+        train.evidence_optimizer(model, args, 0.0)
+
+
 def test_stage2_lora_saves_adapter_and_merged_model(workspace):
     out = train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "lora"),
                       "--model_name_or_path", str(workspace["stage1"]), "--lora", "true", "--lora_r", "2",
