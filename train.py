@@ -63,8 +63,9 @@ class ModelArguments:
     )
     instruction_evidence: str = field(
         default="attributes",
-        metadata={"help": "What the question gates: 'attributes' (the auxiliary heads' outputs; needs the auxiliary "
-                          "loss, else 'tokens' is used) or 'tokens' (the pooled graph tokens)."},
+        metadata={"help": "What the evidence token carries: 'attributes' (the attribute heads' outputs, routed by the "
+                          "question; needs the auxiliary loss, else 'tokens' is used) or 'tokens' (the pooled graph "
+                          "tokens, gated by the question)."},
     )
     freeze_projector: bool = field(
         default=False, metadata={"help": "Stage 1: keep the projector fixed (only the evidence token's readout learns)."}
@@ -433,12 +434,13 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
             "Start stage 1 from a stage-0 encoder (--encoder_checkpoint).", spread,
         )
     num_aux = len(model.config.auxiliary_heads or [])
+    supervised = num_aux and model.config.auxiliary_loss_weight > 0
+    routed = supervised and model.config.instruction_conditioning and model.config.instruction_evidence == "attributes"
     collator = FCNInstructionCollator(
         processor, lookup, max_length=data_args.max_length,
-        attribute_targets=aux_targets if num_aux and model.config.auxiliary_loss_weight > 0 else None,
+        attribute_targets=aux_targets if supervised else None,
         num_attribute_targets=num_aux,
-        routing_keys=[h["key"] for h in model.config.auxiliary_heads]
-        if model.config.instruction_evidence == "attributes" and model.config.auxiliary_loss_weight > 0 else None,
+        routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
     )
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)

@@ -685,7 +685,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         if routing_labels is not None:
             routing_logits = outputs.instruction_routing_logits
             if routing_logits is None:
-                raise ValueError("routing_labels need instruction_evidence='attributes' and graph_values.")
+                raise ValueError("routing_labels need instruction_conditioning with instruction_evidence='attributes', "
+                                 "and graph_values.")
             if routing_labels.shape != routing_logits.shape[:1]:
                 raise ValueError(
                     f"routing_labels must have shape (batch_size,) = ({routing_logits.shape[0]},), got {tuple(routing_labels.shape)}."

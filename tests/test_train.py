@@ -78,6 +78,19 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
     assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
 
 
+@pytest.mark.parametrize("ablation", [["--instruction_conditioning", "false"], ["--instruction_evidence", "tokens"],
+                                      ["--auxiliary_loss_weight", "0"]])
+def test_evidence_ablations_train(workspace, tmp_path, ablation):
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--max_steps", "1", *ablation, *FAST])
+    config = json.loads((Path(folder) / "config.json").read_text())
+    if ablation[0] == "--instruction_conditioning":
+        assert config["instruction_conditioning"] is False
+    else:
+        assert config["instruction_evidence"] == "tokens"
+
+
 def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):
     from transformers import TrainingArguments
 

@@ -396,7 +396,7 @@ def test_routing_loss_and_its_bad_input(processor):
     with pytest.raises(ValueError, match=r"routing_labels must have shape \(batch_size,\) = \(2,\)"):
         model(**batch, routing_labels=torch.tensor([0, 1, 2]))
     plain = make_tiny_model(processor.tokenizer)
-    with pytest.raises(ValueError, match="routing_labels need instruction_evidence='attributes'"):
+    with pytest.raises(ValueError, match="routing_labels need instruction_conditioning with"):
         plain(**batch, routing_labels=torch.tensor([0, 1]))
 
 
