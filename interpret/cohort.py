@@ -9,7 +9,10 @@ For S subjects with edge maps S_s `(N, N)`:
   large where the model reads the features that separate the classes;
 - ``network_abs_total``: per network pair, the mean over subjects of |the block's total signed
   attribution| (`network_block_total`): the block's share of the answer, which, unlike per-edge
-  means, does not favour small networks; the ground-truth check ranks network pairs by it;
+  means, does not favour small networks (but grows with the block's size where edges are noise);
+- ``network_total_z``: that statistic as a z-score against the same computed with the ROIs'
+  network labels permuted (sizes kept, `permutation_z`): size-neutral, and ~N(0, 1) for a block
+  that matters no more than a random set of as many edges; the ground-truth check ranks pairs by it;
 - ``network_effect``: per network pair, Cohen's d of the subjects' block-mean attributions against 0
   (mean / SD over subjects); ``network_contrast_effect``: Cohen's d between label-1 and label-0
   subjects of the same block means (pooled SD).
@@ -38,6 +41,7 @@ class CohortMap:
     network_mean: np.ndarray  # (K, K)
     network_abs_mean: np.ndarray  # (K, K)
     network_abs_total: np.ndarray  # (K, K)
+    network_total_z: np.ndarray  # (K, K)
     network_effect: np.ndarray  # (K, K) Cohen's d against 0
     network_contrast_effect: np.ndarray | None  # (K, K) Cohen's d label 1 vs 0
     margins: np.ndarray  # (S,)
@@ -56,6 +60,27 @@ def _cohens_d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     pooled = np.sqrt(((len(a) - 1) * a.var(0, ddof=1) + (len(b) - 1) * b.var(0, ddof=1)) / (len(a) + len(b) - 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pooled > 0, (a.mean(0) - b.mean(0)) / np.where(pooled > 0, pooled, 1), 0.0)
+
+
+def _abs_total(edges: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
+    """Mean over subjects of |block total| `(K, K)` of symmetric maps `(S, N, N)`."""
+    one_hot = np.eye(k)[assignment]
+    sums = np.einsum("nk,snm,ml->skl", one_hot, edges, one_hot)
+    sums[:, np.arange(k), np.arange(k)] *= 0.5  # within-network edges appear in both directions
+    return np.abs(sums).mean(0)
+
+
+def permutation_z(edges: np.ndarray, assignment: Sequence[int], permutations: int = 200, seed: int = 0) -> np.ndarray:
+    """`(K, K)` z-score of the mean |block total| of maps `(S, N, N)` (zero diagonals) against random
+    relabellings of the ROIs' networks (the same network sizes, the same relabelling for every subject)."""
+    assignment = np.asarray(assignment, dtype=int)
+    k = int(assignment.max() + 1)
+    observed = _abs_total(edges, assignment, k)
+    rng = np.random.default_rng(seed)
+    null = np.stack([_abs_total(edges, rng.permutation(assignment), k) for _ in range(permutations)])
+    sd = null.std(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (observed - null.mean(0)) / np.where(sd > 0, sd, 1), 0.0)
 
 
 def cohort_map(attributions: Sequence[GraphAttribution], assignment: Sequence[int] | None,
@@ -94,7 +119,7 @@ def cohort_map(attributions: Sequence[GraphAttribution], assignment: Sequence[in
         roi_mean=0.5 * mean.sum(1), roi_abs_mean=0.5 * np.abs(edges).sum(2).mean(0),
         roi_attention=np.mean(attention, 0) if attention else None,
         network_mean=blocks.mean(0), network_abs_mean=network_block_mean(mean_abs, assignment),
-        network_abs_total=np.abs(totals).mean(0),
+        network_abs_total=np.abs(totals).mean(0), network_total_z=permutation_z(edges, assignment),
         network_effect=effect, network_contrast_effect=contrast_effect,
         margins=np.array([a.margin for a in attributions]), labels=y,
         subject_ids=[a.subject_id for a in attributions],
@@ -109,4 +134,4 @@ def top_edges(edge_map: np.ndarray, labels: Sequence[str], k: int = 10) -> list[
     return [{"roi_a": str(labels[iu[0][i]]), "roi_b": str(labels[iu[1][i]]), "value": float(values[i])} for i in order]
 
 
-__all__ = ["CohortMap", "cohort_map", "top_edges"]
+__all__ = ["CohortMap", "cohort_map", "permutation_z", "top_edges"]

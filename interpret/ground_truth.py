@@ -10,8 +10,9 @@ the planted *edges* depend only on the atlas' network assignment).
 Metrics for one attribute's cohort edge-importance map W `(N, N)` (e.g. mean |attribution| over subjects):
 - ``planted_edge_auc``: the AUC of W at separating planted edges from all other edges (i < j);
 - ``planted_pair_rank``: the best rank (1 = first) of a planted pair among the K(K+1)/2 network
-  pairs ranked by a `(K, K)` pair importance (the explain CLI passes the cohort's mean |block total|
-  of the signed attributions, `CohortMap.network_abs_total`; default: the block mean of W);
+  pairs ranked by a `(K, K)` pair importance (the explain CLI passes the permutation z of the
+  cohort's mean |block total| of signed attributions, `CohortMap.network_total_z`; default: the
+  block mean of W);
   ``primary_pair_rank``: the rank of the pair with the largest planted |weight|;
 - ``spread`` (every attribute, the only check for those with no planted effect): how much the top
   pair stands out: ``top_pair_z`` = (max - mean) / SD of the pair scores and ``top_over_median``.
@@ -175,7 +176,7 @@ def class_difference_map(fcns: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def ground_truth_table(rows: Sequence[dict]) -> str:
     """A markdown table of `evaluate_map` results (one row per attribute)."""
     lines = ["| attribute | planted pairs | edge AUC (magnitude) | edge AUC (contrast) | best planted-pair rank | "
-             "primary-pair rank | rank by edge mean | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
+             "primary-pair rank | rank by total / edge mean | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         planted = "; ".join(f"{a}-{b}" for a, b, _ in r.get("planted_pairs", [])) or "none"
@@ -185,7 +186,7 @@ def ground_truth_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['attribute']} | {planted} | {fmt(r.get('planted_edge_auc'))} | {fmt(contrast)} | "
             f"{fmt(r.get('planted_pair_rank'))} / {r.get('num_pairs', '-')} | {fmt(r.get('primary_pair_rank'))} | "
-            f"{fmt(r.get('pair_rank_by_edge_mean'))} | "
+            f"{fmt(r.get('pair_rank_by_total'))} / {fmt(r.get('pair_rank_by_edge_mean'))} | "
             f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {r.get('subjects', '-')} | "
             f"{fmt(r.get('data_ceiling', {}).get('planted_edge_auc'))} / {fmt(r.get('data_ceiling', {}).get('planted_pair_rank'))} |")
     return "\n".join(lines)

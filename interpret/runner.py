@@ -191,13 +191,16 @@ def _ground_truth_assignment(result: ExplainResult):
 
 
 def score_against_truth(result: ExplainResult) -> dict | None:
-    """`evaluate_map` of the magnitude map (primary; network pairs ranked by block totals) and of the
-    |class contrast| map, graph 0; `pair_rank_by_edge_mean` ranks pairs by the per-edge block mean."""
+    """`evaluate_map` of the magnitude map (primary; network pairs ranked by the permutation z of block
+    totals) and of the |class contrast| map, graph 0; `pair_rank_by_total` and `pair_rank_by_edge_mean`
+    rank the pairs by raw block totals and by per-edge block means."""
     truth = _ground_truth_assignment(result)
     if truth is None:
         return None
     cmap = result.maps[0]
-    row = evaluate_map(cmap.mean_abs, truth, pair_importance=cmap.network_abs_total)
+    row = evaluate_map(cmap.mean_abs, truth, pair_importance=cmap.network_total_z)
+    row["pair_rank_by_total"] = evaluate_map(cmap.mean_abs, truth, pair_importance=cmap.network_abs_total).get(
+        "planted_pair_rank")
     row["pair_rank_by_edge_mean"] = evaluate_map(cmap.mean_abs, truth).get("planted_pair_rank")
     if cmap.contrast is not None:
         contrast = evaluate_map(np.abs(cmap.contrast), truth)
@@ -256,7 +259,7 @@ def write_explain_outputs(result: ExplainResult, out: str | Path, *, method: str
         figures.append(plots.plot_roi_bars(cmap.roi_mean, labels, folder / f"rois{tag}.png",
                                            f"{result.attribute}: ROI attribution{label}"))
         for name in ("mean", "mean_abs", "contrast", "roi_mean", "roi_abs_mean", "roi_attention", "network_mean",
-                     "network_abs_mean", "network_abs_total", "network_effect", "network_contrast_effect", "margins", "labels"):
+                     "network_abs_mean", "network_abs_total", "network_total_z", "network_effect", "network_contrast_effect", "margins", "labels"):
             value = getattr(cmap, name)
             if value is not None:
                 npz[f"{name}{tag}"] = value

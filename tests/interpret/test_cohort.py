@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from interpret.attribution import GraphAttribution, network_block_total, summarise
-from interpret.cohort import cohort_map, top_edges
+from interpret.cohort import cohort_map, permutation_z, top_edges
 from tests.conftest import NETWORKS
 
 
@@ -75,3 +75,26 @@ def test_block_totals_do_not_favour_small_networks():
                                              margin=0.0, reference_margin=None, subject_id="s"))
     cmap = cohort_map(attributions, assignment)
     assert cmap.network_abs_total[1, 1] > cmap.network_abs_total[0, 0]
+
+
+def test_permutation_z_is_size_neutral():
+    """Noise everywhere (more edges, larger totals, in the big network) and a real shift in one small
+    block: raw totals rank the big network first, the permutation z the shifted block."""
+    rng = np.random.default_rng(0)
+    assignment = np.array([0] * 3 + [1] * 3 + [2] * 30)  # blocks of 3, 3 and 435 edges
+    maps = []
+    for _ in range(16):
+        edges = rng.normal(size=(36, 36))
+        edges = edges + edges.T
+        edges[np.ix_(assignment == 0, assignment == 1)] += 1.5
+        edges[np.ix_(assignment == 1, assignment == 0)] += 1.5
+        np.fill_diagonal(edges, 0.0)
+        maps.append(edges)
+    maps = np.stack(maps)
+    z = permutation_z(maps, assignment, permutations=200, seed=0)
+    totals = np.abs(np.stack([network_block_total(e, assignment) for e in maps])).mean(0)
+    assert np.unravel_index(totals.argmax(), totals.shape) == (2, 2)
+    assert np.unravel_index(z.argmax(), z.shape) in {(0, 1), (1, 0)} and z[0, 1] > 3
+    noise = rng.normal(size=maps.shape)
+    null = permutation_z(noise + noise.transpose(0, 2, 1), assignment, permutations=100, seed=1)
+    assert np.abs(null).max() < 4  # no block stands out in noise
