@@ -80,11 +80,12 @@ class GraphAttribution:
 
 
 def _block_sums(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """`(K, K)` sums of a symmetric map over each block's ordered ROI pairs i != j, and their counts."""
+    """`(..., K, K)` sums of symmetric maps `(..., N, N)` over each block's ordered ROI pairs i != j, and
+    their counts `(K, K)`."""
     assignment = np.asarray(assignment, dtype=int)
     k = int(num_networks or assignment.max() + 1)
     one_hot = np.eye(k)[assignment]  # (N, K)
-    off = edge_map - np.diag(np.diag(edge_map))
+    off = edge_map * (1.0 - np.eye(len(assignment)))
     sizes = one_hot.sum(0)
     return one_hot.T @ off @ one_hot, np.outer(sizes, sizes) - np.diag(sizes)
 
@@ -101,14 +102,14 @@ def network_block_mean(edge_map: np.ndarray, assignment: Sequence[int], num_netw
 
 
 def network_block_total(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None = None) -> np.ndarray:
-    """`(K, K)` sum of a symmetric `(N, N)` map over each network pair's distinct edges (each edge once).
+    """`(..., K, K)` sum of symmetric maps `(..., N, N)` over each network pair's distinct edges (each edge once).
 
     For an attribution map this is the block's share of the answer (attributions add up): a model
     that reads a block's mean edge gives each of its edges 1/(edges in the block) of that share, so
     per-edge means favour small networks and block totals do not.
     """
     sums, _ = _block_sums(edge_map, assignment, num_networks)
-    return sums - 0.5 * np.diag(np.diag(sums))  # within-network edges were counted in both directions
+    return sums * (1.0 - 0.5 * np.eye(sums.shape[-1]))  # within-network edges were counted in both directions
 
 
 def summarise(edges: np.ndarray, assignment: Sequence[int] | None) -> dict[str, np.ndarray]:

@@ -62,22 +62,15 @@ def _cohens_d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(pooled > 0, (a.mean(0) - b.mean(0)) / np.where(pooled > 0, pooled, 1), 0.0)
 
 
-def _abs_total(edges: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
-    """Mean over subjects of |block total| `(K, K)` of symmetric maps `(S, N, N)`."""
-    one_hot = np.eye(k)[assignment]
-    sums = np.einsum("nk,snm,ml->skl", one_hot, edges, one_hot)
-    sums[:, np.arange(k), np.arange(k)] *= 0.5  # within-network edges appear in both directions
-    return np.abs(sums).mean(0)
-
-
 def permutation_z(edges: np.ndarray, assignment: Sequence[int], permutations: int = 200, seed: int = 0) -> np.ndarray:
-    """`(K, K)` z-score of the mean |block total| of maps `(S, N, N)` (zero diagonals) against random
+    """`(K, K)` z-score of the mean |block total| of symmetric maps `(S, N, N)` against random
     relabellings of the ROIs' networks (the same network sizes, the same relabelling for every subject)."""
     assignment = np.asarray(assignment, dtype=int)
     k = int(assignment.max() + 1)
-    observed = _abs_total(edges, assignment, k)
+    observed = np.abs(network_block_total(edges, assignment, k)).mean(0)
     rng = np.random.default_rng(seed)
-    null = np.stack([_abs_total(edges, rng.permutation(assignment), k) for _ in range(permutations)])
+    null = np.stack([np.abs(network_block_total(edges, rng.permutation(assignment), k)).mean(0)
+                     for _ in range(permutations)])
     sd = null.std(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sd > 0, (observed - null.mean(0)) / np.where(sd > 0, sd, 1), 0.0)
@@ -97,7 +90,7 @@ def cohort_map(attributions: Sequence[GraphAttribution], assignment: Sequence[in
     n = edges.shape[1]
     assignment = np.zeros(n, dtype=int) if assignment is None else np.asarray(assignment, dtype=int)
     blocks = np.stack([network_block_mean(e, assignment) for e in edges])  # (S, K, K)
-    totals = np.stack([network_block_total(e, assignment) for e in edges])  # (S, K, K)
+    totals = network_block_total(edges, assignment)  # (S, K, K)
     sd = blocks.std(0, ddof=1) if len(blocks) > 1 else np.zeros(blocks.shape[1:])
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(sd > 0, blocks.mean(0) / np.where(sd > 0, sd, 1), 0.0)
