@@ -53,7 +53,7 @@ def readout_diagnostic(model: FCNLLMForCausalLM, processor: FCNProcessor, data, 
     fcns = [[data.fcns[i] for i in data.rows(q.subject_ids)] for q in questions]
     margin = _margins(model, processor, prompts, fcns)
     graphs = torch.from_numpy(np.stack(processor.prepare_fcns([f[0] for f in fcns])))
-    outputs = heads(model.model.get_graph_features(graphs)[1].graph_tokens).float().numpy()
+    outputs = model.model.get_attribute_outputs(model.model.get_graph_features(graphs)[1]).float().numpy()
     silent = copy.deepcopy(model)
     torch.nn.init.zeros_(silent.model.instruction_conditioning.out.weight)
     torch.nn.init.zeros_(silent.model.instruction_conditioning.out.bias)

@@ -190,10 +190,8 @@ class AnswerMargin:
         placeholder = model.model.get_placeholder_mask(input_ids, flat_graphs.shape[0])
         if model.model.instruction_conditioning is not None:  # the question's evidence, read from the prompt only
             prompt_only = torch.arange(width, device=device)[None] < len(self.prompt_ids)
-            heads = model.model.graph_attribute_heads
-            attributes = heads(encoded.graph_tokens) if heads is not None else None
             features, _ = model.model.condition_on_instruction(
-                features, embeds, placeholder, attention_mask, prompt_only, attributes
+                features, embeds, placeholder, attention_mask, prompt_only, model.model.get_attribute_outputs(encoded)
             )
         embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), features.reshape(-1, features.shape[-1]).to(embeds))
         start = len(self.prompt_ids) - 1  # logits at `start` score the first answer token

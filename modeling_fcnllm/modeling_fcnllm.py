@@ -491,6 +491,10 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         encoded = self.graph_encoder(graph_values.to(encoder_dtype))
         return self.graph_projector(encoded.graph_tokens), encoded
 
+    def get_attribute_outputs(self, encoded: FCNEncoderOutput) -> torch.Tensor | None:
+        """`(num_graphs, A)` the attribute heads' outputs on the encoder's tokens; None without heads."""
+        return None if self.graph_attribute_heads is None else self.graph_attribute_heads(encoded.graph_tokens)
+
     def get_placeholder_mask(self, input_ids: torch.Tensor, num_graphs: int) -> torch.Tensor:
         """Boolean `(B, L)` mask of `<graph>` tokens; raises if their count is not `num_graphs * G`."""
         mask = input_ids == self.config.graph_token_id
@@ -558,8 +562,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
                 raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
             graph_features, encoded = self.get_graph_features(graph_values)
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
-            if self.graph_attribute_heads is not None:
-                attribute_outputs = self.graph_attribute_heads(encoded.graph_tokens)
+            attribute_outputs = self.get_attribute_outputs(encoded)
             if self.instruction_conditioning is not None:
                 graph_features, routing_logits = self.condition_on_instruction(
                     graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs
