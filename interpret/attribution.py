@@ -91,7 +91,7 @@ def _block_sums(edge_map: np.ndarray, assignment: Sequence[int], num_networks: i
 
 
 def network_block_mean(edge_map: np.ndarray, assignment: Sequence[int], num_networks: int | None = None) -> np.ndarray:
-    """`(K, K)` mean of a symmetric `(N, N)` map over each network pair's distinct edges (no diagonal).
+    """`(..., K, K)` mean of symmetric maps `(..., N, N)` over each network pair's distinct edges (no diagonal).
 
     Within-network blocks average the edges i < j of that network; a block with no edge (a one-ROI
     network) is 0.
@@ -214,12 +214,16 @@ class AnswerMargin:
         return margin, attention
 
 
+def model_inputs(processor, fcns: Sequence[np.ndarray]) -> np.ndarray:
+    """The FCNs as the model sees them `(S, N, N)` float32: the processor's per-subject normalisation, diagonal 0."""
+    prepared = np.stack(processor.prepare_fcns(list(fcns))).astype(np.float32)
+    prepared[:, np.arange(prepared.shape[-1]), np.arange(prepared.shape[-1])] = 0.0
+    return prepared
+
+
 def reference_fcn(processor, fcns: Sequence[np.ndarray]) -> np.ndarray:
     """The mean of the normalised FCNs `(N, N)` (diagonal 0): the reference "average subject"."""
-    prepared = np.stack(processor.prepare_fcns(list(fcns)))
-    mean = prepared.mean(0)
-    np.fill_diagonal(mean, 0.0)
-    return mean.astype(np.float32)
+    return model_inputs(processor, fcns).mean(0)
 
 
 def attribute_question(
@@ -257,9 +261,8 @@ def attribute_question(
     margin_fn = margin_fn or AnswerMargin(model, processor, question, answer)
     device = next(model.parameters()).device
     dtype = torch.float32
-    x = torch.as_tensor(np.stack(processor.prepare_fcns(fcns)), dtype=dtype, device=device)  # (G, N, N)
+    x = torch.as_tensor(model_inputs(processor, fcns), dtype=dtype, device=device)  # (G, N, N)
     eye = torch.eye(num_rois, dtype=torch.bool, device=device)
-    x = x.masked_fill(eye, 0.0)
     ref = torch.zeros_like(x) if reference is None else torch.as_tensor(np.asarray(reference), dtype=dtype,
                                                                       device=device).expand_as(x).clone()
     if ref.shape != x.shape:
@@ -320,5 +323,5 @@ def completeness_gap(attributions: Sequence[GraphAttribution]) -> float | None:
 
 __all__ = [
     "AnswerMargin", "AtlasMismatchError", "GraphAttribution", "METHODS", "attribute_question", "check_fcn_sizes",
-    "completeness_gap", "network_block_mean", "network_block_total", "reference_fcn", "summarise",
+    "completeness_gap", "model_inputs", "network_block_mean", "network_block_total", "reference_fcn", "summarise",
 ]
