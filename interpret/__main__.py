@@ -1,12 +1,14 @@
 """Command line: biomarker maps of an FCN-LLM's answers, and their check against the simulator's ground truth.
 
-    python -m interpret explain --model DIR --data DIR --attribute adhd --out DIR [--subjects N]
+    python -m interpret explain --model DIR --data DIR --attribute adhd --out DIR [--subjects N] [--pattern-subjects M]
     python -m interpret ground-truth --model DIR --data DIR --out DIR [--subjects N] [--attributes a,b]
 
 `explain` writes `OUT/<attribute>/`: report.html (self-contained), matrix/networks/network_effects/
-glass_brain/rois PNGs, summary.json and maps.npz. `ground-truth` does this for every attribute the
-model was trained on and writes `OUT/ground_truth.json` (per attribute: planted-edge AUC, rank of the
-planted network pair, or the spread for attributes with no planted effect) and `OUT/ground_truth.md`.
+glass_brain/rois PNGs of the gradient maps, pattern/pattern_networks PNGs of the activation pattern
+(`--pattern-subjects`), summary.json and maps.npz. `ground-truth` does this for every attribute the
+model was trained on and writes `OUT/ground_truth.json` (per attribute: planted-edge AUC and rank of the
+planted network pair of the activation pattern, the gradient maps' under "gradient", the top pair's
+family-wise permutation p and spread) and `OUT/ground_truth.md`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
     parser.add_argument("--paradigm", default="judgment", choices=("judgment", "predictive", "comparative"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pattern-subjects", type=int, default=200,
+                        help="subjects of the split for the activation pattern of the answers (forward passes "
+                             "only, no labels; 0: none)")
+    parser.add_argument("--permutations", type=int, default=200,
+                        help="margin shuffles of the activation pattern's network-pair permutation null")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a shared machine; raise on a free one)")
 
@@ -72,7 +79,8 @@ def run_explain(args) -> dict:
     result = explain_attribute(
         model, processor, data.subjects, data.fcns, args.attribute, num_subjects=args.subjects, split=args.split,
         paradigm=args.paradigm, method=args.method, steps=args.steps, answer=args.answer,
-        target_class=args.target_class, threshold=args.threshold, seed=args.seed)
+        target_class=args.target_class, threshold=args.threshold, seed=args.seed,
+        pattern_subjects=args.pattern_subjects, permutations=args.permutations)
     truth = score_against_truth(result) if result.question.num_graphs == 1 else None
     payload = write_explain_outputs(result, args.out, method=args.method, truth_row=truth)
     print(f"wrote {Path(args.out) / args.attribute}/report.html ({payload['subjects']} subjects, {result.seconds:.0f}s)")
@@ -98,7 +106,8 @@ def run_ground_truth(args) -> dict:
             result = explain_attribute(model, processor, data.subjects, data.fcns, key, num_subjects=args.subjects,
                                        split=args.split, paradigm=args.paradigm if args.paradigm != "comparative"
                                        else "judgment", method=args.method, steps=args.steps, answer=args.answer,
-                                       seed=args.seed, allowed=allowed)
+                                       seed=args.seed, allowed=allowed, pattern_subjects=args.pattern_subjects,
+                                       permutations=args.permutations)
         except ValueError as err:
             results[key] = {"attribute": key, "skipped": str(err)}
             print(f"  {key}: skipped ({err})")
@@ -115,11 +124,16 @@ def run_ground_truth(args) -> dict:
         results[key] = row
         if not args.no_plots:
             write_explain_outputs(result, out, method=args.method, truth_row=row)
-        print(f"  {key}: AUC {row.get('planted_edge_auc', float('nan')):.3f} rank {row.get('planted_pair_rank')} "
-              f"top {'-'.join(row['top_pair'])} z {row['top_pair_z']:.2f} ({result.seconds:.0f}s)")
+        print(f"  {key} ({row['map']}): AUC {row.get('planted_edge_auc', float('nan')):.3f} rank "
+              f"{row.get('planted_pair_rank')} top {'-'.join(row['top_pair'])} z {row['top_pair_z']:.2f} p(FWE) "
+              f"{row.get('top_pair_p_fwe', float('nan')):.3f}; gradient AUC "
+              f"{row['gradient'].get('planted_edge_auc', float('nan')):.3f} rank "
+              f"{row['gradient'].get('planted_pair_rank')} ({result.seconds:.0f}s)")
     scored = [r for r in results.values() if "skipped" not in r]
     payload = {"model": str(args.model), "data": str(args.data), "split": args.split, "method": args.method,
-               "answer": args.answer, "subjects_per_attribute": args.subjects, "map": "mean |attribution| over subjects",
+               "answer": args.answer, "subjects_per_attribute": args.subjects, "pattern_subjects": args.pattern_subjects,
+               "permutations": args.permutations,
+               "map": "|activation pattern| (edge-margin correlation over subjects); gradient: mean |attribution|",
                "seconds": round(time.perf_counter() - start, 1), "attributes": results}
     (out / "ground_truth.json").write_text(json.dumps(payload, indent=2, default=float))
     table = ground_truth_table(scored)

@@ -173,22 +173,36 @@ def class_difference_map(fcns: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.abs(d)
 
 
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
 def ground_truth_table(rows: Sequence[dict]) -> str:
-    """A markdown table of `evaluate_map` results (one row per attribute)."""
-    lines = ["| attribute | planted pairs | edge AUC (magnitude) | edge AUC (contrast) | best planted-pair rank | "
-             "primary-pair rank | rank by total / edge mean | top pair | top-pair z | subjects | data |d| AUC / pair rank |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """A markdown table of ground-truth rows (one per attribute): the activation pattern's numbers (the row's
+    own, when ``row["map"] == "activation pattern"``) beside the gradient maps' (``row["gradient"]``)."""
+    lines = ["| attribute | planted pairs | edge AUC: pattern / gradient | gradient contrast AUC | "
+             "planted-pair rank: pattern z / block mean | gradient pair rank: permutation z / total / edge mean | "
+             "primary-pair rank: pattern / gradient | top pair | top-pair z | top-pair p (FWE) | "
+             "subjects: pattern / gradient | data effect-size map: AUC / pair rank |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        pattern = r if r.get("map") == "activation pattern" else {}
+        gradient = r.get("gradient", r)
         planted = "; ".join(f"{a}-{b}" for a, b, _ in r.get("planted_pairs", [])) or "none"
-        def fmt(x):
-            return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else (f"{x:.3f}" if isinstance(x, float) else str(x))
-        contrast = r.get("contrast", {}).get("planted_edge_auc")
+        ceiling = r.get("data_ceiling", {})
         lines.append(
-            f"| {r['attribute']} | {planted} | {fmt(r.get('planted_edge_auc'))} | {fmt(contrast)} | "
-            f"{fmt(r.get('planted_pair_rank'))} / {r.get('num_pairs', '-')} | {fmt(r.get('primary_pair_rank'))} | "
-            f"{fmt(r.get('pair_rank_by_total'))} / {fmt(r.get('pair_rank_by_edge_mean'))} | "
-            f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {r.get('subjects', '-')} | "
-            f"{fmt(r.get('data_ceiling', {}).get('planted_edge_auc'))} / {fmt(r.get('data_ceiling', {}).get('planted_pair_rank'))} |")
+            f"| {r['attribute']} | {planted} | {_fmt(pattern.get('planted_edge_auc'))} / "
+            f"{_fmt(gradient.get('planted_edge_auc'))} | "
+            f"{_fmt(gradient.get('contrast', {}).get('planted_edge_auc'))} | "
+            f"{_fmt(pattern.get('planted_pair_rank'))} / {_fmt(pattern.get('pair_rank_by_block_mean'))} "
+            f"(of {r.get('num_pairs', '-')}) | {_fmt(gradient.get('planted_pair_rank'))} / "
+            f"{_fmt(gradient.get('pair_rank_by_total'))} / {_fmt(gradient.get('pair_rank_by_edge_mean'))} | "
+            f"{_fmt(pattern.get('primary_pair_rank'))} / {_fmt(gradient.get('primary_pair_rank'))} | "
+            f"{'-'.join(r['top_pair'])} | {r['top_pair_z']:.2f} | {_fmt(r.get('top_pair_p_fwe'))} | "
+            f"{_fmt(pattern.get('pattern_subjects'))} / {_fmt(gradient.get('subjects'))} | "
+            f"{_fmt(ceiling.get('planted_edge_auc'))} / {_fmt(ceiling.get('planted_pair_rank'))} |")
     return "\n".join(lines)
 
 

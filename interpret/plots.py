@@ -27,7 +27,7 @@ def _limit(values: np.ndarray) -> float:
 
 
 def plot_matrix(edge_map: np.ndarray, assignment: Sequence[int], network_names: Sequence[str], path: str | Path,
-                title: str = "") -> Path:
+                title: str = "", label: str = "attribution") -> Path:
     """`(N, N)` map as a heatmap with ROIs ordered by network, network boundaries and names."""
     assignment = np.asarray(assignment)
     order = network_order(assignment)
@@ -43,7 +43,7 @@ def plot_matrix(edge_map: np.ndarray, assignment: Sequence[int], network_names: 
     centres = bounds - sizes / 2 - 0.5
     ax.set_xticks(centres, network_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(centres, network_names, fontsize=8)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="attribution")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=label)
     return _save(fig, ax, title, path)
 
 

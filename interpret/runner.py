@@ -4,8 +4,12 @@
 of the question: condition vs control, target class vs others, above vs below the threshold),
 attributes the answer margin for each, averages a `CohortMap` (one per graph for comparative
 questions), and writes PNGs, an HTML report, `summary.json` and the maps (`maps.npz`).
-`ground_truth` does this for every attribute the model was trained on and scores the maps against
-the simulator's planted effects (`ground_truth.json`, `ground_truth.md`).
+With `pattern_subjects` > 0 it also computes the activation pattern of the model's answers over that many
+subjects of the split (`pattern.model_pattern`: forward passes only, no labels), the cohort's
+forward-model map of where the answer's information lies (the gradient maps are per-subject
+explanations, backward-model weights). `ground_truth` does this for every attribute the model was
+trained on and scores the maps against the simulator's planted effects (`ground_truth.json`,
+`ground_truth.md`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from datasets_scripts.attributes import load_registry
 
 from .attribution import AnswerMargin, AtlasMismatchError, attribute_question, completeness_gap, reference_fcn
 from .cohort import CohortMap, cohort_map, top_edges
-from .ground_truth import evaluate_map, planted_effect
+from .ground_truth import PlantedEffect, evaluate_map, planted_effect
+from .pattern import MIN_SUBJECTS, ActivationPattern, ConstantMarginsError, model_pattern
 from .questions import AttributionQuestion, check_attribute, make_question
 
 
@@ -90,6 +95,8 @@ class ExplainResult:
     completeness_gaps: list[float]
     assignment: list[int]  # (N,) network of each ROI, as the model's encoder groups them
     network_names: list[str]  # K names
+    patterns: list[ActivationPattern] | None = None  # one per graph; None when not computed
+    pattern_note: str | None = None  # why there is no pattern
 
 
 def explain_attribute(
@@ -97,7 +104,7 @@ def explain_attribute(
     num_subjects: int = 16, split: str = "zero_shot", paradigm: str = "judgment", method: str = "grad_x_input",
     steps: int = 16, answer: str = "full", target_class: str | None = None, threshold: float | None = None,
     reference_subjects: int = 200, seed: int = 0, allowed: Sequence[str] | None = None,
-    log: Callable[[str], None] = print,
+    pattern_subjects: int = 200, permutations: int = 200, log: Callable[[str], None] = print,
 ) -> ExplainResult:
     """Cohort attribution maps of one attribute's question on `num_subjects` subjects of `split`.
 
@@ -105,6 +112,9 @@ def explain_attribute(
         subjects: one row per subject (``subject_id``, ``split``, attribute columns); row i owns `fcns[i]`.
         fcns: `(S, N, N)` raw FCNs.
         allowed: attributes the model was trained on (default: `trained_attributes`).
+        pattern_subjects: questions (of any subjects of `split`, labels unused) for the activation pattern;
+            0: none.
+        permutations: margin shuffles of the pattern's network-pair null.
     """
     t0 = time.perf_counter()
     allowed = trained_attributes(model, subjects) if allowed is None else list(allowed)
@@ -176,8 +186,24 @@ def explain_attribute(
     names = list(enc.network_names or ([f"net {i}" for i in range(enc.num_networks)] if enc.network_assignment
                                        else ["all"]))
     maps = [cohort_map(a, assignment, lab) for a, lab in zip(per_graph, per_graph_labels)]
+    patterns, note = None, None
+    if pattern_subjects > 0:
+        pool = rng.permutation(np.flatnonzero(in_split.to_numpy()))
+        count = min(pattern_subjects, len(pool) // question.num_graphs)
+        pattern_groups = pool[:count * question.num_graphs].reshape(count, question.num_graphs)
+        if count < MIN_SUBJECTS:
+            note = f"no activation pattern: {count} question(s) from split {split!r}, need at least {MIN_SUBJECTS}"
+        else:
+            try:
+                patterns = model_pattern(model, processor, question, [[fcns[r] for r in g] for g in pattern_groups],
+                                         permutations=permutations, seed=seed, margin_fn=margin_fn,
+                                         subject_ids=[[ids[r] for r in g] for g in pattern_groups])
+            except ConstantMarginsError as err:
+                note = f"no activation pattern: {err}"
+        log(f"  {attribute}: " + (note or f"activation pattern over {count} questions "
+                                          f"({time.perf_counter() - t0:.0f}s)"))
     return ExplainResult(attribute, question, maps, [ids[r] for grp in groups for r in grp], atlas_name(subjects),
-                         time.perf_counter() - t0, gaps, assignment, names)
+                         time.perf_counter() - t0, gaps, assignment, names, patterns, note)
 
 
 def _ground_truth_assignment(result: ExplainResult):
@@ -191,13 +217,33 @@ def _ground_truth_assignment(result: ExplainResult):
 
 
 def score_against_truth(result: ExplainResult) -> dict | None:
-    """`evaluate_map` of the magnitude map (primary; network pairs ranked by the permutation z of block
-    totals) and of the |class contrast| map, graph 0; `pair_rank_by_total` and `pair_rank_by_edge_mean`
-    rank the pairs by raw block totals and by per-edge block means."""
+    """Ground-truth metrics of graph 0: the activation pattern's (primary, `map` = "activation pattern"; edges
+    by |correlation|, network pairs by the permutation z of |block mean r|, `pair_rank_by_block_mean` by
+    |block mean r|, `top_pair_p_fwe` the top pair's family-wise p) with the gradient maps' under `gradient`
+    (`gradient_truth_row`); without a pattern the gradient's numbers are also the primary ones."""
     truth = _ground_truth_assignment(result)
     if truth is None:
         return None
-    cmap = result.maps[0]
+    gradient = gradient_truth_row(result.maps[0], truth)
+    if not result.patterns:
+        return {**gradient, "map": "gradient", "gradient": gradient}
+    pattern = result.patterns[0]
+    importance = np.abs(pattern.correlation)
+    row = evaluate_map(importance, truth, pair_importance=pattern.network_z)
+    by_mean = evaluate_map(importance, truth, pair_importance=pattern.network_abs)
+    row.update(map="activation pattern", pair_rank_by_block_mean=by_mean.get("planted_pair_rank"),
+               primary_pair_rank_by_block_mean=by_mean.get("primary_pair_rank"),
+               top_pair_p_fwe=pattern.top_pair_p_fwe, pattern_subjects=pattern.num_subjects,
+               permutations=pattern.permutations, gradient=gradient)
+    if truth.has_effect:
+        row["planted_edge_auc_covariance"] = evaluate_map(np.abs(pattern.covariance), truth)["planted_edge_auc"]
+    return row
+
+
+def gradient_truth_row(cmap: CohortMap, truth: PlantedEffect) -> dict:
+    """`evaluate_map` of the gradient magnitude map (network pairs ranked by the permutation z of block
+    totals) and of the |class contrast| map; `pair_rank_by_total` and `pair_rank_by_edge_mean` rank the
+    pairs by raw block totals and by per-edge block means."""
     row = evaluate_map(cmap.mean_abs, truth, pair_importance=cmap.network_total_z)
     row["pair_rank_by_total"] = evaluate_map(cmap.mean_abs, truth, pair_importance=cmap.network_abs_total).get(
         "planted_pair_rank")
@@ -263,12 +309,28 @@ def write_explain_outputs(result: ExplainResult, out: str | Path, *, method: str
             value = getattr(cmap, name)
             if value is not None:
                 npz[f"{name}{tag}"] = value
+    for pattern in result.patterns or []:
+        tag = f"_graph{pattern.graph_index + 1}" if len(result.patterns) > 1 else ""
+        label = f" (graph {pattern.graph_index + 1})" if len(result.patterns) > 1 else ""
+        figures.append(plots.plot_matrix(
+            pattern.correlation, assignment, names, folder / f"pattern{tag}.png",
+            f"{result.attribute}: activation pattern, r(edge, margin) over {pattern.num_subjects} subjects{label}",
+            label="r"))
+        figures.append(plots.plot_network_matrix(
+            pattern.network, names, folder / f"pattern_networks{tag}.png",
+            f"{result.attribute}: activation pattern, mean r per network pair{label}", highlight, "mean r"))
+        for name in ("correlation", "covariance", "network", "network_z", "network_p", "network_p_fwe", "margins"):
+            npz[f"pattern_{name}{tag}"] = getattr(pattern, name)
     np.savez_compressed(folder / "maps.npz", **npz)
+    pattern0 = result.patterns[0] if result.patterns else None
     pairs = []
     for i in range(k):
         for j in range(i, k):
             contrast = cmap0.network_contrast_effect[i, j] if cmap0.network_contrast_effect is not None else ""
-            pairs.append((names[i], names[j], cmap0.network_mean[i, j], cmap0.network_effect[i, j], contrast))
+            pattern_cells = ("", "", "") if pattern0 is None else (
+                pattern0.network[i, j], pattern0.network_z[i, j], pattern0.network_p_fwe[i, j])
+            pairs.append((names[i], names[j], cmap0.network_mean[i, j], cmap0.network_effect[i, j], contrast,
+                          *pattern_cells))
     edges = top_edges(cmap0.mean if cmap0.contrast is None else cmap0.contrast, labels)
     q = result.question
     summary = {
@@ -279,12 +341,29 @@ def write_explain_outputs(result: ExplainResult, out: str | Path, *, method: str
     }
     if result.completeness_gaps:
         summary["mean_abs_completeness_gap"] = float(np.mean(np.abs(result.completeness_gaps)))
+    if pattern0 is not None:
+        summary.update(pattern_subjects=pattern0.num_subjects, pattern_top_pair="-".join(
+            names[i] for i in pattern0.top_pair), pattern_top_pair_p_fwe=pattern0.top_pair_p_fwe)
+    elif result.pattern_note:
+        summary["pattern_note"] = result.pattern_note
     write_html(folder / "report.html", f"FCN-LLM attribution: {result.attribute}", summary, figures, pairs, edges,
                truth_row)
     payload = {**summary, "subject_ids": result.subjects, "top_edges": edges,
-               "network_names": names, "ground_truth": truth_row}
+               "network_names": names, "pattern": _pattern_summary(result, names), "ground_truth": truth_row}
     (folder / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default))
     return payload
+
+
+def _pattern_summary(result: ExplainResult, names: Sequence[str]) -> dict | None:
+    """The activation pattern's headline numbers (graph 0) for `summary.json`; None without a pattern."""
+    if not result.patterns:
+        return None
+    p = result.patterns[0]
+    a, b = p.top_pair
+    return {"subjects": p.num_subjects, "permutations": p.permutations, "top_pair": [names[a], names[b]],
+            "top_pair_mean_r": float(p.network[a, b]), "top_pair_z": float(p.network_z[a, b]),
+            "top_pair_p_fwe": p.top_pair_p_fwe, "mean_margin": float(p.margins.mean()),
+            "sd_margin": float(p.margins.std(ddof=1)), "subject_ids": p.subject_ids}
 
 
 def _json_default(value):
@@ -295,4 +374,5 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-__all__ = ["ExplainResult", "explain_attribute", "score_against_truth", "trained_attributes", "write_explain_outputs"]
+__all__ = ["ExplainResult", "explain_attribute", "gradient_truth_row", "score_against_truth", "trained_attributes",
+           "write_explain_outputs"]

@@ -69,3 +69,24 @@ def test_no_effect_attribute_reports_the_spread():
     row = evaluate_map(np.ones((100, 100)), planted_effect("ocd", "schaefer100-7"))
     assert not row["has_effect"] and "planted_edge_auc" not in row
     assert row["top_pair_z"] == 0.0 and row["coefficient_of_variation"] == 0.0
+
+
+def test_table_shows_the_pattern_and_the_gradient_numbers():
+    truth = planted_effect("depression", "schaefer100-7")
+    pattern = evaluate_map(2.0 * np.abs(truth.edge_weight) + 0.01, truth)
+    gradient = evaluate_map(np.ones((100, 100)), truth)
+    row = {**pattern, "map": "activation pattern", "top_pair_p_fwe": 0.004975, "pattern_subjects": 200,
+           "pair_rank_by_block_mean": 2, "gradient": {**gradient, "subjects": 24}}
+    table = ground_truth_table([row])
+    header, _, line = table.splitlines()
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
+    assert cells["edge AUC: pattern / gradient"] == "1.000 / 0.500"
+    assert cells["top-pair p (FWE)"] == "0.005" and cells["subjects: pattern / gradient"] == "200 / 24"
+    assert cells["planted-pair rank: pattern z / block mean"].startswith("1 / 2")
+
+
+def test_no_effect_row_shows_the_family_wise_p():
+    truth = planted_effect("ocd", "schaefer100-7")
+    row = {**evaluate_map(np.ones((100, 100)), truth), "top_pair_p_fwe": 0.4, "gradient": evaluate_map(
+        np.ones((100, 100)), truth)}
+    assert "| ocd | none | - / - |" in ground_truth_table([row]) and "0.400" in ground_truth_table([row])

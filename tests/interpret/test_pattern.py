@@ -1,6 +1,7 @@
 """Forward-model (Haufe) activation patterns of answer margins: synthetic readers and tiny random models."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -53,7 +54,7 @@ def test_pattern_finds_the_planted_block_where_the_gradient_favours_a_small_one(
     iu = np.triu_indices(12, 1)
     pattern_auc, gradient_auc = edge_auc(np.abs(pattern.correlation)[iu], mask[iu]), edge_auc(gradient[iu], mask[iu])
     assert pattern_auc > 0.95 and gradient_auc < pattern_auc
-    per_edge = network_block_mean(gradient, NETWORKS)  # a planted edge gets 1/20 of the gradient, a small-block one 1/15
+    per_edge = network_block_mean(gradient, NETWORKS)  # a planted edge's gradient is 1/20, a small-block edge's 1/15
     assert max(PAIRS, key=lambda p: per_edge[p]) == SMALL
     top3 = np.argsort(-gradient[iu])[:3]
     assert all(NETWORKS[iu[0][e]] == NETWORKS[iu[1][e]] == 2 for e in top3)  # the gradient's top edges: the small block
@@ -144,3 +145,24 @@ def test_model_pattern_gives_one_pattern_per_graph(pair):
     assert [p.graph_index for p in patterns] == [0, 1]
     assert patterns[0].correlation.shape == (12, 12) and patterns[1].subject_ids[0] == "b0"
     assert np.allclose(patterns[0].margins, patterns[1].margins) and patterns[0].num_subjects == 8
+
+
+def test_explain_says_why_there_is_no_pattern(pair, monkeypatch):
+    import interpret.runner as runner
+
+    model, processor = pair
+    subjects = pd.DataFrame({"subject_id": [f"s{i}" for i in range(8)], "split": ["zero_shot"] * 8,
+                             "adhd": [0.0, 1.0] * 4})
+    fcns = random_fcns(8, seed=7)
+    kwargs = dict(num_subjects=2, allowed=["adhd"], permutations=5, log=lambda _: None)
+    few = runner.explain_attribute(model, processor, subjects, fcns, "adhd", pattern_subjects=2, **kwargs)
+    assert few.patterns is None and "2 question(s) from split 'zero_shot', need at least 3" in few.pattern_note
+
+    def constant(*args, **kw):
+        raise ConstantMarginsError("The margins are constant over the 8 subjects")
+
+    monkeypatch.setattr(runner, "model_pattern", constant)
+    flat = runner.explain_attribute(model, processor, subjects, fcns, "adhd", pattern_subjects=8, **kwargs)
+    assert flat.patterns is None and "margins are constant" in flat.pattern_note
+    assert runner.explain_attribute(model, processor, subjects, fcns, "adhd", pattern_subjects=0,
+                                    **kwargs).pattern_note is None
