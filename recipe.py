@@ -11,7 +11,7 @@
 
 `demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
 subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from training.model_card import write_model_card
 
 PRESETS = {
     # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
-    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=60, bf16=True),
+    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=120, bf16=True),
     "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, bf16=True),
 }
 
@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_stage0", action="store_true", help="ablation: align from a random encoder")
     parser.add_argument("--skip_stage1", action="store_true", help="ablation: no alignment stage")
     parser.add_argument("--no_aux_loss", action="store_true", help="ablation: no auxiliary attribute loss")
+    parser.add_argument("--no_linear_heads", action="store_true",
+                        help="ablation: stage 0 without the closed-form network-level linear heads")
     parser.add_argument("--no_comparative", action="store_true", help="ablation: train without comparative questions")
     parser.add_argument("--no_instruction_conditioning", action="store_true",
                         help="ablation: no question-aware evidence token (the plain LLaVA splice)")
@@ -105,7 +107,8 @@ def main(argv=None) -> dict:
 
     if not args.skip_stage0:
         start = phase("2/6 stage 0: FCN encoder pre-training")
-        train.main(["--stage", "encoder", "--output_dir", str(stage0), *common, *encoder_flags])
+        train.main(["--stage", "encoder", "--output_dir", str(stage0), *common, *encoder_flags,
+                    *(["--linear_network_heads", "false"] if args.no_linear_heads else [])])
         timings["stage0"] = time.perf_counter() - start
 
     previous = None

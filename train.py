@@ -111,6 +111,13 @@ class RecipeArguments:
     encoder_epochs: int = field(default=40, metadata={"help": "Stage 0: most epochs (early stopping on validation)."})
     encoder_lr: float = field(default=1e-3, metadata={"help": "Stage 0 learning rate."})
     encoder_batch_size: int = field(default=64, metadata={"help": "Stage 0 batch size."})
+    linear_network_heads: bool = field(
+        default=True,
+        metadata={"help": "Stage 0: fit the heads' linear model on the network-level FCN first (cross-validated "
+                          "logistic/ridge regression) and train the encoder on what it leaves; false: encoder and "
+                          "token heads alone (demo data, mean zero-shot AUC over 7 conditions, all 300 subjects: "
+                          "0.75 with, 0.68 without)."},
+    )
 
 
 def parse_args(argv: list[str] | None = None):
@@ -214,6 +221,7 @@ def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path
         encoder_config, fcns, meta, attributes,
         normalization=model_args.normalization, epochs=recipe_args.encoder_epochs,
         batch_size=recipe_args.encoder_batch_size, lr=recipe_args.encoder_lr, seed=training_args.seed, log_every=5,
+        linear_network_heads=recipe_args.linear_network_heads,
     )
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -387,13 +395,13 @@ def calibrate_statistics(model: FCNLLMForCausalLM, processor: FCNProcessor, look
     encoder = model.graph_encoder
     was_training = encoder.training
     encoder.eval()
-    tokens = encoder(fcns.to(model.dtype)).graph_tokens
+    encoded = encoder(fcns.to(model.dtype))
     encoder.train(was_training)
-    model.graph_projector.calibrate(tokens)
+    model.graph_projector.calibrate(encoded.graph_tokens)
     heads, conditioning = model.graph_attribute_heads, model.model.instruction_conditioning
     if heads is not None and conditioning is not None:
         was_training = heads.training
-        conditioning.calibrate(heads.eval()(tokens))
+        conditioning.calibrate(heads.eval()(encoded))
         heads.train(was_training)
 
 

@@ -14,15 +14,21 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from torch import nn
 
 from modeling_fcnllm import FCNEncoder, FCNEncoderConfig, GraphAttributeHeads
 from processing.processing_fcnllm import normalize_fcn
+
+LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
+RIDGE_ALPHAS = tuple(np.logspace(-1, 4, 11))
 
 
 @dataclass
@@ -58,7 +64,8 @@ def head_specs(meta: pd.DataFrame, attributes) -> list[HeadSpec]:
 
 def attribute_heads(specs: list[HeadSpec], encoder_config: FCNEncoderConfig) -> GraphAttributeHeads:
     """The model's `GraphAttributeHeads` for `specs` on this encoder's tokens (what stage 1 loads)."""
-    return GraphAttributeHeads([vars(s) for s in specs], encoder_config.graph_seq_length, encoder_config.hidden_size)
+    return GraphAttributeHeads([vars(s) for s in specs], encoder_config.graph_seq_length, encoder_config.hidden_size,
+                               encoder_config.num_networks)
 
 
 def nan_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> torch.Tensor:
@@ -88,6 +95,62 @@ def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Ten
     return torch.from_numpy(targets), torch.from_numpy(mask)
 
 
+@torch.no_grad()
+def fit_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torch.Tensor, targets: torch.Tensor,
+                      seed: int = 0) -> None:
+    """Fit the heads' network-level linear path in closed form and start the token heads at zero.
+
+    Per attribute, a cross-validated L2 logistic (binary, categorical) or ridge (continuous) regression
+    on the standardised upper triangle of the network-level FCN of the subjects `x` `(S, N, N)`
+    (normalised FCNs) with known `targets` `(S, A)` (NaN = unknown). The network path is then frozen
+    (`requires_grad=False`), so training the encoder fits the token heads to what it leaves.
+    """
+    features = heads.network_features(encoder.network_connectivity_matrix(
+        x.masked_fill(torch.eye(x.shape[-1], dtype=torch.bool), 0.0))).double()
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    heads.network_mean.copy_(mean)
+    heads.network_std.copy_(std)
+    z = ((features - mean) / std).numpy()
+    for j, spec in enumerate(heads.specs):
+        linear, token_head = heads.network_heads[spec["key"]], heads.heads[spec["key"]]
+        nn.init.zeros_(token_head.weight)
+        nn.init.zeros_(token_head.bias)
+        linear.requires_grad_(False)
+        known = ~torch.isnan(targets[:, j]).numpy()
+        weight, bias = _fit_linear(z[known], targets[known, j].numpy(), spec, seed)
+        if weight is not None:
+            linear.weight.copy_(torch.from_numpy(weight))
+            linear.bias.copy_(torch.from_numpy(bias))
+
+
+def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Weights `(num_outputs, F)` and bias `(num_outputs,)` of one head's linear model; (None, None) if untrainable."""
+    if spec["kind"] == "continuous":
+        if len(y) < 10 or np.ptp(y) == 0:
+            return None, None
+        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
+        return model.coef_[None].astype(np.float32), np.array([model.intercept_], dtype=np.float32)
+    labels = y.astype(np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2 or counts.min() < 3:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        model = LogisticRegressionCV(Cs=list(LOGISTIC_CS), cv=3, scoring="neg_log_loss", max_iter=500,
+                                     random_state=seed).fit(z, labels)
+    if spec["kind"] == "binary":
+        return model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
+    # categorical: class logits; classes absent from the training labels get a very low logit
+    weight = np.zeros((int(spec["num_outputs"]), z.shape[1]), dtype=np.float32)
+    bias = np.full(int(spec["num_outputs"]), -20.0, dtype=np.float32)
+    if len(model.classes_) == 2:  # sklearn keeps one coefficient row: logit of classes_[1] against classes_[0]
+        weight[model.classes_[1]], bias[model.classes_[1]], bias[model.classes_[0]] = model.coef_[0], model.intercept_[0], 0.0
+    else:
+        weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
+    return weight, bias
+
+
 @dataclass
 class PretrainingHistory:
     train_loss: list[float] = field(default_factory=list)
@@ -113,8 +176,15 @@ def pretrain_encoder(
     seed: int = 0,
     max_seconds: float | None = None,
     log_every: int = 0,
+    linear_network_heads: bool = True,
 ) -> tuple[FCNEncoder, GraphAttributeHeads, PretrainingHistory]:
     """Train `FCNEncoder(encoder_config)` + `GraphAttributeHeads` to predict `attributes` from `fcns`.
+
+    With `linear_network_heads` (default), the heads' network-level linear path is first fitted in
+    closed form on the training part (`fit_network_heads`) and frozen; the encoder and the token heads
+    then learn what it leaves, and the early-stopping check starts from the linear model alone
+    (`best_epoch == -1`: no epoch of the encoder beat it on the held-out subjects). Without it, the
+    network path stays zero and only the encoder and token heads are trained.
 
     Args:
         fcns: `(S, N, N)` FCNs of the training subjects, rows aligned with `meta`.
@@ -137,18 +207,25 @@ def pretrain_encoder(
     num_val = int(round(val_fraction * len(x))) if len(x) >= 20 else 0
     val_idx, train_idx = order[:num_val], order[num_val:]
 
+    start = time.perf_counter()
     encoder = FCNEncoder(encoder_config)
     heads = attribute_heads(specs, encoder_config)
-    params = list(encoder.parameters()) + list(heads.parameters())
+    history, best, bad_epochs = PretrainingHistory(), (math.inf, None), 0
+    if linear_network_heads:
+        fit_network_heads(heads, encoder, x[train_idx], targets[train_idx], seed)
+        if num_val:
+            best = (_evaluate_loss(encoder, heads, x[val_idx], targets[val_idx], batch_size), _snapshot(encoder, heads))
+    else:
+        heads.network_heads.requires_grad_(False)
+    params = [p for p in (*encoder.parameters(), *heads.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    history, best, bad_epochs, start = PretrainingHistory(), (math.inf, None), 0, time.perf_counter()
     for epoch in range(epochs):
         encoder.train(), heads.train()
         perm = rng.permutation(train_idx)
         epoch_loss = []
         for i in range(0, len(perm), batch_size):
             idx = torch.from_numpy(perm[i : i + batch_size])
-            loss = heads.loss(heads(encoder(x[idx]).graph_tokens), targets[idx])
+            loss = heads.loss(heads(encoder(x[idx])), targets[idx])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -187,7 +264,7 @@ def _evaluate_loss(encoder, heads, x, targets, batch_size) -> float:
     total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         sl = slice(i, i + batch_size)
-        total += heads.loss(heads(encoder(x[sl]).graph_tokens), targets[sl]).item() * len(x[sl])
+        total += heads.loss(heads(encoder(x[sl])), targets[sl]).item() * len(x[sl])
         count += len(x[sl])
     return total / max(count, 1)
 
@@ -199,7 +276,7 @@ def predict_attributes(
     """Per attribute: binary P(1) `(S,)`, categorical probabilities `(S, C)` (classes order), continuous value `(S,)`."""
     encoder.eval(), heads.eval()
     x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
-    outputs = torch.cat([heads(encoder(x[i : i + batch_size]).graph_tokens) for i in range(0, len(x), batch_size)])
+    outputs = torch.cat([heads(encoder(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
     predictions = {}
     for spec, (key, out) in zip(heads.specs, heads.split(outputs).items()):
         if spec["kind"] == "binary":

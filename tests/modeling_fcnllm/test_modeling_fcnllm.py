@@ -266,6 +266,35 @@ def test_auxiliary_loss_is_added_and_skips_unknown_labels(processor):
     assert only_aux.item() == 0.0
 
 
+def test_heads_add_a_network_level_linear_path(processor):
+    """A new model's network path is silent (zero, identity standardisation); once set, the outputs move with the
+    network-level FCN the encoder reports."""
+    model = _model_with_heads(processor)
+    heads = model.graph_attribute_heads
+    k = model.config.encoder_config.num_networks
+    assert heads.num_network_features == k * (k + 1) // 2
+    assert all((h.weight == 0).all() and (h.bias == 0).all() for h in heads.network_heads.values())
+    assert (heads.network_mean == 0).all() and (heads.network_std == 1).all()
+    encoded = model.model.get_graph_features(_batch(processor, [QUESTION], num_graphs=1)["graph_values"])[1]
+    assert encoded.network_connectivity.shape == (1, k, k)
+    before = heads(encoded)
+    with torch.no_grad():
+        heads.network_heads["adhd"].weight[0, 0] = 1.0
+    shifted = heads(encoded) - before
+    torch.testing.assert_close(shifted[:, 0], encoded.network_connectivity[:, 0, 0])
+    assert (shifted[:, 1:] == 0).all()
+
+
+def test_heads_need_a_matching_network_level_fcn(processor):
+    model = _model_with_heads(processor)
+    encoded = model.model.get_graph_features(_batch(processor, [QUESTION], num_graphs=1)["graph_values"])[1]
+    with pytest.raises(ValueError, match="network_connectivity"):
+        model.graph_attribute_heads(type(encoded)(graph_tokens=encoded.graph_tokens))
+    wrong = type(encoded)(graph_tokens=encoded.graph_tokens, network_connectivity=torch.zeros(1, 9, 9))
+    with pytest.raises(ValueError, match="disagree on the number of subnetworks"):
+        model.graph_attribute_heads(wrong)
+
+
 def test_auxiliary_labels_bad_shape_or_no_heads(processor, model):
     batch = _batch(processor, [QUESTION], num_graphs=1)
     with pytest.raises(ValueError, match="no auxiliary_heads"):
@@ -361,8 +390,8 @@ def test_attribute_evidence_follows_the_heads_on_every_graph_token(processor):
     assert shift.abs().max() > 1e-4
     torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
     # the heads read the encoder's tokens (as in stage 0)
-    encoder_tokens = model.model.get_graph_features(batch["graph_values"])[1].graph_tokens
-    torch.testing.assert_close(after.graph_attribute_outputs, model.graph_attribute_heads(encoder_tokens))
+    encoded = model.model.get_graph_features(batch["graph_values"])[1]
+    torch.testing.assert_close(after.graph_attribute_outputs, model.graph_attribute_heads(encoded))
 
 
 def test_routed_evidence_is_the_asked_heads_output(processor):

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.attributes import load_registry
@@ -46,7 +47,7 @@ def test_pretraining_learns_a_planted_effect():
         tiny_encoder_config(hidden_size=32), fcns[train], meta[train], registry.select(["adhd", "age", "sex"]),
         epochs=30, batch_size=32, lr=3e-3, seed=0,
     )
-    assert history.samples_seen > 0 and history.best_epoch >= 0
+    assert history.samples_seen > 0 and history.best_epoch >= -1  # -1: the fitted linear path alone was best
     predictions = predict_attributes(encoder, heads, fcns[test])
     assert predictions["adhd"].shape == (80,)
     assert predictions["sex"].shape == (80, 2)
@@ -59,3 +60,37 @@ def test_nothing_to_learn_is_an_error():
     meta["adhd"] = 1.0
     with pytest.raises(ValueError, match="nothing to pre-train on"):
         pretrain_encoder(tiny_encoder_config(), fcns, meta[["subject_id", "adhd"]], registry.select(["adhd"]))
+
+
+def test_network_heads_are_fitted_in_closed_form_then_frozen():
+    """The planted block lies between two networks: the network-level linear path alone separates the classes
+    before any epoch, and training the encoder leaves it untouched."""
+    registry = load_registry()
+    fcns, meta = _cohort(240)
+    train, test = slice(0, 160), slice(160, 240)
+    encoder, heads, history = pretrain_encoder(
+        tiny_encoder_config(hidden_size=32), fcns[train], meta[train], registry.select(["adhd", "age", "sex"]),
+        epochs=0, seed=0,
+    )
+    assert history.best_epoch == -1 and history.samples_seen == 0
+    assert all((h.weight == 0).all() for h in heads.heads.values())  # token heads start at zero
+    assert heads.network_heads["adhd"].weight.abs().sum() > 0
+    assert not heads.network_heads["adhd"].weight.requires_grad
+    assert (heads.network_std > 0).all() and heads.network_mean.abs().sum() > 0
+    assert roc_auc_score(meta["adhd"][test], predict_attributes(encoder, heads, fcns[test])["adhd"]) > 0.8
+
+    fitted = heads.network_heads["adhd"].weight.clone()
+    encoder, heads, history = pretrain_encoder(
+        tiny_encoder_config(hidden_size=32), fcns[train], meta[train], registry.select(["adhd", "age", "sex"]),
+        epochs=3, patience=10, seed=0,
+    )
+    assert history.samples_seen > 0
+    torch.testing.assert_close(heads.network_heads["adhd"].weight, fitted)
+
+
+def test_without_linear_network_heads_the_network_path_stays_zero():
+    registry = load_registry()
+    fcns, meta = _cohort(60)
+    _, heads, _ = pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]), epochs=2, seed=0,
+                                   linear_network_heads=False)
+    assert all((h.weight == 0).all() and (h.bias == 0).all() for h in heads.network_heads.values())
