@@ -184,7 +184,7 @@ def ground_truth_table(rows: Sequence[dict]) -> str:
     own, when ``row["map"] == "activation pattern"``) beside the gradient maps' (``row["gradient"]``)."""
     lines = ["| attribute | planted pairs | edge AUC: pattern / gradient | gradient contrast AUC | "
              "planted-pair rank: pattern z / block mean | gradient pair rank: permutation z / total / edge mean | "
-             "primary-pair rank: pattern / gradient | top pair | top-pair z | top-pair p (FWE) | "
+             "primary-pair rank: pattern / gradient | top pair | top-pair spread z | top-pair p (FWE) | "
              "subjects: pattern / gradient | data effect-size map: AUC / pair rank |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
