@@ -113,10 +113,10 @@ class RecipeArguments:
     encoder_batch_size: int = field(default=64, metadata={"help": "Stage 0 batch size."})
     linear_network_heads: bool = field(
         default=True,
-        metadata={"help": "Stage 0: fit the heads' linear model on the network-level FCN first (cross-validated "
-                          "logistic/ridge regression) and train the encoder on what it leaves; false: encoder and "
-                          "token heads alone (demo data, mean zero-shot AUC over 7 conditions, all 300 subjects: "
-                          "0.75 with, 0.68 without)."},
+        metadata={"help": "Stage 0: after training the encoder, make the heads a closed-form linear stack "
+                          "(cross-validated logistic/ridge regression) of the network-level FCN and the token heads' "
+                          "outputs; false: the token heads alone (demo data, mean zero-shot AUC over 7 conditions, "
+                          "all 300 subjects, seeds 0/1: 0.744/0.733 with, 0.684/0.672 without)."},
     )
 
 

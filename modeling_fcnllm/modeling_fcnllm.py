@@ -392,18 +392,18 @@ class GraphAttributeHeads(nn.Module):
     """Attribute heads on an encoder output -> outputs `(num_graphs, A)`.
 
     Each attribute's output is the sum of two linear maps:
-    - a *network-level* linear model on the standardised upper triangle of the network-level FCN
-      `(num_graphs, K(K+1)/2)` (`network_mean` / `network_std` buffers): stage 0 fits it in closed form
-      (regularised logistic / ridge regression, cross-validated, `training/encoder_pretraining.py`),
-      because on the default data a linear model on these 28 values alone reached a zero-shot mean
-      AUC of 0.75 over seven conditions where the trained GNN heads had 0.68;
-    - a *token* head on the encoder's flattened layer-normed graph tokens `(num_graphs, G * H)`, which
-      stage 0 starts at zero and trains with the encoder on what the linear model leaves (boosting).
-    A = the sum of the specs' `num_outputs` (a logit for binary, class logits for categorical, a
-    standardised value for continuous attributes). Stage 1 starts from stage 0's heads, and the
-    evidence token can read their outputs (`instruction_evidence="attributes"`). Labels
-    `(num_graphs, len(specs))` hold a 0/1 value, a class index or a standardised value per head, NaN
-    where unknown.
+    - a *token* head on the encoder's flattened layer-normed graph tokens `(num_graphs, G * H)`;
+    - a *network-level* path on the standardised upper triangle of the network-level FCN
+      `(num_graphs, K(K+1)/2)` (`network_mean` / `network_std` buffers), zero in a new model.
+    Stage 0 (`training/encoder_pretraining.py`) trains the encoder with the token heads, then replaces
+    both maps by a cross-validated linear stack of [network-level FCN, token outputs] fitted in closed
+    form: on the default data a linear model on the 28 network-level values alone reached a zero-shot
+    mean AUC of 0.75 over seven conditions where the trained token heads had 0.68 (the stack: 0.74,
+    with an encoder that learned the attributes). A = the sum of the specs' `num_outputs` (a logit for
+    binary, class logits for categorical, a standardised value for continuous attributes). Stage 1
+    starts from stage 0's heads, and the evidence token can read their outputs
+    (`instruction_evidence="attributes"`). Labels `(num_graphs, len(specs))` hold a 0/1 value, a class
+    index or a standardised value per head, NaN where unknown.
     """
 
     def __init__(self, specs: list[dict], num_tokens: int, hidden_size: int, num_networks: int = 1,
@@ -423,7 +423,7 @@ class GraphAttributeHeads(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The network path starts silent (zero) until stage 0 fits it; the standardisation is the identity."""
+        """The network path starts silent (zero) until stage 0 fits the stack; the standardisation is the identity."""
         for head in self.network_heads.values():
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)

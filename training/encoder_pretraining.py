@@ -96,31 +96,41 @@ def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def fit_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torch.Tensor, targets: torch.Tensor,
-                      seed: int = 0) -> None:
-    """Fit the heads' network-level linear path in closed form and start the token heads at zero.
+def stack_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torch.Tensor, targets: torch.Tensor,
+                        seed: int = 0, batch_size: int = 256) -> None:
+    """Fit the heads' final linear stack in closed form: the network-level FCN next to the trained token heads.
 
-    Per attribute, a cross-validated L2 logistic (binary, categorical) or ridge (continuous) regression
-    on the standardised upper triangle of the network-level FCN of the subjects `x` `(S, N, N)`
-    (normalised FCNs) with known `targets` `(S, A)` (NaN = unknown). The network path is then frozen
-    (`requires_grad=False`), so training the encoder fits the token heads to what it leaves.
+    Per attribute j, a cross-validated L2 logistic (binary, categorical) or ridge (continuous) regression
+    on [z, t_j]: z `(S, K(K+1)/2)` the standardised upper triangle of the network-level FCN of the
+    subjects `x` `(S, N, N)` (normalised FCNs), t_j `(S, C_j)` the token head's outputs (standardised),
+    for the subjects whose `targets[:, j]` `(S, A)` is known. The fit is folded back into the heads:
+    the network path gets z's coefficients and the intercept, the token head becomes B W_t (B: the
+    coefficients of t_j), so the heads compute exactly the fitted model. Attributes that cannot be
+    fitted (one class, too few labels) keep their token head.
     """
-    features = heads.network_features(encoder.network_connectivity_matrix(
-        x.masked_fill(torch.eye(x.shape[-1], dtype=torch.bool), 0.0))).double()
+    heads.eval(), encoder.eval()
+    encoded = [encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    features = torch.cat([heads.network_features(e.network_connectivity) for e in encoded]).double()
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     heads.network_mean.copy_(mean)
     heads.network_std.copy_(std)
     z = ((features - mean) / std).numpy()
+    flat = torch.cat([heads.norm(e.graph_tokens).flatten(1) for e in encoded])
     for j, spec in enumerate(heads.specs):
-        linear, token_head = heads.network_heads[spec["key"]], heads.heads[spec["key"]]
-        nn.init.zeros_(token_head.weight)
-        nn.init.zeros_(token_head.bias)
-        linear.requires_grad_(False)
+        network_head, token_head = heads.network_heads[spec["key"]], heads.heads[spec["key"]]
+        tokens = token_head(flat).double()
+        t_mean, t_std = tokens.mean(0), tokens.std(0).clamp_min(1e-6)
+        stacked = np.concatenate([z, ((tokens - t_mean) / t_std).numpy()], axis=1)
         known = ~torch.isnan(targets[:, j]).numpy()
-        weight, bias = _fit_linear(z[known], targets[known, j].numpy(), spec, seed)
-        if weight is not None:
-            linear.weight.copy_(torch.from_numpy(weight))
-            linear.bias.copy_(torch.from_numpy(bias))
+        weight, bias = _fit_linear(stacked[known], targets[known, j].numpy(), spec, seed)
+        if weight is None:
+            continue
+        weight, bias = torch.from_numpy(weight).double(), torch.from_numpy(bias).double()
+        on_z, on_tokens = weight[:, : z.shape[1]], weight[:, z.shape[1] :] / t_std  # (C, F), (C, C_j)
+        network_head.weight.copy_(on_z)
+        network_head.bias.copy_(bias + on_tokens @ (token_head.bias.double() - t_mean))
+        token_head.weight.copy_(on_tokens @ token_head.weight.double())
+        token_head.bias.zero_()
 
 
 def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -180,11 +190,10 @@ def pretrain_encoder(
 ) -> tuple[FCNEncoder, GraphAttributeHeads, PretrainingHistory]:
     """Train `FCNEncoder(encoder_config)` + `GraphAttributeHeads` to predict `attributes` from `fcns`.
 
-    With `linear_network_heads` (default), the heads' network-level linear path is first fitted in
-    closed form on the training part (`fit_network_heads`) and frozen; the encoder and the token heads
-    then learn what it leaves, and the early-stopping check starts from the linear model alone
-    (`best_epoch == -1`: no epoch of the encoder beat it on the held-out subjects). Without it, the
-    network path stays zero and only the encoder and token heads are trained.
+    The encoder and the token heads are trained first (the network path silent), with early stopping
+    on held-out subjects. With `linear_network_heads` (default), the heads' outputs then become a
+    closed-form linear stack of the network-level FCN and the token heads' outputs, fitted on all
+    the subjects (`stack_network_heads`); without it, the network path stays zero.
 
     Args:
         fcns: `(S, N, N)` FCNs of the training subjects, rows aligned with `meta`.
@@ -210,13 +219,8 @@ def pretrain_encoder(
     start = time.perf_counter()
     encoder = FCNEncoder(encoder_config)
     heads = attribute_heads(specs, encoder_config)
+    heads.network_heads.requires_grad_(False)
     history, best, bad_epochs = PretrainingHistory(), (math.inf, None), 0
-    if linear_network_heads:
-        fit_network_heads(heads, encoder, x[train_idx], targets[train_idx], seed)
-        if num_val:
-            best = (_evaluate_loss(encoder, heads, x[val_idx], targets[val_idx], batch_size), _snapshot(encoder, heads))
-    else:
-        heads.network_heads.requires_grad_(False)
     params = [p for p in (*encoder.parameters(), *heads.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     for epoch in range(epochs):
@@ -250,6 +254,8 @@ def pretrain_encoder(
     if best[1] is not None:
         encoder.load_state_dict(best[1][0])
         heads.load_state_dict(best[1][1])
+    if linear_network_heads:  # on all stage-0 subjects: the held-out ones temper the (optimistic) token outputs
+        stack_network_heads(heads, encoder, x, targets, seed)
     history.seconds = time.perf_counter() - start
     return encoder.eval(), heads.eval(), history
 
