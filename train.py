@@ -33,6 +33,7 @@ from processing import FCNProcessor, load_atlas
 from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
+from training.router_fitting import fit_router
 
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
@@ -111,6 +112,12 @@ class RecipeArguments:
     encoder_epochs: int = field(default=40, metadata={"help": "Stage 0: most epochs (early stopping on validation)."})
     encoder_lr: float = field(default=1e-3, metadata={"help": "Stage 0 learning rate."})
     encoder_batch_size: int = field(default=64, metadata={"help": "Stage 0 batch size."})
+    fit_router: bool = field(
+        default=True,
+        metadata={"help": "Stage 1 from a backbone: fit the evidence token's router (which attribute a question asks "
+                          "about) in closed form on the training instructions before training (logistic regression "
+                          "on its bag-of-words features); false: learn it from zero with the routing loss."},
+    )
     linear_network_heads: bool = field(
         default=True,
         metadata={"help": "Stage 0: after training the encoder, make the heads a closed-form linear stack "
@@ -450,6 +457,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
     )
+    if routed and recipe_args.fit_router and not model_args.model_name_or_path:
+        fit_router(model, collator, train, seed=training_args.seed)
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)
     logger.info(

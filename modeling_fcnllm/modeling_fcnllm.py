@@ -339,17 +339,24 @@ class InstructionConditioning(nn.Module):
             self.evidence_norm.running_mean.copy_(attribute_outputs.float().mean(0))
             self.evidence_norm.running_var.copy_(attribute_outputs.float().var(0))
 
+    def routing_features(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, L, D)` embeddings, `(B, L)` mask -> `(B, D)` sum of the instruction tokens' layer-normed embeddings."""
+        normed = self.router_norm(word_embeds).float()
+        return (normed * instruction_mask[..., None].to(normed.dtype)).sum(1)
+
     def route(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
         """Which attribute the instruction asks about: `(B, L, D)`, `(B, L)` -> logits `(B, num_heads)`.
 
-        Each instruction token scores every head (a linear map of its layer-normed embedding) and the
-        scores are pooled with a log-sum-exp over the tokens, so the one word that names the attribute
-        decides (a mean over ~30 mostly shared template tokens would dilute it ~30 times).
+        A bag-of-words linear classifier: `router` applied to the sum of the instruction tokens'
+        layer-normed embeddings, i.e. every token's head scores summed. Tokens that every question
+        shares add the same amount to every question, so the words that name the attribute decide.
+        (A log-sum-exp over per-token scores, the earlier pooling, let the shared "?" and "." decide:
+        the demo router sent half the anxiety questions to the ADHD head. A mean would dilute the
+        attribute's word ~30 times.) `training/router_fitting.py` fits it in closed form before stage 1.
+        Rows without instruction tokens get zero logits (uniform).
         """
-        scores = self.router(self.router_norm(word_embeds)).float()  # (B, L, num_heads)
-        scores = scores.masked_fill(~instruction_mask[..., None], float("-inf"))
-        pooled = scores.logsumexp(1)
-        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))  # no instruction -> uniform
+        logits = self.router(self.routing_features(word_embeds, instruction_mask))
+        return logits * instruction_mask.any(1, keepdim=True)
 
     def forward(
         self,
@@ -564,6 +571,15 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
         (needed when the evidence reads them).
         """
+        instruction = self.instruction_tokens(placeholder_mask, attention_mask, instruction_mask)
+        graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
+        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs)
+
+    @staticmethod
+    def instruction_tokens(placeholder_mask: torch.Tensor, attention_mask: torch.Tensor | None,
+                           instruction_mask: torch.Tensor | None) -> torch.Tensor:
+        """`(B, L)` True on the tokens instruction conditioning reads: not a graph token, attended (2-D
+        `attention_mask`), and in `instruction_mask` when given (needed with a 4-D attention mask)."""
         instruction = ~placeholder_mask
         if attention_mask is not None and attention_mask.dim() == 2:
             instruction &= attention_mask.bool()
@@ -571,8 +587,16 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             raise ValueError("A 4-D attention_mask needs an instruction_mask `(B, L)` for instruction conditioning.")
         if instruction_mask is not None:
             instruction &= instruction_mask.bool()
-        graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
-        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs)
+        return instruction
+
+    @torch.no_grad()
+    def routing_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                         instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, D)` what the evidence token's router reads from a batch of prompts `(B, L)` (masks as in `forward`)."""
+        if self.instruction_conditioning is None or not self.instruction_conditioning.reads_attributes:
+            raise ValueError("routing_features needs instruction_evidence='attributes' (a router over the attribute heads).")
+        tokens = self.instruction_tokens(input_ids == self.config.graph_token_id, attention_mask, instruction_mask)
+        return self.instruction_conditioning.routing_features(self.get_input_embeddings()(input_ids), tokens)
 
     def forward(
         self,

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
+from training.collator import FCNInstructionCollator
+from training.router_fitting import fit_router, routing_dataset
+
+# Templates share every word but the attribute's (and paraphrases share their frames across attributes),
+# as the registry's do: a router that reads the shared tokens cannot tell the attributes apart.
+FRAMES = ("<graph>\nDoes this subject have {}? Answer yes or no.",
+          "<graph>\nHas this subject been diagnosed with {}? Answer yes or no.",
+          "<graph>\nBased on this brain network, does the subject have {}? Please answer yes or no.")
+NAMES = {"adhd": "ADHD", "sex": "a male sex", "age": "an older age"}
+
+
+def _rows():
+    return [{"id": f"{key}{i}", "attribute": key, "answer": "Yes", "subject_ids": ["a"],
+             "messages": [{"role": "user", "content": frame.format(NAMES[key])}, {"role": "assistant", "content": "Yes"}]}
+            for key in NAMES for i, frame in enumerate(FRAMES)]
+
+
+@pytest.fixture
+def collator(processor):
+    return FCNInstructionCollator(processor, {"a": random_fcns(1)[0]}, routing_keys=[h["key"] for h in TINY_HEADS])
+
+
+def _routed(model, collator, rows):
+    batch = collator(rows)
+    with torch.no_grad():
+        logits = model(**batch).instruction_routing_logits
+    return logits.argmax(-1), batch["routing_labels"]
+
+
+def test_fitted_router_sends_every_question_to_its_attribute(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _rows()
+    accuracy = fit_router(model, collator, rows)
+    assert accuracy == 1.0
+    routed, asked = _routed(model, collator, rows)
+    assert routed.tolist() == asked.tolist()
+
+
+def test_routing_features_leave_out_graph_answer_and_padding_tokens(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _rows()[:2]
+    x, y = routing_dataset(model, collator, rows)
+    short = collator(rows[:1])
+    conditioning, embed = model.model.instruction_conditioning, model.get_input_embeddings()
+    ids = short["input_ids"][0]
+    readable = (ids != processor.graph_token_id) & (short["labels"][0] == -100)
+    expected = conditioning.router_norm(embed(ids[readable])).sum(0)
+    torch.testing.assert_close(torch.from_numpy(x[0]), expected.detach(), atol=1e-5, rtol=1e-5)
+    assert y.tolist() == [0, 0]  # adhd is head 0
+
+
+def test_router_without_instruction_tokens_is_uniform(processor):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    embeds = torch.randn(2, 5, model.config.text_config.hidden_size)
+    mask = torch.tensor([[False] * 5, [True] * 5])
+    with torch.no_grad():
+        conditioning.router.bias.fill_(1.0)
+    logits = conditioning.route(embeds, mask)
+    assert (logits[0] == 0).all() and not (logits[1] == 0).all()
+
+
+def test_fit_router_errors(processor, collator):
+    with pytest.raises(ValueError, match="instruction_evidence='attributes'"):
+        fit_router(make_tiny_model(processor.tokenizer), collator, _rows())
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    with pytest.raises(ValueError, match="at least 2 attributes"):
+        fit_router(model, collator, _rows()[:3])
+    with pytest.raises(ValueError, match="No training instructions"):
+        fit_router(model, collator, [])
+    plain = FCNInstructionCollator(processor, {"a": random_fcns(1)[0]})
+    with pytest.raises(ValueError, match="no routing_labels"):
+        fit_router(model, plain, _rows())
