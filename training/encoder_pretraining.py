@@ -154,8 +154,12 @@ def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np
     # categorical: class logits; classes absent from the training labels get a very low logit
     weight = np.zeros((int(spec["num_outputs"]), z.shape[1]), dtype=np.float32)
     bias = np.full(int(spec["num_outputs"]), -20.0, dtype=np.float32)
-    if len(model.classes_) == 2:  # sklearn keeps one coefficient row: logit of classes_[1] against classes_[0]
-        weight[model.classes_[1]], bias[model.classes_[1]], bias[model.classes_[0]] = model.coef_[0], model.intercept_[0], 0.0
+    if len(model.classes_) == 2:
+        # sklearn keeps one row, the logit of classes_[1] against classes_[0]: split it +-1/2 over the two classes
+        # (same softmax), so each class's output varies and the evidence token can read either ("male?", "female?")
+        first, second = model.classes_
+        weight[second], weight[first] = model.coef_[0] / 2, -model.coef_[0] / 2
+        bias[second], bias[first] = model.intercept_[0] / 2, -model.intercept_[0] / 2
     else:
         weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
     return weight, bias

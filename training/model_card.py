@@ -9,9 +9,10 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 DEFAULT_LIMITATIONS = (
     "Trained on simulated cohorts built on real HCP connectivity templates (see the dataset card): the "
     "numbers say how well the recipe recovers planted, literature-shaped effects, not clinical validity. "
-    "Not a diagnostic device. Judgment answers follow the encoder's own attribute predictions, handed to the "
-    "LLM by the evidence token, so they track a supervised encoder trained on the same cohorts rather than add "
-    "to it, and questions that compare a prediction with a number in the prompt (\"IQ above 110?\") or ask for a "
+    "Not a diagnostic device. Judgment answers follow the model's own attribute predictions (a linear stack of "
+    "the network-level FCN and the encoder's outputs, fitted on the training cohorts), handed to the LLM by the "
+    "evidence token, so they track a supervised model trained on the same cohorts rather than add to it, and "
+    "questions that compare a prediction with a number in the prompt (\"IQ above 110?\") or ask for a "
     "number are answered poorly."
 )
 

@@ -95,6 +95,10 @@ def test_heads_become_the_fitted_stack_of_network_fcn_and_token_outputs(monkeypa
     z, weight, bias = fits["adhd"]  # adhd is known for every subject: the stack saw all rows in order
     expected = torch.from_numpy(z @ weight.T.astype(np.float64) + bias)
     torch.testing.assert_close(outputs[:, :1], expected, atol=1e-4, rtol=1e-4)
+    # a two-class categorical head: both class logits vary (opposite halves of the fitted logit), same softmax
+    female, male = heads.split(outputs)["sex"].unbind(-1)
+    torch.testing.assert_close(female, -male)
+    assert male.std() > 0
 
 
 def test_without_linear_network_heads_the_network_path_stays_zero():
