@@ -7,8 +7,9 @@ categorical class probabilities `(S, C)` in the registry's class order, continuo
 - `edge_regression`: logistic (binary/categorical) or ridge (continuous) regression on the upper-
   triangle edges `(S, N(N-1)/2)` after the same per-subject normalisation the FCN-LLM processor uses,
   standardised per edge, with a small cross-validation over C / alpha.
-- `encoder_supervised`: the FCN-LLM encoder architecture trained directly on the attributes
-  (`training.encoder_pretraining`).
+- `encoder_supervised`: the FCN-LLM encoder and attribute heads trained directly on the attributes, as
+  stage 0 does (`training.encoder_pretraining`: the encoder with token heads, then the closed-form
+  linear stack with the network-level FCN): what FCN-LLM's evidence token hands the LLM.
 - `oracle`: the simulator's Bayes scores (binary log-odds are turned into probabilities).
 """
 
