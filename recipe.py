@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_stage1", action="store_true", help="ablation: no alignment stage")
     parser.add_argument("--no_aux_loss", action="store_true", help="ablation: no auxiliary attribute loss")
     parser.add_argument("--no_linear_heads", action="store_true",
-                        help="ablation: stage 0 without the closed-form network-level linear heads")
+                        help="ablation: stage-0 heads without the closed-form linear stack (network-level FCN + token outputs)")
     parser.add_argument("--no_comparative", action="store_true", help="ablation: train without comparative questions")
     parser.add_argument("--no_instruction_conditioning", action="store_true",
                         help="ablation: no question-aware evidence token (the plain LLaVA splice)")
