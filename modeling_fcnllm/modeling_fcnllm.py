@@ -288,7 +288,7 @@ class InstructionConditioning(nn.Module):
       `out((A q) * (B g))` (rank `instruction_rank`), as InstructBLIP's instruction-aware Q-Former;
       added to the graph's last (whole-brain) token.
     - ``"attributes"``: a router reads which attribute the question is about, `w` `(B, num_heads)`
-      (`route`: per-token head scores pooled over the instruction), and the evidence is `out(w * z)`,
+      (`route`: a bag-of-words linear classifier over the instruction), and the evidence is `out(w * z)`,
       with `z` `(num_graphs, A)` the attribute heads' outputs, each standardised over subjects and
       weighted by its head's `w`: the LLM is handed the prediction for the attribute it is asked
       about, on every graph token. The router can be supervised with the instruction's attribute
