@@ -355,8 +355,8 @@ class InstructionConditioning(nn.Module):
         attribute's word ~30 times.) `training/router_fitting.py` fits it in closed form before stage 1.
         Rows without instruction tokens get zero logits (uniform).
         """
-        logits = self.router(self.routing_features(word_embeds, instruction_mask))
-        return logits * instruction_mask.any(1, keepdim=True)
+        features = self.routing_features(word_embeds, instruction_mask).to(self.router.weight.dtype)
+        return self.router(features).float() * instruction_mask.any(1, keepdim=True)
 
     def forward(
         self,
@@ -383,7 +383,8 @@ class InstructionConditioning(nn.Module):
             sizes = torch.tensor(self.head_sizes, device=embeds.device)
             weights = routing_logits.float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
             norm = self.evidence_norm
-            standard = F.batch_norm(attribute_outputs.float(), norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+            standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
+                                    training=False, eps=norm.eps)
             evidence = self.out((weights * standard).to(graph_features.dtype))
             # on every graph token (on the last one only, the stage-1 learning curve gave 0.550 instead of 0.586)
             return graph_features + evidence[:, None, :], routing_logits

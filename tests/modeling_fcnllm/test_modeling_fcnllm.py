@@ -440,3 +440,11 @@ def test_attribute_evidence_is_trained_through_a_frozen_llm(processor):
     for param in (conditioning.router.weight, conditioning.out.weight,
                   model.graph_attribute_heads.heads["adhd"].weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_attribute_evidence_runs_in_bfloat16(processor):
+    """A model loaded in bf16 (`dtype=torch.bfloat16`) routes and standardises the evidence without dtype errors."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True).to(torch.bfloat16)
+    out = model(**_batch(processor, [QUESTION], num_graphs=1))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
+    assert out.instruction_routing_logits.dtype == torch.float32
