@@ -101,7 +101,11 @@ def _standardised(x: np.ndarray, margins: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def correlation_pattern(x: np.ndarray, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(correlation, covariance) `(N, N)` of each edge of `x` `(S, N, N)` with `margins` `(S,)` over subjects."""
-    xs, ms, x_sd, sd = _standardised(x, margins)
+    return _correlation(*_standardised(x, margins))
+
+
+def _correlation(xs: np.ndarray, ms: np.ndarray, x_sd: np.ndarray, sd: float) -> tuple[np.ndarray, np.ndarray]:
+    """`correlation_pattern` from `_standardised`'s outputs."""
     correlation = np.einsum("s,sij->ij", ms, xs) / (len(ms) - 1)
     covariance = correlation * x_sd * sd
     for m in (correlation, covariance):
@@ -125,8 +129,12 @@ def permutation_null(x: np.ndarray, margins: np.ndarray, assignment: Sequence[in
     `(K, K)` (see the module docstring). Block means are linear in the margins, so each shuffle
     costs one `(P, S) @ (S, K * K)` product on the subjects' block means of the z-scored edges.
     """
-    assignment = np.asarray(assignment, dtype=int)
     xs, ms, _, _ = _standardised(x, margins)
+    return _null(xs, ms, np.asarray(assignment, dtype=int), permutations, seed)
+
+
+def _null(xs: np.ndarray, ms: np.ndarray, assignment: np.ndarray, permutations: int, seed: int) -> dict[str, np.ndarray]:
+    """`permutation_null` from `_standardised`'s z-scored edges `(S, N, N)` and margins `(S,)`."""
     if len(assignment) != xs.shape[-1]:
         raise ValueError(f"The network assignment has {len(assignment)} ROIs but the FCNs have {xs.shape[-1]}.")
     if permutations < 1:
@@ -166,8 +174,9 @@ def activation_pattern(x: np.ndarray, margins: np.ndarray, assignment: Sequence[
     """
     x = np.asarray(x, dtype=np.float64)
     assignment = np.zeros(x.shape[-1], dtype=int) if assignment is None else np.asarray(assignment, dtype=int)
-    correlation, covariance = correlation_pattern(x, margins)
-    null = permutation_null(x, margins, assignment, permutations, seed)
+    standardised = _standardised(x, margins)  # once: the (S, N, N) z-scored edges serve both statistics
+    correlation, covariance = _correlation(*standardised)
+    null = _null(standardised[0], standardised[1], assignment, permutations, seed)
     z = np.where(null["valid"], null["z"], -np.inf)
     a, b = np.unravel_index(int(np.argmax(z)), z.shape)
     return ActivationPattern(
