@@ -29,6 +29,7 @@ from processing.processing_fcnllm import normalize_fcn
 
 LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
 RIDGE_ALPHAS = tuple(np.logspace(-1, 4, 11))
+ABSENT_LOGIT = -20.0  # logit of a class no training subject has (it is never chosen)
 
 
 @dataclass
@@ -151,17 +152,25 @@ def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np
                                      random_state=seed).fit(z, labels)
     if spec["kind"] == "binary":
         return model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
-    # categorical: class logits; classes absent from the training labels get a very low logit
-    weight = np.zeros((int(spec["num_outputs"]), z.shape[1]), dtype=np.float32)
-    bias = np.full(int(spec["num_outputs"]), -20.0, dtype=np.float32)
-    if len(model.classes_) == 2:
-        # sklearn keeps one row, the logit of classes_[1] against classes_[0]: split it +-1/2 over the two classes
-        # (same softmax), so each class's output varies and the evidence token can read either ("male?", "female?")
-        first, second = model.classes_
-        weight[second], weight[first] = model.coef_[0] / 2, -model.coef_[0] / 2
-        bias[second], bias[first] = model.intercept_[0] / 2, -model.intercept_[0] / 2
+    return class_logits(model, int(spec["num_outputs"]))
+
+
+def class_logits(classifier, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted sklearn logistic regression as linear logits of all `num_classes` classes: weight
+    `(num_classes, F)` and bias `(num_classes,)` float32 (same softmax over the fitted classes).
+
+    Classes absent from the fit get `ABSENT_LOGIT`. With two classes sklearn keeps one row, the logit
+    of classes_[1] against classes_[0]; it is split +-1/2 over the two, so each class's output varies
+    (the evidence token can read "female?" as well as "male?").
+    """
+    weight = np.zeros((num_classes, classifier.coef_.shape[1]), dtype=np.float32)
+    bias = np.full(num_classes, ABSENT_LOGIT, dtype=np.float32)
+    if len(classifier.classes_) == 2:
+        first, second = classifier.classes_
+        weight[second], weight[first] = classifier.coef_[0] / 2, -classifier.coef_[0] / 2
+        bias[second], bias[first] = classifier.intercept_[0] / 2, -classifier.intercept_[0] / 2
     else:
-        weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
+        weight[classifier.classes_], bias[classifier.classes_] = classifier.coef_, classifier.intercept_
     return weight, bias
 
 

@@ -19,10 +19,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-logger = logging.getLogger("fcn_llm.train")
+from .encoder_pretraining import class_logits
 
-# logit of a head that no fitting instruction asks about (it is never chosen)
-ABSENT_LOGIT = -20.0
+logger = logging.getLogger("fcn_llm.train")
 
 
 @torch.no_grad()
@@ -70,18 +69,10 @@ def fit_router(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[
         warnings.simplefilter("ignore", ConvergenceWarning)
         classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
     router = conditioning.router
-    weight = torch.zeros_like(router.weight)
-    bias = torch.full_like(router.bias, ABSENT_LOGIT)
-    coef = torch.from_numpy(classifier.coef_).to(weight.dtype)
-    intercept = torch.from_numpy(classifier.intercept_).to(bias.dtype)
-    index = torch.from_numpy(classifier.classes_)
-    if len(classes) == 2:  # sklearn keeps one row: the logit of classes_[1] against classes_[0]
-        weight[index[1]], bias[index[1]], bias[index[0]] = coef[0], intercept[0], 0.0
-    else:
-        weight[index], bias[index] = coef, intercept
+    weight, bias = class_logits(classifier, router.out_features)  # heads no instruction asks about: never chosen
     with torch.no_grad():
-        router.weight.copy_(weight)
-        router.bias.copy_(bias)
+        router.weight.copy_(torch.from_numpy(weight))
+        router.bias.copy_(torch.from_numpy(bias))
     accuracy = float((classifier.predict(x) == y).mean())
     logger.info("router fitted on %d instructions about %d attributes: accuracy %.3f", len(y), len(classes), accuracy)
     return accuracy
