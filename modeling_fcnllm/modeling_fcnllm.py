@@ -505,6 +505,15 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
         if isinstance(module, (FCNEncoder, InstructionConditioning, GraphAttributeHeads)):
             module.reset_parameters()
 
+    def post_init(self) -> None:
+        """transformers' init skips a remote-code module without parameters or buffers of its own (it counts
+        as initialised): the attribute evidence's `InstructionConditioning` would keep its `out` at the
+        Linear default. Its reset (zeros) runs again here, so a new model is the plain splice."""
+        super().post_init()
+        for module in self.modules():
+            if isinstance(module, InstructionConditioning):
+                module.reset_parameters()
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors), config and code; `auto_map` names both model classes, so a saved
         `FCNLLMForCausalLM` also loads with `AutoModel` (and the reverse) under `trust_remote_code`."""

@@ -320,7 +320,13 @@ def test_projector_batchnorm_keeps_what_differs_between_subjects():
 
 
 # --- instruction conditioning ------------------------------------------------------------------
-def test_instruction_conditioning_starts_as_the_plain_splice(processor, model):
+@pytest.mark.parametrize("attribute_evidence", [False, True])
+def test_instruction_conditioning_starts_as_the_plain_splice(processor, attribute_evidence):
+    """Both evidence kinds start silent (transformers skips initialising a remote-code module without
+    parameters or buffers of its own, so the attribute evidence's `out` once kept a random init)."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=attribute_evidence)
+    out = model.model.instruction_conditioning.out
+    assert (out.weight == 0).all() and (out.bias == 0).all()
     plain_config = model.config.to_dict() | {"instruction_conditioning": False}
     plain = FCNLLMForCausalLM(type(model.config)(**plain_config)).eval()
     plain.load_state_dict(model.state_dict(), strict=False)
