@@ -33,6 +33,7 @@ from processing import FCNProcessor, load_atlas
 from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
+from training.readout_fitting import fit_readout
 from training.router_fitting import fit_router
 
 logger = logging.getLogger("fcn_llm.train")
@@ -117,6 +118,12 @@ class RecipeArguments:
         metadata={"help": "Stage 1 from a backbone: fit the evidence token's router (which attribute a question asks "
                           "about) in closed form on the training instructions before training (logistic regression "
                           "on its bag-of-words features); false: learn it from zero with the routing loss."},
+    )
+    fit_readout: bool = field(
+        default=True,
+        metadata={"help": "Stage 1 from a backbone, with the fitted router: set the evidence token's column of each "
+                          "binary attribute head before training to its answers' word embeddings (positive minus "
+                          "negative), at the scale that fits the training answers best; false: learn it from zero."},
     )
     linear_network_heads: bool = field(
         default=True,
@@ -457,8 +464,11 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
     )
+    fitted: dict = {}
     if routed and recipe_args.fit_router and not model_args.model_name_or_path:
-        fit_router(model, collator, train, seed=training_args.seed)
+        fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
+        if recipe_args.fit_readout:
+            fitted["readout"] = fit_readout(model, collator, train, seed=training_args.seed)
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)
     logger.info(
@@ -476,7 +486,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if trainer.is_world_process_zero():
         save_model(trainable_model, processor, out, lora=recipe_args.stage == "joint" and model_args.lora)
         (out / "train_summary.json").write_text(json.dumps({
-            "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread,
+            "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread, **fitted,
             "log_history": trainer.state.log_history,
         }, indent=2))
         if training_args.push_to_hub:
