@@ -122,8 +122,9 @@ class RecipeArguments:
     fit_readout: bool = field(
         default=True,
         metadata={"help": "Stage 1 from a backbone, with the fitted router: set the evidence token's column of each "
-                          "binary attribute head before training to its answers' word embeddings (positive minus "
-                          "negative), at the scale that fits the training answers best; false: learn it from zero."},
+                          "binary attribute head (and of each continuous head, with the thresholds its judgments name) "
+                          "before training to its answers' word embeddings (positive minus negative), at the scale "
+                          "that fits the training answers best; false: learn them from zero."},
     )
     linear_network_heads: bool = field(
         default=True,
@@ -468,7 +469,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if routed and recipe_args.fit_router and not model_args.model_name_or_path:
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
         if recipe_args.fit_readout:
-            fitted["readout"] = fit_readout(model, collator, train, seed=training_args.seed)
+            fitted["readout"] = fit_readout(model, collator, train, seed=training_args.seed, bf16=training_args.bf16)
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)
     logger.info(

@@ -288,13 +288,16 @@ class InstructionConditioning(nn.Module):
       `out((A q) * (B g))` (rank `instruction_rank`), as InstructBLIP's instruction-aware Q-Former;
       added to the graph's last (whole-brain) token.
     - ``"attributes"``: a router reads which attribute the question is about, `w` `(B, num_heads)`
-      (`route`: a bag-of-words linear classifier over the instruction), and the evidence is `out(w * z)`,
-      with `z` `(num_graphs, A)` the attribute heads' outputs, each standardised over subjects and
-      weighted by its head's `w`: the LLM is handed the prediction for the attribute it is asked
-      about, on every graph token. The router can be supervised with the instruction's attribute
+      (`route`: a bag-of-words linear classifier over the instruction), and the evidence is
+      `out(w * (z - t))`, with `z` `(num_graphs, A)` the attribute heads' outputs, each standardised
+      over subjects and weighted by its head's `w`, and `t` `(B, A)` the threshold the question names
+      (`thresholds`, a linear map of the same bag of words: "older than 30?"): the LLM is handed the
+      prediction for the attribute it is asked about, relative to the question's threshold, on
+      every graph token. The router can be supervised with the instruction's attribute
       (`routing_labels` in `FCNLLMForCausalLM.forward`).
 
-    `out` starts at zero, so a new model equals the plain LLaVA splice.
+    `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
+    `training/readout_fitting.py` writes the binary heads' columns in the answers' word embeddings).
     """
 
     def __init__(self, config: FCNLLMConfig):
@@ -308,6 +311,9 @@ class InstructionConditioning(nn.Module):
             # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
             # learns from how a subject differs from others, not from the outputs' common offset
             self.evidence_norm = nn.BatchNorm1d(sum(self.head_sizes), affine=False)
+            # the threshold a judgment names ("older than 30?"), per head output in the standardised units,
+            # read from the same bag of words as the router (`training/readout_fitting.py` fits it)
+            self.threshold = nn.Linear(width, sum(self.head_sizes))
             self.out = nn.Linear(sum(self.head_sizes), width)
         else:
             rank = config.instruction_rank
@@ -322,6 +328,9 @@ class InstructionConditioning(nn.Module):
     def reset_parameters(self) -> None:
         if not self.reads_attributes:
             nn.init.zeros_(self.query)
+        else:
+            nn.init.zeros_(self.threshold.weight)
+            nn.init.zeros_(self.threshold.bias)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -358,6 +367,12 @@ class InstructionConditioning(nn.Module):
         features = self.routing_features(word_embeds, instruction_mask).to(self.router.weight.dtype)
         return self.router(features).float() * instruction_mask.any(1, keepdim=True)
 
+    def thresholds(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
+        """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`
+        (a linear map of the router's bag-of-words features; zero until fitted)."""
+        features = self.routing_features(word_embeds, instruction_mask).to(self.threshold.weight.dtype)
+        return self.threshold(features).float()
+
     def forward(
         self,
         graph_features: torch.Tensor,
@@ -385,7 +400,8 @@ class InstructionConditioning(nn.Module):
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            evidence = self.out((weights * standard).to(graph_features.dtype))
+            relative = standard - self.thresholds(embeds, instruction_mask)[graph_rows]
+            evidence = self.out((weights * relative).to(graph_features.dtype))
             # on every graph token (on the last one only, the stage-1 learning curve gave 0.550 instead of 0.586)
             return graph_features + evidence[:, None, :], routing_logits
         pooled = self.graph_norm(graph_features).mean(1)

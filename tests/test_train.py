@@ -79,26 +79,28 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
 
 
 @pytest.mark.parametrize("fit", [True, False])
-def test_stage1_fits_the_binary_heads_readout_before_training(workspace, tmp_path, fit):
-    """At learning rate 0 the saved evidence columns are the fitted ones: the binary heads' set, the others zero."""
+def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
+    """At learning rate 0 the saved evidence columns are the fitted ones: the binary and continuous heads' set (at
+    their kind's scale), the categorical ones zero."""
     folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
                          "--freeze_encoder", "true", "--max_steps", "1", "--learning_rate", "0",
                          "--fit_readout", str(fit).lower(), *FAST])
     columns = _weights(folder)["model.instruction_conditioning.out.weight"].abs().sum(0)
     specs = json.loads((Path(folder) / "config.json").read_text())["auxiliary_heads"]
-    binary = torch.tensor(sum(([spec["kind"] == "binary"] * spec["num_outputs"] for spec in specs), []))
-    assert (columns[~binary] == 0).all()
+    categorical = torch.tensor(sum(([spec["kind"] == "categorical"] * spec["num_outputs"] for spec in specs), []))
+    assert (columns[categorical] == 0).all()
     summary = json.loads((Path(folder) / "train_summary.json").read_text())
     assert summary["router_accuracy"] > 0.5
     if not fit:
-        assert "readout" not in summary and (columns[binary] == 0).all()
+        assert "readout" not in summary and (columns == 0).all()
         return
     readout = summary["readout"]
-    assert readout["heads"] and float(readout["scale"]) == max(map(float, readout["log_likelihood"]),
-                                                                key=lambda s: readout["log_likelihood"][str(s)])
-    fitted = torch.tensor(sum(([spec["key"] in readout["heads"]] * spec["num_outputs"] for spec in specs), []))
-    assert (columns[fitted] > 0).all() if float(readout["scale"]) > 0 else (columns == 0).all()
+    assert set(readout["scale"]) == {"binary", "continuous"} and readout["threshold_r2"]
+    for j, spec in enumerate(specs):
+        column = columns[sum(s["num_outputs"] for s in specs[:j])]
+        fitted = spec["key"] in readout["heads"] and readout["scale"].get(spec["kind"], 0) > 0
+        assert column > 0 if fitted else column == 0, spec["key"]
 
 
 @pytest.mark.parametrize("ablation", [["--instruction_conditioning", "false"], ["--instruction_evidence", "tokens"],

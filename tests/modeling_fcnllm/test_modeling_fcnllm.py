@@ -419,6 +419,27 @@ def test_routed_evidence_is_the_asked_heads_output(processor):
     torch.testing.assert_close(evidence.mean(0), conditioning.out.bias, atol=1e-5, rtol=1e-4)
 
 
+def test_evidence_subtracts_the_thresholds_the_instruction_names(processor):
+    """A threshold judgment ("older than 30?") hands the LLM the head's output minus the threshold read from
+    the instruction: `out(w * (z - threshold(features)))`, zero thresholds in a new model."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    assert (conditioning.threshold.weight == 0).all() and (conditioning.threshold.bias == 0).all()
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    before = model(**batch)
+    with torch.no_grad():
+        conditioning.threshold.weight.normal_(std=0.1)
+        conditioning.threshold.bias.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5]))
+    after = model(**batch)
+    rows = torch.tensor([0, 1, 1])  # QUESTION has one graph, COMPARE two
+    mask = (batch["input_ids"] != processor.graph_token_id) & batch["attention_mask"].bool()
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], mask)
+    weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
+    expected = conditioning.out.weight @ (weights * conditioning.threshold(features)[rows]).T
+    shift = before.graph_hidden_states[:, -1] - after.graph_hidden_states[:, -1]
+    torch.testing.assert_close(shift, expected.T, atol=1e-5, rtol=1e-4)
+
+
 def test_routing_loss_and_its_bad_input(processor):
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)

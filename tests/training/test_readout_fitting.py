@@ -1,16 +1,19 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from evaluation.scoring import choice_log_likelihoods
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from training.collator import FCNInstructionCollator, prompt_messages
-from training.readout_fitting import fit_readout
+from training.readout_fitting import fit_readout, fit_thresholds, named_threshold, readout_rows
 
 SUBJECTS = [f"s{i}" for i in range(24)]
 FCNS = dict(zip(SUBJECTS, random_fcns(len(SUBJECTS), seed=3)))
-# adhd (binary head 0) alternates 0/1; sex and age unknown
-TARGETS = {sid: np.array([i % 2, np.nan, np.nan], dtype=np.float32) for i, sid in enumerate(SUBJECTS)}
+# adhd (binary head 0) alternates 0/1; sex unknown; age (head 2, standardised) spread over [-2, 2]
+TARGETS = {sid: np.array([i % 2, np.nan, -2 + 4 * i / 23], dtype=np.float32) for i, sid in enumerate(SUBJECTS)}
+AGE_QUESTIONS = ("<graph>\nIs this subject older than {} years? Answer yes or no.",
+                 "<graph>\nWould you say this subject is over {} years of age? Answer yes or no.")
 
 
 def _rows(subjects=SUBJECTS, attribute="adhd"):
@@ -20,6 +23,21 @@ def _rows(subjects=SUBJECTS, attribute="adhd"):
         rows.append({"id": sid, "attribute": attribute, "answer": answer, "subject_ids": [sid], "paradigm": "judgment",
                      "messages": [{"role": "user", "content": "<graph>\nDoes this subject have ADHD? Answer yes or no."},
                                   {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def _age_rows():
+    """Threshold judgments about age (thresholds -1, 0, 1 in standardised units) and predictive questions."""
+    rows = []
+    for i, sid in enumerate(SUBJECTS):
+        threshold = (-1, 0, 1)[i % 3]
+        question = AGE_QUESTIONS[i % 2].format(threshold)
+        answer = "Yes" if TARGETS[sid][2] > threshold else "No"
+        rows.append({"id": f"j{sid}", "attribute": "age", "answer": answer, "subject_ids": [sid], "paradigm": "judgment",
+                     "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+        rows.append({"id": f"p{sid}", "attribute": "age", "answer": "30", "subject_ids": [sid], "paradigm": "predictive",
+                     "messages": [{"role": "user", "content": "<graph>\nHow old is this subject?"},
+                                  {"role": "assistant", "content": "30"}]})
     return rows
 
 
@@ -37,19 +55,21 @@ def _word_column(model, processor, scale: float) -> torch.Tensor:
     return scale * embeddings.norm(dim=-1).mean() * direction / direction.norm()
 
 
-def test_binary_columns_are_the_answers_word_embeddings_at_the_likeliest_scale(processor, collator):
+def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_scale(processor, collator):
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
     report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
-    assert report["heads"] == ["adhd"] and set(report["log_likelihood"]) == {0.0, 1.0, 3.0}
-    assert report["scale"] == max(report["log_likelihood"], key=report["log_likelihood"].get)
+    by_scale = report["auc"]["binary"]
+    assert set(by_scale) == {0.0, 1.0, 3.0}
+    assert report["scale"] == {"binary": max(by_scale, key=by_scale.get)}
+    assert report["heads"] == (["adhd"] if report["scale"]["binary"] else [])
     out = model.model.instruction_conditioning.out
-    torch.testing.assert_close(out.weight[:, 0], _word_column(model, processor, report["scale"]))
+    torch.testing.assert_close(out.weight[:, 0], _word_column(model, processor, report["scale"]["binary"]))
     assert torch.count_nonzero(out.weight[:, 1:]) == 0  # categorical and continuous heads are left to training
     assert torch.count_nonzero(out.bias) == 0
 
 
-def test_reported_log_likelihoods_are_those_of_the_balanced_rows_answers(processor, collator):
-    """Each scale's number is the mean log-likelihood of the compared rows' answers with the column at that scale."""
+def test_reported_aucs_are_those_of_the_balanced_judgments_margins(processor, collator):
+    """Each scale's number is the AUC of the compared rows' margins log P(Yes) - log P(No) at that scale."""
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
     rows = _rows()
     report = fit_readout(model, collator, rows, per_class=12, scales=(2.0,))  # 12 per class: all 24 rows
@@ -60,14 +80,51 @@ def test_reported_log_likelihoods_are_those_of_the_balanced_rows_answers(process
         with torch.no_grad():
             model.model.instruction_conditioning.out.weight[:, 0] = _word_column(model, processor, scale)
         ll = choice_log_likelihoods(model, processor, prompts, fcns, ["Yes", "No"])
-        assert report["log_likelihood"][scale] == pytest.approx(np.where(yes, ll[:, 0], ll[:, 1]).mean(), abs=1e-4)
+        assert report["auc"]["binary"][scale] == pytest.approx(roc_auc_score(yes, ll[:, 0] - ll[:, 1]))
+
+
+def test_thresholds_are_read_from_the_judgments(processor, collator):
+    """The evidence's threshold for the age head: the judgment's number in the evidence's standardised units,
+    0 for questions that name none; other heads' thresholds stay zero."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    with torch.no_grad():
+        conditioning.evidence_norm.running_mean.fill_(0.5)
+        conditioning.evidence_norm.running_var.fill_(4.0)
+    rows = _age_rows()
+    r2 = fit_thresholds(model, collator, rows)
+    assert set(r2) == {"age"} and r2["age"] > 0.95
+    batch = collator(rows)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    with torch.no_grad():
+        read = conditioning.threshold(features)
+    scale = (4.0 + conditioning.evidence_norm.eps) ** 0.5
+    expected = torch.tensor([0.0 if (t := named_threshold(row)) is None else (t - 0.5) / scale for row in rows])
+    torch.testing.assert_close(read[:, 3], expected, atol=0.15, rtol=0)
+    assert (read[:, :3] == 0).all()
+
+
+def test_continuous_heads_are_read_out_on_their_threshold_judgments(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _age_rows()
+    about, label = readout_rows(model, rows, TARGETS, 2)
+    assert [row["paradigm"] for row in about] == ["judgment"] * len(SUBJECTS)
+    assert label.tolist() == [float(row["answer"] == "Yes") for row in about]
+    report = fit_readout(model, collator, rows + _rows(), per_class=4, scales=(1.0, 3.0))
+    assert set(report["threshold_r2"]) == {"age"}
+    assert set(report["scale"]) == set(report["auc"]) == {"binary", "continuous"}
+    weight = model.model.instruction_conditioning.out.weight
+    for column, kind in ((0, "binary"), (3, "continuous")):  # each kind at its own best scale
+        by_scale = report["auc"][kind]
+        assert report["scale"][kind] == max(by_scale, key=by_scale.get)
+        torch.testing.assert_close(weight[:, column], _word_column(model, processor, report["scale"][kind]))
 
 
 def test_fit_readout_errors(processor, collator):
     with pytest.raises(ValueError, match="instruction_evidence='attributes'"):
         fit_readout(make_tiny_model(processor.tokenizer), collator, _rows())
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
-    with pytest.raises(ValueError, match="no instructions about a binary attribute head"):
+    with pytest.raises(ValueError, match="no instructions about a binary or continuous attribute head"):
         fit_readout(model, collator, _rows(attribute="age"))
     with pytest.raises(ValueError, match="both answers"):
         fit_readout(model, collator, _rows(SUBJECTS[::2]))
