@@ -314,6 +314,7 @@ class InstructionConditioning(nn.Module):
             # the threshold a judgment names ("older than 30?"), per head output in the standardised units,
             # read from the same bag of words as the router (`training/readout_fitting.py` fits it)
             self.threshold = nn.Linear(width, sum(self.head_sizes))
+            self.threshold.starts_at_zero = True
             self.out = nn.Linear(sum(self.head_sizes), width)
         else:
             rank = config.instruction_rank
@@ -322,6 +323,7 @@ class InstructionConditioning(nn.Module):
             self.graph_norm = nn.LayerNorm(width)
             self.graph_proj = nn.Linear(width, rank)
             self.out = nn.Linear(rank, width)
+        self.out.starts_at_zero = True
         self.reset_parameters()
 
     @torch.no_grad()
@@ -520,15 +522,12 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, (FCNEncoder, InstructionConditioning, GraphAttributeHeads)):
             module.reset_parameters()
-
-    def post_init(self) -> None:
-        """transformers' init skips a remote-code module without parameters or buffers of its own (it counts
-        as initialised): the attribute evidence's `InstructionConditioning` would keep its `out` at the
-        Linear default. Its reset (zeros) runs again here, so a new model is the plain splice."""
-        super().post_init()
-        for module in self.modules():
-            if isinstance(module, InstructionConditioning):
-                module.reset_parameters()
+        if getattr(module, "starts_at_zero", False):
+            # transformers initialises a remote-code module without parameters of its own (the attribute
+            # evidence's InstructionConditioning) through its children only, and weights missing from a
+            # checkpoint the same way: the Linear layers that must start silent say so themselves
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights (safetensors), config and code; `auto_map` names both model classes, so a saved

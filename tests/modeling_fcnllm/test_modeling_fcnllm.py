@@ -469,6 +469,18 @@ def test_attribute_evidence_is_trained_through_a_frozen_llm(processor):
         assert param.grad is not None and param.grad.abs().sum() > 0
 
 
+def test_a_checkpoint_without_the_threshold_weights_loads_with_zero_thresholds(processor, tmp_path):
+    """Weights missing from a checkpoint (one saved before thresholds existed) start silent, as in a new model."""
+    from safetensors.torch import load_file, save_file
+
+    make_tiny_model(processor.tokenizer, attribute_evidence=True).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if ".threshold." not in k}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    threshold = FCNLLMForCausalLM.from_pretrained(tmp_path).model.instruction_conditioning.threshold
+    assert (threshold.weight == 0).all() and (threshold.bias == 0).all()
+
+
 def test_attribute_evidence_runs_in_bfloat16(processor):
     """A model loaded in bf16 (`dtype=torch.bfloat16`) routes and standardises the evidence without dtype errors."""
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True).to(torch.bfloat16)
