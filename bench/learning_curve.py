@@ -105,7 +105,7 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> li
         *(["--lora", "true"] if args.lora else []),
         *(["--freeze_projector", "true"] if args.freeze_projector else []),
         "--evidence_lr_multiplier", str(args.evidence_lr_multiplier),
-        "--fit_readout", str(not args.no_fit_readout).lower(),
+        "--fit_readout", args.fit_readout,
         *(["--backbone", args.backbone] if args.backbone else []),
     ]
     train.main(argv, callbacks=[curve])
@@ -144,7 +144,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--balance_answers", action="store_true", help="train on Yes/No-balanced judgments")
     parser.add_argument("--freeze_projector", action="store_true", help="stage 1 with the projector fixed")
     parser.add_argument("--evidence_lr_multiplier", type=float, default=10.0)
-    parser.add_argument("--no_fit_readout", action="store_true", help="learn the binary heads' evidence columns from zero")
+    parser.add_argument("--fit_readout", choices=("none", "continuous", "all"), default="continuous",
+                        help="which heads' evidence columns are written before training (train.py --fit_readout)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = set(variants) - set(VARIANTS)

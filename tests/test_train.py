@@ -78,25 +78,25 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
     assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
 
 
-@pytest.mark.parametrize("fit", [True, False])
+@pytest.mark.parametrize("fit", ["continuous", "none"])
 def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
-    """At learning rate 0 the saved evidence columns are the fitted ones: the binary and continuous heads' set (at
-    their kind's scale), the categorical ones zero."""
+    """At learning rate 0 the saved evidence columns are the fitted ones: the continuous heads' set (at their
+    scale), the binary and categorical ones zero."""
     folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
                          "--freeze_encoder", "true", "--max_steps", "1", "--learning_rate", "0",
-                         "--fit_readout", str(fit).lower(), *FAST])
+                         "--fit_readout", fit, *FAST])
     columns = _weights(folder)["model.instruction_conditioning.out.weight"].abs().sum(0)
     specs = json.loads((Path(folder) / "config.json").read_text())["auxiliary_heads"]
     categorical = torch.tensor(sum(([spec["kind"] == "categorical"] * spec["num_outputs"] for spec in specs), []))
     assert (columns[categorical] == 0).all()
     summary = json.loads((Path(folder) / "train_summary.json").read_text())
     assert summary["router_accuracy"] > 0.5
-    if not fit:
+    if fit == "none":
         assert "readout" not in summary and (columns == 0).all()
         return
     readout = summary["readout"]
-    assert set(readout["scale"]) == {"binary", "continuous"} and readout["threshold_r2"]
+    assert set(readout["scale"]) == {"continuous"} and readout["threshold_r2"]
     for j, spec in enumerate(specs):
         column = columns[sum(s["num_outputs"] for s in specs[:j])]
         fitted = spec["key"] in readout["heads"] and readout["scale"].get(spec["kind"], 0) > 0
@@ -114,6 +114,11 @@ def test_evidence_ablations_train(workspace, tmp_path, ablation):
         assert config["instruction_conditioning"] is False
     else:
         assert config["instruction_evidence"] == "tokens"
+
+
+def test_unknown_readout_kind_is_named():
+    with pytest.raises(ValueError, match="Unknown --fit_readout 'binary'"):
+        train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "binary"])
 
 
 def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):

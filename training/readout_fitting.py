@@ -162,10 +162,11 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
     return known, np.array([float(value(row) > (named_threshold(row) - mean) / std) for row in known])
 
 
-def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, per_class: int = 6,
-                scales: Sequence[float] = SCALES, seed: int = 0, bf16: bool = False) -> dict:
+def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
+                kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
+                seed: int = 0, bf16: bool = False) -> dict:
     """Fit the continuous heads' thresholds (`fit_thresholds`), then set the evidence token's column of every
-    binary and continuous attribute head to `scale * direction` (module docstring), one scale per kind.
+    attribute head of `kinds` ("binary", "continuous") to `scale * direction` (module docstring), one scale per kind.
 
     Args:
         collate: the training collator, built with the heads' `attribute_targets` (its labels are the classes)
@@ -188,8 +189,11 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         raise ValueError("fit_readout needs a collator built with the heads' attribute targets (attribute_targets).")
     specs = model.config.auxiliary_heads
     offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
-    readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in ("binary", "continuous")}
-    thresholds = fit_thresholds(model, collate, rows, seed=seed)
+    unknown = set(kinds) - {"binary", "continuous"}
+    if unknown:
+        raise ValueError(f"fit_readout reads out binary and continuous heads, not {sorted(unknown)}.")
+    readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
+    thresholds = fit_thresholds(model, collate, rows, seed=seed) if "continuous" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, compared = {}, []  # compared: (row, label, its paradigm's answers, kind)
@@ -214,7 +218,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
                 compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"])))
     if not directions:
-        raise ValueError(f"fit_readout found no instructions about a binary or continuous attribute head "
+        raise ValueError(f"fit_readout found no instructions about a {' or '.join(kinds)} attribute head "
                          f"({sorted(readable)}) with a known label.")
     unit = float(embeddings.float().norm(dim=-1).mean())
     weight = conditioning.out.weight

@@ -120,6 +120,15 @@ def test_continuous_heads_are_read_out_on_their_threshold_judgments(processor, c
         torch.testing.assert_close(weight[:, column], _word_column(model, processor, report["scale"][kind]))
 
 
+def test_only_the_asked_kinds_are_read_out(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    report = fit_readout(model, collator, _age_rows() + _rows(), kinds=("continuous",), per_class=4, scales=(1.0,))
+    assert set(report["scale"]) == {"continuous"}
+    assert torch.count_nonzero(model.model.instruction_conditioning.out.weight[:, :3]) == 0
+    with pytest.raises(ValueError, match=r"not \['categorical'\]"):
+        fit_readout(model, collator, _rows(), kinds=("binary", "categorical"))
+
+
 def test_fit_readout_errors(processor, collator):
     with pytest.raises(ValueError, match="instruction_evidence='attributes'"):
         fit_readout(make_tiny_model(processor.tokenizer), collator, _rows())
