@@ -311,10 +311,12 @@ class InstructionConditioning(nn.Module):
             # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
             # learns from how a subject differs from others, not from the outputs' common offset
             self.evidence_norm = nn.BatchNorm1d(sum(self.head_sizes), affine=False)
-            # the threshold a judgment names ("older than 30?"), per head output in the standardised units,
-            # read from the same bag of words as the router (`training/readout_fitting.py` fits it)
-            self.threshold = nn.Linear(width, sum(self.head_sizes))
-            self.threshold.starts_at_zero = True
+            # the threshold a judgment names ("older than 30?"), per head output in the standardised units: a
+            # linear map of the router's bag of words, fitted in closed form (`training/readout_fitting.py`) and
+            # never trained (buffers: under the answer loss, at the evidence's learning rate, the demo's
+            # thresholds drifted to +-20-80 standard deviations within stage 1)
+            self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
+            self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
             self.out = nn.Linear(sum(self.head_sizes), width)
         else:
             rank = config.instruction_rank
@@ -331,8 +333,8 @@ class InstructionConditioning(nn.Module):
         if not self.reads_attributes:
             nn.init.zeros_(self.query)
         else:
-            nn.init.zeros_(self.threshold.weight)
-            nn.init.zeros_(self.threshold.bias)
+            self.threshold_weight.zero_()
+            self.threshold_bias.zero_()
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -371,9 +373,9 @@ class InstructionConditioning(nn.Module):
 
     def thresholds(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
         """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`
-        (a linear map of the router's bag-of-words features; zero until fitted)."""
-        features = self.routing_features(word_embeds, instruction_mask).to(self.threshold.weight.dtype)
-        return self.threshold(features).float()
+        (`threshold_weight` `(A, D)` and `threshold_bias` `(A,)` on the router's bag-of-words features; zero until fitted)."""
+        features = self.routing_features(word_embeds, instruction_mask).to(self.threshold_weight.dtype)
+        return F.linear(features, self.threshold_weight, self.threshold_bias).float()
 
     def forward(
         self,
@@ -523,9 +525,8 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
         if isinstance(module, (FCNEncoder, InstructionConditioning, GraphAttributeHeads)):
             module.reset_parameters()
         if getattr(module, "starts_at_zero", False):
-            # transformers initialises a remote-code module without parameters of its own (the attribute
-            # evidence's InstructionConditioning) through its children only, and weights missing from a
-            # checkpoint the same way: the Linear layers that must start silent say so themselves
+            # transformers initialises a remote-code module without parameters of its own through its children
+            # only, and weights missing from a checkpoint the same way: a Linear that must start silent says so
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 

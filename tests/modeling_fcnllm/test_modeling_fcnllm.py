@@ -424,18 +424,19 @@ def test_evidence_subtracts_the_thresholds_the_instruction_names(processor):
     the instruction: `out(w * (z - threshold(features)))`, zero thresholds in a new model."""
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     conditioning = model.model.instruction_conditioning
-    assert (conditioning.threshold.weight == 0).all() and (conditioning.threshold.bias == 0).all()
+    assert (conditioning.threshold_weight == 0).all() and (conditioning.threshold_bias == 0).all()
+    assert "threshold_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
     batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
     before = model(**batch)
-    with torch.no_grad():
-        conditioning.threshold.weight.normal_(std=0.1)
-        conditioning.threshold.bias.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5]))
+    conditioning.threshold_weight.normal_(std=0.1)
+    conditioning.threshold_bias.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5]))
     after = model(**batch)
     rows = torch.tensor([0, 1, 1])  # QUESTION has one graph, COMPARE two
     mask = (batch["input_ids"] != processor.graph_token_id) & batch["attention_mask"].bool()
     features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], mask)
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
-    expected = conditioning.out.weight @ (weights * conditioning.threshold(features)[rows]).T
+    read = torch.nn.functional.linear(features, conditioning.threshold_weight, conditioning.threshold_bias)
+    expected = conditioning.out.weight @ (weights * read[rows]).T
     shift = before.graph_hidden_states[:, -1] - after.graph_hidden_states[:, -1]
     torch.testing.assert_close(shift, expected.T, atol=1e-5, rtol=1e-4)
 
@@ -473,12 +474,14 @@ def test_a_checkpoint_without_the_threshold_weights_loads_with_zero_thresholds(p
     """Weights missing from a checkpoint (one saved before thresholds existed) start silent, as in a new model."""
     from safetensors.torch import load_file, save_file
 
-    make_tiny_model(processor.tokenizer, attribute_evidence=True).save_pretrained(tmp_path)
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if ".threshold." not in k}, tmp_path / "model.safetensors",
+    save_file({k: v for k, v in weights.items() if ".threshold_" not in k}, tmp_path / "model.safetensors",
               metadata={"format": "pt"})
-    threshold = FCNLLMForCausalLM.from_pretrained(tmp_path).model.instruction_conditioning.threshold
-    assert (threshold.weight == 0).all() and (threshold.bias == 0).all()
+    loaded = FCNLLMForCausalLM.from_pretrained(tmp_path).model.instruction_conditioning
+    assert (loaded.threshold_weight == 0).all() and (loaded.threshold_bias == 0).all()
+    torch.testing.assert_close(loaded.out.weight, model.model.instruction_conditioning.out.weight)  # loaded, kept
 
 
 def test_attribute_evidence_runs_in_bfloat16(processor):
