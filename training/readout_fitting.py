@@ -27,9 +27,9 @@ were within noise of each other (0.66-0.72). On all 19 attributes, threshold jud
 near chance (0.43-0.59 on the previous demo model) to age 0.81, FIQ 0.78, education 0.87, PIQ 0.85,
 ADHD index 0.77 (BMI 0.57). Choosing the scale by the answers' likelihood instead picked 1-2 for the
 binary heads, where the conditions' judgments stayed at 0.39-0.69. The binary heads' written columns
-did not survive stage 1 on all paradigms (the demo's condition judgments fell from 0.55-0.81 at its
-start to 0.45-0.64 at the end; Spearman margin vs head -0.29 to 0.09: the predictive answers' loss
-turned the shared columns), so train.py writes the continuous heads only by default
+gained nothing on the learning curve by 600 instructions (0.690 against 0.715 +- 0.018; a demo with
+them ended at 0.45-0.64, but with trainable thresholds that drifted, so not conclusive: the
+thresholds are buffers now), so train.py writes the continuous heads only by default
 (`--fit_readout continuous`; `all` for both). Fit it after the router (each column acts through its
 head's routing weight).
 """
