@@ -125,7 +125,8 @@ def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Seque
                    seed: int = 0) -> dict[str, float]:
     """For each continuous head: ridge regression (alpha by CV) of the standardised threshold its judgments name
     (0 for its other instructions) on the router's bag-of-words features of up to `max_rows` instructions about
-    it; written into `instruction_conditioning.threshold_weight` / `threshold_bias` (buffers). Returns per fitted head the fit's R^2 on those rows."""
+    it; written into `instruction_conditioning.threshold_weight` / `threshold_bias` (buffers). Returns per
+    fitted head the fit's R^2 on those rows."""
     conditioning = model.model.instruction_conditioning
     specs = model.config.auxiliary_heads
     offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
