@@ -297,7 +297,8 @@ class InstructionConditioning(nn.Module):
       (`routing_labels` in `FCNLLMForCausalLM.forward`).
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
-    `training/readout_fitting.py` writes the binary heads' columns in the answers' word embeddings).
+    `training/readout_fitting.py` fits the thresholds and writes the continuous heads' columns in the
+    answers' word embeddings).
     """
 
     def __init__(self, config: FCNLLMConfig):
@@ -368,13 +369,20 @@ class InstructionConditioning(nn.Module):
         attribute's word ~30 times.) `training/router_fitting.py` fits it in closed form before stage 1.
         Rows without instruction tokens get zero logits (uniform).
         """
-        features = self.routing_features(word_embeds, instruction_mask).to(self.router.weight.dtype)
-        return self.router(features).float() * instruction_mask.any(1, keepdim=True)
+        return self.route_features(self.routing_features(word_embeds, instruction_mask), instruction_mask)
+
+    def route_features(self, features: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
+        """`route` on precomputed `routing_features` `(B, D)` -> logits `(B, num_heads)`."""
+        return self.router(features.to(self.router.weight.dtype)).float() * instruction_mask.any(1, keepdim=True)
 
     def thresholds(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
-        """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`
-        (`threshold_weight` `(A, D)` and `threshold_bias` `(A,)` on the router's bag-of-words features; zero until fitted)."""
-        features = self.routing_features(word_embeds, instruction_mask).to(self.threshold_weight.dtype)
+        """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`."""
+        return self.threshold_features(self.routing_features(word_embeds, instruction_mask))
+
+    def threshold_features(self, features: torch.Tensor) -> torch.Tensor:
+        """`thresholds` on precomputed `routing_features` `(B, D)`: `threshold_weight` `(A, D)` and
+        `threshold_bias` `(A,)` applied to them (zero until fitted) -> `(B, A)`."""
+        features = features.to(self.threshold_weight.dtype)
         return F.linear(features, self.threshold_weight, self.threshold_bias).float()
 
     def forward(
@@ -398,13 +406,14 @@ class InstructionConditioning(nn.Module):
         if self.reads_attributes:
             if attribute_outputs is None:
                 raise ValueError("instruction_evidence='attributes' needs the attribute heads' outputs.")
-            routing_logits = self.route(embeds, instruction_mask)
+            features = self.routing_features(embeds, instruction_mask)  # the router and the thresholds read it
+            routing_logits = self.route_features(features, instruction_mask)
             sizes = torch.tensor(self.head_sizes, device=embeds.device)
             weights = routing_logits.float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            relative = standard - self.thresholds(embeds, instruction_mask)[graph_rows]
+            relative = standard - self.threshold_features(features)[graph_rows]
             evidence = self.out((weights * relative).to(graph_features.dtype))
             # on every graph token (on the last one only, the stage-1 learning curve gave 0.550 instead of 0.586)
             return graph_features + evidence[:, None, :], routing_logits
