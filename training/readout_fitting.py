@@ -100,6 +100,14 @@ def answer_margins(model, collate, rows: Sequence[dict], answers: Sequence[tuple
     return margins
 
 
+def rows_by_attribute(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """The instructions grouped by the attribute they ask about (one pass over a possibly large dataset)."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row.get("attribute"), []).append(row)
+    return grouped
+
+
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -133,9 +141,9 @@ def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Seque
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
-    fitted = {}
+    fitted, grouped = {}, rows_by_attribute(rows)
     for j, spec in enumerate(specs):
-        about = [row for row in rows if row.get("attribute") == spec["key"]]
+        about = grouped.get(spec["key"], [])
         if spec["kind"] != "continuous" or not any(named_threshold(row) is not None for row in about):
             continue
         about = [about[i] for i in sorted(rng.permutation(len(about))[:max_rows])]
@@ -197,12 +205,13 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     if unknown:
         raise ValueError(f"fit_readout reads out binary and continuous heads, not {sorted(unknown)}.")
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
+    grouped = rows_by_attribute(rows)
     thresholds = fit_thresholds(model, collate, rows, seed=seed) if "continuous" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, compared = {}, []  # compared: (row, label, its paradigm's answers, kind)
     for key, j in readable.items():
-        about, label = readout_rows(model, rows, targets, j)
+        about, label = readout_rows(model, grouped.get(key, []), targets, j)
         if not about:
             continue
         if not 0 < label.sum() < len(label):
