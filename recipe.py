@@ -11,7 +11,7 @@
 
 `demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
 subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_balance", action="store_true", help="ablation: Yes/No answers at their prevalence")
     parser.add_argument("--token_evidence", action="store_true",
                         help="ablation: the evidence token gates the pooled graph tokens instead of reading the attribute heads")
+    parser.add_argument("--shared_readout", action="store_true",
+                        help="ablation: one evidence readout for all paradigms instead of one per paradigm")
     parser.add_argument("--no_roi_tokens", action="store_true")
     parser.add_argument("--no_network_tokens", action="store_true")
     parser.add_argument("--no_global_token", action="store_true")
@@ -91,6 +93,7 @@ def main(argv=None) -> dict:
     encoder_flags = [
         *(["--instruction_conditioning", "false"] if args.no_instruction_conditioning else []),
         *(["--instruction_evidence", "tokens"] if args.token_evidence else []),
+        *(["--evidence_per_paradigm", "false"] if args.shared_readout else []),
         *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
         *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
         *(["--use_global_token", "false"] if args.no_global_token else []),

@@ -33,8 +33,8 @@ from processing import FCNProcessor, load_atlas
 from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
-from training.readout_fitting import fit_readout
-from training.router_fitting import fit_router
+from training.readout_fitting import READABLE_KINDS, fit_readout
+from training.router_fitting import fit_paradigms, fit_router
 
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
@@ -68,6 +68,12 @@ class ModelArguments:
         metadata={"help": "What the evidence token carries: 'attributes' (the attribute heads' outputs, routed by the "
                           "question; needs the auxiliary loss, else 'tokens' is used) or 'tokens' (the pooled graph "
                           "tokens, gated by the question)."},
+    )
+    evidence_per_paradigm: bool = field(
+        default=True,
+        metadata={"help": "With 'attributes' evidence: one readout of the heads per instruction paradigm (judgment: "
+                          "'Yes'/'No'; predictive: the class words; comparative), picked by a bag-of-words "
+                          "classifier of the question fitted before stage 1; false: one readout shared by all."},
     )
     freeze_projector: bool = field(
         default=False, metadata={"help": "Stage 1: keep the projector fixed (only the evidence token's readout learns)."}
@@ -120,13 +126,14 @@ class RecipeArguments:
                           "on its bag-of-words features); false: learn it from zero with the routing loss."},
     )
     fit_readout: str = field(
-        default="continuous",
-        metadata={"help": "Stage 1 from a backbone, with the fitted router: before training, read the thresholds "
-                          "judgments name from the instructions and write the evidence token's column of each "
-                          "continuous head ('continuous'; 'all': binary heads too; 'none') as its answers' word "
-                          "embeddings (E['Yes'] - E['No']) at the scale that separates training judgments best. "
-                          "Binary heads written: the conditions' judgments start at AUC 0.55-0.81 but gain "
-                          "nothing by 600 instructions (learning curve 0.690 vs 0.715)."},
+        default="continuous,categorical",
+        metadata={"help": "Stage 1 from a backbone, with the fitted router: before training, read the thresholds and "
+                          "the asked classes judgments name from the instructions and write the evidence token's "
+                          "judgment columns of the heads of these kinds (comma-separated: continuous, categorical, "
+                          "binary; 'all'; 'none') as their answers' word embeddings (E['Yes'] - E['No']) at the "
+                          "scale that separates training judgments best. Binary heads written: the conditions' "
+                          "judgments start at AUC 0.55-0.81 but gain nothing by 600 instructions (learning curve "
+                          "0.690 vs 0.715)."},
     )
     linear_network_heads: bool = field(
         default=True,
@@ -142,8 +149,7 @@ def parse_args(argv: list[str] | None = None):
     model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if recipe_args.stage not in STAGES:
         raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
-    if recipe_args.fit_readout not in ("none", "continuous", "all"):
-        raise ValueError(f"Unknown --fit_readout {recipe_args.fit_readout!r}; choose none, continuous or all.")
+    readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
     training_args.remove_unused_columns = False  # the collator needs messages and subject_ids
     return model_args, data_args, recipe_args, training_args
 
@@ -286,6 +292,18 @@ def load_stage0_heads(model: FCNLLMForCausalLM, folder: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 # Stages 1 and 2
 # --------------------------------------------------------------------------------------------------
+def readout_kinds(fit_readout: str) -> tuple[str, ...]:
+    """`--fit_readout` ("continuous,categorical", "all", "none") -> the head kinds whose readout is written."""
+    if fit_readout in ("all", "none"):
+        return READABLE_KINDS if fit_readout == "all" else ()
+    kinds = tuple(kind.strip() for kind in fit_readout.split(",") if kind.strip())
+    unknown = [kind for kind in kinds if kind not in READABLE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"Unknown --fit_readout {fit_readout!r}; give head kinds out of {', '.join(READABLE_KINDS)} "
+                         "(comma-separated), 'all' or 'none'.")
+    return kinds
+
+
 def auxiliary_targets(meta, attributes) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Auxiliary head specs and per-subject targets `(A,)` (NaN = unknown)."""
     specs = head_specs(meta, attributes)
@@ -338,6 +356,7 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         auxiliary_heads=aux_heads, auxiliary_loss_weight=recipe_args.auxiliary_loss_weight if aux_heads else 0.0,
         instruction_conditioning=model_args.instruction_conditioning,
         instruction_evidence=evidence,
+        evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
     )
     if encoder_weights is not None:
         model.model.graph_encoder.load_state_dict(encoder_weights)
@@ -472,7 +491,9 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     fitted: dict = {}
     if routed and recipe_args.fit_router and not model_args.model_name_or_path:
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
-        kinds = {"none": (), "continuous": ("continuous",), "all": ("binary", "continuous")}[recipe_args.fit_readout]
+        if len(model.config.evidence_paradigms or []) > 1:
+            fitted["paradigm_accuracy"] = fit_paradigms(model, collator, train, seed=training_args.seed)
+        kinds = readout_kinds(recipe_args.fit_readout)
         readable = {h["key"] for h in model.config.auxiliary_heads if h["kind"] in kinds}
         if readable & set(train.unique("attribute")):
             fitted["readout"] = fit_readout(model, collator, train, kinds=kinds, seed=training_args.seed,

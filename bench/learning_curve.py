@@ -4,7 +4,8 @@
         [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
         [--variants stage0,random] [--out outputs/learning_curve]
 
-Each run is `train.py --stage align` (SmolLM2 frozen) on the judgment questions about `--attributes`;
+Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (judgments, or
+the `--train_paradigms` given);
 a callback pauses training at each checkpoint (instructions seen = steps x batch) and scores the
 same zero-shot questions ("Does this subject have ...? Yes/No", likelihood of each answer) on the
 unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
@@ -94,7 +95,7 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> li
     curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
     argv = [
         "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_seed{seed}"),
-        "--seed", str(seed), "--paradigms", "judgment", "--attributes", args.attributes, "--report_to", "none",
+        "--seed", str(seed), "--paradigms", args.train_paradigms, "--attributes", args.attributes, "--report_to", "none",
         "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
         "--learning_rate", str(args.learning_rate), "--warmup_steps", "10", "--lr_scheduler_type", "constant_with_warmup",
         "--logging_steps", "25", "--save_strategy", "no", "--dataloader_num_workers", "0",
@@ -105,7 +106,7 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> li
         *(["--lora", "true"] if args.lora else []),
         *(["--freeze_projector", "true"] if args.freeze_projector else []),
         "--evidence_lr_multiplier", str(args.evidence_lr_multiplier),
-        "--fit_readout", args.fit_readout,
+        "--fit_readout", args.fit_readout, "--evidence_per_paradigm", str(not args.shared_readout).lower(),
         *(["--backbone", args.backbone] if args.backbone else []),
     ]
     train.main(argv, callbacks=[curve])
@@ -144,7 +145,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--balance_answers", action="store_true", help="train on Yes/No-balanced judgments")
     parser.add_argument("--freeze_projector", action="store_true", help="stage 1 with the projector fixed")
     parser.add_argument("--evidence_lr_multiplier", type=float, default=10.0)
-    parser.add_argument("--fit_readout", choices=("none", "continuous", "all"), default="continuous",
+    parser.add_argument("--train_paradigms", default="judgment",
+                        help="paradigms trained on (comma-separated; the curve always scores judgments)")
+    parser.add_argument("--shared_readout", action="store_true",
+                        help="one evidence readout for all paradigms (train.py --evidence_per_paradigm false)")
+    parser.add_argument("--fit_readout", default="continuous,categorical",
                         help="which heads' evidence columns are written before training (train.py --fit_readout)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]

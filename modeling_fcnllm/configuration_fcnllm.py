@@ -140,6 +140,11 @@ class FCNLLMConfig(PreTrainedConfig):
             tokens (D features); ``"attributes"``: the auxiliary heads' outputs (one logit or
             standardised value per attribute, needs `auxiliary_heads`), so the question only has to
             pick and sign the attribute it asks about instead of learning a readout of D features.
+        evidence_paradigms: with ``"attributes"``, the instruction paradigms (e.g. ``["predictive",
+            "judgment", "comparative"]``) that get their own readout of the heads: a judgment ("Yes"/"No")
+            and a predictive question ("ADHD"/"Control") need different words from the same head, so
+            each paradigm has its own columns in the evidence token's `out`, picked by a bag-of-words
+            classifier of the question's paradigm. None or one paradigm: one readout shared by all.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -164,6 +169,7 @@ class FCNLLMConfig(PreTrainedConfig):
     instruction_conditioning: bool = True
     instruction_rank: int = 256
     instruction_evidence: str = "tokens"
+    evidence_paradigms: list[str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -182,6 +188,9 @@ class FCNLLMConfig(PreTrainedConfig):
             raise ValueError(f"instruction_evidence must be 'tokens' or 'attributes', got {self.instruction_evidence!r}.")
         if self.instruction_evidence == "attributes" and not self.auxiliary_heads:
             raise ValueError("instruction_evidence='attributes' reads the auxiliary heads' outputs, but auxiliary_heads is empty.")
+        paradigms = list(self.evidence_paradigms or [])
+        if len(set(paradigms)) != len(paradigms) or not all(isinstance(p, str) and p for p in paradigms):
+            raise ValueError(f"evidence_paradigms must be distinct paradigm names, got {self.evidence_paradigms!r}.")
         for head in self.auxiliary_heads or []:
             if set(head) < {"key", "kind", "num_outputs"} or head["kind"] not in ("binary", "categorical", "continuous"):
                 raise ValueError(

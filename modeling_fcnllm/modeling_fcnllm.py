@@ -294,7 +294,12 @@ class InstructionConditioning(nn.Module):
       (`thresholds`, a linear map of the same bag of words: "older than 30?"): the LLM is handed the
       prediction for the attribute it is asked about, relative to the question's threshold, on
       every graph token. The router can be supervised with the instruction's attribute
-      (`routing_labels` in `FCNLLMForCausalLM.forward`).
+      (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs are read as the
+      question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
+      the others (`signs`, fitted like the thresholds). With `config.evidence_paradigms` (P > 1), `out`
+      has one block of A columns per paradigm and reads `p_k * w * (z - t)` in block k, `p` `(B, P)`
+      the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
+      `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
     `training/readout_fitting.py` fits the thresholds and writes the continuous heads' columns in the
@@ -318,7 +323,18 @@ class InstructionConditioning(nn.Module):
             # thresholds drifted to +-20-80 standard deviations within stage 1)
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
-            self.out = nn.Linear(sum(self.head_sizes), width)
+            # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
+            # another class of its head ("female?" reads the sex head's Female output up and its Male output down); a
+            # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted
+            self.register_buffer("sign_weight", torch.zeros(sum(self.head_sizes), width))
+            self.register_buffer("sign_bias", torch.ones(sum(self.head_sizes)))
+            # which paradigm a question is (judgment, predictive, ...): a bag-of-words classifier fitted in closed form,
+            # never trained (buffers); uniform until fitted
+            self.paradigms = list(config.evidence_paradigms or [])
+            if len(self.paradigms) > 1:
+                self.register_buffer("paradigm_weight", torch.zeros(len(self.paradigms), width))
+                self.register_buffer("paradigm_bias", torch.zeros(len(self.paradigms)))
+            self.out = nn.Linear(sum(self.head_sizes) * max(1, len(self.paradigms)), width)
         else:
             rank = config.instruction_rank
             self.query = nn.Parameter(torch.zeros(width))
@@ -336,6 +352,11 @@ class InstructionConditioning(nn.Module):
         else:
             self.threshold_weight.zero_()
             self.threshold_bias.zero_()
+            self.sign_weight.zero_()
+            self.sign_bias.fill_(1.0)
+            if len(self.paradigms) > 1:
+                self.paradigm_weight.zero_()
+                self.paradigm_bias.zero_()
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -385,6 +406,29 @@ class InstructionConditioning(nn.Module):
         features = features.to(self.threshold_weight.dtype)
         return F.linear(features, self.threshold_weight, self.threshold_bias).float()
 
+    def signs(self, features: torch.Tensor) -> torch.Tensor:
+        """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
+        `(B, A)` (`sign_weight`, `sign_bias`; +1 until fitted)."""
+        features = features.to(self.sign_weight.dtype)
+        return F.linear(features, self.sign_weight, self.sign_bias).float()
+
+    def paradigm_weights(self, features: torch.Tensor) -> torch.Tensor:
+        """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> softmax weights `(B, P)`
+        (`(B, 1)` ones with one shared readout)."""
+        if len(self.paradigms) <= 1:
+            return features.new_ones(features.shape[0], 1, dtype=torch.float32)
+        logits = F.linear(features.to(self.paradigm_weight.dtype), self.paradigm_weight, self.paradigm_bias)
+        return logits.float().softmax(-1)
+
+    def evidence_column(self, output: int, paradigm: str | None = None) -> int:
+        """The column of `out` that reads head output `output` (of A) in questions of `paradigm` (ignored, and
+        may be None, with one shared readout)."""
+        if len(self.paradigms) <= 1:
+            return output
+        if paradigm not in self.paradigms:
+            raise ValueError(f"No evidence readout for paradigm {paradigm!r}; the model's paradigms: {self.paradigms}.")
+        return self.paradigms.index(paradigm) * sum(self.head_sizes) + output
+
     def forward(
         self,
         graph_features: torch.Tensor,
@@ -413,8 +457,10 @@ class InstructionConditioning(nn.Module):
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            relative = standard - self.threshold_features(features)[graph_rows]
-            evidence = self.out((weights * relative).to(graph_features.dtype))
+            asked = self.signs(features)[graph_rows] * (standard - self.threshold_features(features)[graph_rows])
+            relative = weights * asked  # (num_graphs, A)
+            paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
+            evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))
             # on every graph token (on the last one only, the stage-1 learning curve gave 0.550 instead of 0.586)
             return graph_features + evidence[:, None, :], routing_logits
         pooled = self.graph_norm(graph_features).mean(1)

@@ -81,21 +81,23 @@ def make_tiny_model(
     seed: int = 0,
     live_conditioning: bool = False,
     attribute_evidence: bool = False,
+    evidence_paradigms: list[str] | None = None,
     **encoder_overrides,
 ) -> FCNLLMForCausalLM:
     """A random tiny FCN-LLM whose vocabulary matches `tokenizer` (which must hold `<graph>`).
 
     `live_conditioning`: give the (zero-initialised) instruction conditioning random weights, as after
     training, so tests see whether a code path lets it read the question (and never the answer).
-    `attribute_evidence`: add `TINY_HEADS` and let the conditioning read their outputs.
+    `attribute_evidence`: add `TINY_HEADS` and let the conditioning read their outputs (one readout per
+    paradigm of `evidence_paradigms`).
     """
     torch.manual_seed(seed)
     config = FCNLLMConfig(
         text_config=tiny_text_config(family, len(tokenizer)),
         encoder_config=tiny_encoder_config(**encoder_overrides),
         graph_token_id=tokenizer.convert_tokens_to_ids("<graph>"),
-        **(dict(auxiliary_heads=TINY_HEADS, auxiliary_loss_weight=0.5, instruction_evidence="attributes")
-           if attribute_evidence else {}),
+        **(dict(auxiliary_heads=TINY_HEADS, auxiliary_loss_weight=0.5, instruction_evidence="attributes",
+                evidence_paradigms=evidence_paradigms) if attribute_evidence else {}),
     )
     model = FCNLLMForCausalLM(config).eval()
     if live_conditioning:

@@ -78,33 +78,35 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
     assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
 
 
-@pytest.mark.parametrize("fit", ["continuous", "none"])
+@pytest.mark.parametrize("fit", ["continuous,categorical", "none"])
 def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
-    """At learning rate 0 the saved evidence columns are the fitted ones: the continuous heads' set (at their
-    scale), the binary and categorical ones zero."""
+    """At learning rate 0 the saved evidence columns are the fitted ones: the judgment columns of the continuous
+    and categorical heads (each kind at its scale; every output of a categorical head), the binary ones zero."""
     folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
                          "--freeze_encoder", "true", "--max_steps", "1", "--learning_rate", "0",
                          "--fit_readout", fit, *FAST])
+    config = json.loads((Path(folder) / "config.json").read_text())
+    specs, paradigms = config["auxiliary_heads"], config["evidence_paradigms"]
+    assert paradigms == ["predictive", "judgment", "comparative"]
     columns = _weights(folder)["model.instruction_conditioning.out.weight"].abs().sum(0)
-    specs = json.loads((Path(folder) / "config.json").read_text())["auxiliary_heads"]
-    categorical = torch.tensor(sum(([spec["kind"] == "categorical"] * spec["num_outputs"] for spec in specs), []))
-    assert (columns[categorical] == 0).all()
+    columns = columns.reshape(len(paradigms), -1)[paradigms.index("judgment")]  # the judgments' readout
     summary = json.loads((Path(folder) / "train_summary.json").read_text())
-    assert summary["router_accuracy"] > 0.5
+    assert summary["router_accuracy"] > 0.5 and summary["paradigm_accuracy"] > 0.9
     if fit == "none":
         assert "readout" not in summary and (columns == 0).all()
         return
     readout = summary["readout"]
-    assert set(readout["scale"]) == {"continuous"} and readout["threshold_r2"]
+    assert set(readout["scale"]) <= {"continuous", "categorical"} and readout["threshold_r2"] and readout["sign_r2"]
     for j, spec in enumerate(specs):
-        column = columns[sum(s["num_outputs"] for s in specs[:j])]
+        start = sum(s["num_outputs"] for s in specs[:j])
+        written = columns[start : start + spec["num_outputs"]]
         fitted = spec["key"] in readout["heads"] and readout["scale"].get(spec["kind"], 0) > 0
-        assert column > 0 if fitted else column == 0, spec["key"]
+        assert (written > 0).all() if fitted else (written == 0).all(), spec["key"]
 
 
 @pytest.mark.parametrize("ablation", [["--instruction_conditioning", "false"], ["--instruction_evidence", "tokens"],
-                                      ["--auxiliary_loss_weight", "0"]])
+                                      ["--auxiliary_loss_weight", "0"], ["--evidence_per_paradigm", "false"]])
 def test_evidence_ablations_train(workspace, tmp_path, ablation):
     folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
@@ -112,13 +114,17 @@ def test_evidence_ablations_train(workspace, tmp_path, ablation):
     config = json.loads((Path(folder) / "config.json").read_text())
     if ablation[0] == "--instruction_conditioning":
         assert config["instruction_conditioning"] is False
+    elif ablation[0] == "--evidence_per_paradigm":
+        assert config["instruction_evidence"] == "attributes" and config["evidence_paradigms"] is None
     else:
         assert config["instruction_evidence"] == "tokens"
 
 
 def test_unknown_readout_kind_is_named():
-    with pytest.raises(ValueError, match="Unknown --fit_readout 'binary'"):
-        train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "binary"])
+    with pytest.raises(ValueError, match="Unknown --fit_readout 'binary,ordinal'"):
+        train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "binary,ordinal"])
+    assert train.readout_kinds("all") == ("binary", "categorical", "continuous") and train.readout_kinds("none") == ()
+    assert train.readout_kinds("continuous, categorical") == ("continuous", "categorical")
 
 
 def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):

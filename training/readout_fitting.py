@@ -10,7 +10,9 @@ the demo's autism and PTSD answers followed their heads with Spearman 0.23 and 0
 
 Here the columns are written in the LLM's own words: the embedding of the positive answer's first
 token minus the negative answer's, unit length, on the head's judgments ("Yes" - "No"; a binary head
-without judgments: its predictive answers, e.g. "ADHD" - "Control", summed over paradigms). Adding
+without judgments: its predictive answers, e.g. "ADHD" - "Control"), in the column of the paradigm
+the answers belong to when the model has one readout per paradigm (`evidence_paradigms`), else in
+the shared column (the paradigms' directions summed). Adding
 the class words to the judgment direction inverted the demo's ADHD judgments at the start of stage 1
 (AUC 0.23: the question already names "ADHD"). A continuous head is read out on its threshold judgments ("Is this subject older than 30 years?"), whose threshold `t`
 `fit_thresholds` reads from the router's bag-of-words features by ridge regression (R^2 1.00 for the
@@ -41,10 +43,13 @@ import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
+from datasets_scripts.attributes import load_registry
+from evaluation.questions import build_question
 from evaluation.scoring import choice_log_likelihoods
 
 from .collator import prompt_messages
@@ -54,6 +59,7 @@ logger = logging.getLogger("fcn_llm.train")
 
 
 SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+READABLE_KINDS = ("binary", "categorical", "continuous")
 
 
 def paradigm_answers(rows: Sequence[dict], label: np.ndarray) -> dict[str, tuple[str, str]]:
@@ -69,17 +75,25 @@ def paradigm_answers(rows: Sequence[dict], label: np.ndarray) -> dict[str, tuple
     return answers
 
 
-def answer_direction(embeddings: torch.Tensor, tokenizer, answers: dict[str, tuple[str, str]]) -> torch.Tensor | None:
-    """`(D,)` sum over paradigms of unit(E[positive answer] - E[negative answer]) (first tokens): each paradigm's
-    answers move as with its direction alone (the paradigms' directions are near-orthogonal); None if no
-    paradigm's two answers differ."""
-    directions = []
-    for positive, negative in answers.values():
+def answer_directions(embeddings: torch.Tensor, tokenizer, answers: dict[str, tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) (first tokens); paradigms whose two
+    answers start with the same token are left out."""
+    directions = {}
+    for paradigm, (positive, negative) in answers.items():
         first = [tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (positive, negative)]
         difference = (embeddings[first[0]] - embeddings[first[1]]).float()
         if difference.norm() > 0:
-            directions.append(difference / difference.norm())
-    return torch.stack(directions).sum(0) if directions else None
+            directions[paradigm] = difference / difference.norm()
+    return directions
+
+
+def evidence_columns(conditioning, output: int, directions: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The columns of `out` that read head output `output`, each with its direction: one per paradigm with
+    per-paradigm readouts; else one shared column, the sum of the paradigms' directions (each paradigm's
+    answers then move as with its direction alone: the directions are near-orthogonal)."""
+    if len(getattr(conditioning, "paradigms", [])) > 1:
+        return {conditioning.evidence_column(output, p): d for p, d in directions.items() if p in conditioning.paradigms}
+    return {output: torch.stack(list(directions.values())).sum(0)} if directions else {}
 
 
 @torch.no_grad()
@@ -158,17 +172,69 @@ def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Seque
     return fitted
 
 
+def asked_class(row: dict, spec: dict) -> int | None:
+    """The output of categorical head `spec` a judgment asks about ("Is this subject female?" -> Female's), read
+    with the attribute registry's templates; None for other rows and attributes the registry does not know."""
+    registry = load_registry()
+    if row.get("paradigm") != "judgment" or spec["key"] not in registry:
+        return None
+    attribute = registry[spec["key"]]
+    name = attribute.classes[build_question(pd.Series(row), attribute).class_index]
+    classes = list(spec.get("classes") or attribute.classes)
+    if name not in classes:
+        raise ValueError(f"Judgment {row.get('id')!r} asks about class {name!r}, which the {spec['key']!r} head "
+                         f"does not output (its classes: {classes}).")
+    return classes.index(name)
+
+
+def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
+              seed: int = 0) -> dict[str, float]:
+    """For each categorical head with class judgments: ridge regression (alpha by CV) of which way each
+    question asks about each of its outputs (+1 the asked class, -1 the others; +1 for questions that ask
+    no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written into
+    `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Returns per fitted head the fit's R^2."""
+    conditioning = model.model.instruction_conditioning
+    specs = model.config.auxiliary_heads
+    offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    fitted, grouped = {}, rows_by_attribute(rows)
+    for j, spec in enumerate(specs):
+        if spec["kind"] != "categorical":
+            continue
+        about = grouped.get(spec["key"], [])
+        about = [about[i] for i in sorted(rng.permutation(len(about))[:max_rows])]
+        asked = [asked_class(row, spec) for row in about]
+        if all(c is None for c in asked):
+            continue
+        features, _ = routing_dataset(model, collate, about)
+        outputs = np.arange(int(spec["num_outputs"]))
+        target = np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
+        ridge = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(features, target)
+        block = slice(offsets[j], offsets[j + 1])
+        conditioning.sign_weight[block] = torch.from_numpy(ridge.coef_).to(conditioning.sign_weight.dtype)
+        conditioning.sign_bias[block] = torch.from_numpy(np.asarray(ridge.intercept_)).to(conditioning.sign_bias.dtype)
+        fitted[spec["key"]] = float(ridge.score(features, target))
+    model.train(was_training)
+    return fitted
+
+
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
     """The instructions about head `j` the readout is fitted on, and their labels (1: the positive answer).
 
     Binary heads: single-subject instructions with a known label. Continuous heads: threshold judgments
-    with a known value, labelled value > threshold (as the instruction set answers "Yes")."""
+    with a known value, labelled value > threshold (as the instruction set answers "Yes"). Categorical
+    heads: class judgments with a known class, labelled "the subject is of the asked class"."""
     spec = model.config.auxiliary_heads[j]
     known = [row for row in rows if row.get("attribute") == spec["key"] and len(row["subject_ids"]) == 1
              and not np.isnan(targets.get(row["subject_ids"][0], [np.nan] * (j + 1))[j])]
     value = lambda row: float(targets[row["subject_ids"][0]][j])  # noqa: E731
     if spec["kind"] == "binary":
         return known, np.array([value(row) for row in known])
+    if spec["kind"] == "categorical":
+        asked = [(row, c) for row in known if (c := asked_class(row, spec)) is not None]
+        return [row for row, _ in asked], np.array([float(value(row) == c) for row, c in asked])
     known = [row for row in known if named_threshold(row) is not None]
     mean, std = float(spec.get("mean", 0.0)), float(spec.get("std", 1.0))
     return known, np.array([float(value(row) > (named_threshold(row) - mean) / std) for row in known])
@@ -177,8 +243,10 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
                 kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
-    """Fit the continuous heads' thresholds (`fit_thresholds`), then set the evidence token's column of every
-    attribute head of `kinds` ("binary", "continuous") to `scale * direction` (module docstring), one scale per kind.
+    """Fit the continuous heads' thresholds (`fit_thresholds`) and the categorical heads' signs (`fit_signs`),
+    then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
+    "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
+    scale per kind.
 
     Args:
         collate: the training collator, built with the heads' `attribute_targets` (its labels are the classes)
@@ -191,7 +259,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     Returns:
         `heads` (the keys of the heads given a nonzero column), `scale` (per kind, the chosen one, in
         embedding norms), `auc` (per kind and scale, the compared judgments' AUC; ties go to the smaller
-        scale) and `threshold_r2` (`fit_thresholds`).
+        scale), `threshold_r2` (`fit_thresholds`) and `sign_r2` (`fit_signs`).
     """
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
@@ -201,15 +269,16 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         raise ValueError("fit_readout needs a collator built with the heads' attribute targets (attribute_targets).")
     specs = model.config.auxiliary_heads
     offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
-    unknown = set(kinds) - {"binary", "continuous"}
+    unknown = set(kinds) - set(READABLE_KINDS)
     if unknown:
-        raise ValueError(f"fit_readout reads out binary and continuous heads, not {sorted(unknown)}.")
+        raise ValueError(f"fit_readout reads out {', '.join(READABLE_KINDS)} heads, not {sorted(unknown)}.")
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
     grouped = rows_by_attribute(rows)
     thresholds = fit_thresholds(model, collate, rows, seed=seed) if "continuous" in kinds else {}
+    signs = fit_signs(model, collate, rows, seed=seed) if "categorical" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
-    directions, compared = {}, []  # compared: (row, label, its paradigm's answers, kind)
+    directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)
     for key, j in readable.items():
         about, label = readout_rows(model, grouped.get(key, []), targets, j)
         if not about:
@@ -221,12 +290,15 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         judged = np.array([row.get("paradigm") == "judgment" for row in about])
         pool = judged if (judged & (label == 1)).any() and (judged & (label == 0)).any() else np.ones_like(judged)
         answers = paradigm_answers([about[i] for i in np.flatnonzero(pool)], label[pool])
-        direction = answer_direction(embeddings, collate.processor.tokenizer, answers)
-        if direction is None:
-            logger.warning("evidence readout: the positive and negative answers about %r start with the same token; "
-                           "its column is left to training.", key)
+        said = answer_directions(embeddings, collate.processor.tokenizer, answers)
+        columns = {column: direction for output in range(offsets[j], offsets[j + 1])  # a categorical head: all its outputs
+                   for column, direction in evidence_columns(conditioning, output, said).items()}
+        if not columns:
+            logger.warning("evidence readout: the positive and negative answers about %r start with the same token "
+                           "(or have no readout of their own); its column is left to training.", key)
             continue
-        directions[offsets[j]] = (str(specs[j]["kind"]), direction)
+        written[key] = str(specs[j]["kind"])
+        directions.update({column: (written[key], direction) for column, direction in columns.items()})
         for value in (1, 0):
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
                 compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"])))
@@ -256,10 +328,10 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
            for kind in sorted(set(kinds.tolist())) if len(set(labels[kinds == kind])) == 2}
     best = {kind: max(by_scale, key=by_scale.get) for kind, by_scale in auc.items()}  # ties: the smaller scale
     write(lambda kind: best.get(kind, 0.0))
-    heads = [key for key, j in readable.items() if offsets[j] in directions and best.get(specs[j]["kind"], 0) > 0]
+    heads = [key for key, kind in written.items() if best.get(kind, 0) > 0]
     logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (judgment AUC on "
-                "%d training instructions: %s); thresholds read from the instructions, R^2 %s", len(heads), best,
-                len(compared), "; ".join(f"{kind} " + ", ".join(f"{s:g}: {v:.3f}" for s, v in by_scale.items())
-                                          for kind, by_scale in auc.items()),
-                ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()) or "-")
-    return {"heads": heads, "scale": best, "auc": auc, "threshold_r2": thresholds}
+                "%d training instructions: %s); thresholds and asked classes read from the instructions, R^2 %s",
+                len(heads), best, len(compared),
+                "; ".join(f"{kind} " + ", ".join(f"{s:g}: {v:.3f}" for s, v in by_scale.items()) for kind, by_scale in auc.items()),
+                ", ".join(f"{k} {v:.2f}" for k, v in {**thresholds, **signs}.items()) or "-")
+    return {"heads": heads, "scale": best, "auc": auc, "threshold_r2": thresholds, "sign_r2": signs}

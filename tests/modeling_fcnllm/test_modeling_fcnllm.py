@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from modeling_fcnllm import FCNEncoder, FCNLLMForCausalLM
+from modeling_fcnllm import FCNEncoder, FCNLLMConfig, FCNLLMForCausalLM
 from processing import FCNProcessor
 from tests.conftest import NUM_ROIS, TINY_HEADS, make_tiny_model, random_fcns, tiny_encoder_config
 
@@ -374,8 +374,6 @@ def test_instruction_conditioning_is_trained_through_a_frozen_llm(processor):
 
 # --- the evidence token reads the attribute heads ---------------------------------------------------
 def test_attribute_evidence_config_needs_heads():
-    from modeling_fcnllm import FCNLLMConfig
-
     with pytest.raises(ValueError, match="auxiliary_heads is empty"):
         FCNLLMConfig(instruction_evidence="attributes")
     with pytest.raises(ValueError, match="'tokens' or 'attributes'"):
@@ -441,6 +439,63 @@ def test_evidence_subtracts_the_thresholds_the_instruction_names(processor):
     torch.testing.assert_close(shift, expected.T, atol=1e-5, rtol=1e-4)
 
 
+def test_each_paradigm_reads_the_heads_through_its_own_columns(processor):
+    """With `evidence_paradigms`, `out` has one block of A columns per paradigm, and a question reads the block
+    of its paradigm (the paradigm classifier's softmax): a judgment's "Yes"/"No" columns never move a predictive
+    question's answer."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment"])
+    conditioning = model.model.instruction_conditioning
+    assert conditioning.out.in_features == 2 * 4  # 2 paradigms x (1 + 2 + 1) head outputs
+    assert "paradigm_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
+    assert (conditioning.evidence_column(2, "predictive"), conditioning.evidence_column(2, "judgment")) == (2, 6)
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+
+    def graph_tokens(**zeroed_blocks):
+        with torch.no_grad():
+            saved = conditioning.out.weight.clone()
+            for block in zeroed_blocks.values():
+                conditioning.out.weight[:, block * 4 : (block + 1) * 4] = 0
+            tokens = model(**batch).graph_hidden_states
+            conditioning.out.weight.copy_(saved)
+        return tokens
+
+    for asked, other in ((0, 1), (1, 0)):
+        conditioning.paradigm_bias.copy_(torch.tensor([50.0, 0.0] if asked == 0 else [0.0, 50.0]))
+        torch.testing.assert_close(graph_tokens(other=other), graph_tokens())  # the other block is not read
+        assert (graph_tokens(asked=asked) - graph_tokens()).abs().max() > 1e-4  # its own block is
+
+
+def test_evidence_paradigms_bad_input(processor):
+    with pytest.raises(ValueError, match="distinct paradigm names"):
+        FCNLLMConfig(evidence_paradigms=["judgment", "judgment"])
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
+    with pytest.raises(ValueError, match=r"No evidence readout for paradigm 'comparative'.*\['predictive', 'judgment'\]"):
+        model.model.instruction_conditioning.evidence_column(0, "comparative")
+    shared = make_tiny_model(processor.tokenizer, attribute_evidence=True).model.instruction_conditioning
+    assert shared.out.in_features == 4 and shared.evidence_column(3, "comparative") == 3
+
+
+def test_class_judgments_read_the_asked_class_through_the_signs(processor):
+    """`out(w * s * (z - t))`: the signs `s` (a linear map of the bag of words, +1 everywhere in a new model)
+    turn the sex head's two outputs towards the class a question asks about ("female?": Female up, Male down)."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    assert (conditioning.sign_weight == 0).all() and (conditioning.sign_bias == 1).all()
+    assert "sign_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    before = model(**batch)
+    conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
+    after = model(**batch)
+    rows = torch.tensor([0, 1, 1])
+    z = conditioning.evidence_norm(before.graph_attribute_outputs)  # eval mode: the running statistics
+    weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
+    flipped = torch.zeros_like(z)
+    flipped[:, 1] = -2 * z[:, 1]  # only the first sex output changes sign
+    shift = after.graph_hidden_states[:, -1] - before.graph_hidden_states[:, -1]
+    torch.testing.assert_close(shift, (weights * flipped) @ conditioning.out.weight.T, atol=1e-5, rtol=1e-4)
+
+
 def test_routing_loss_and_its_bad_input(processor):
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
@@ -477,10 +532,11 @@ def test_a_checkpoint_without_the_threshold_weights_loads_with_zero_thresholds(p
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if ".threshold_" not in k}, tmp_path / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file({k: v for k, v in weights.items() if ".threshold_" not in k and ".sign_" not in k},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})
     loaded = FCNLLMForCausalLM.from_pretrained(tmp_path).model.instruction_conditioning
     assert (loaded.threshold_weight == 0).all() and (loaded.threshold_bias == 0).all()
+    assert (loaded.sign_weight == 0).all() and (loaded.sign_bias == 1).all()  # +1: every output read as it is
     torch.testing.assert_close(loaded.out.weight, model.model.instruction_conditioning.out.weight)  # loaded, kept
 
 

@@ -6,12 +6,14 @@ from sklearn.metrics import roc_auc_score
 from evaluation.scoring import choice_log_likelihoods
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from training.collator import FCNInstructionCollator, prompt_messages
-from training.readout_fitting import fit_readout, fit_thresholds, named_threshold, readout_rows
+from training.readout_fitting import fit_readout, fit_signs, fit_thresholds, named_threshold, readout_rows
 
 SUBJECTS = [f"s{i}" for i in range(24)]
 FCNS = dict(zip(SUBJECTS, random_fcns(len(SUBJECTS), seed=3)))
-# adhd (binary head 0) alternates 0/1; sex unknown; age (head 2, standardised) spread over [-2, 2]
-TARGETS = {sid: np.array([i % 2, np.nan, -2 + 4 * i / 23], dtype=np.float32) for i, sid in enumerate(SUBJECTS)}
+# adhd (binary head 0) alternates 0/1; sex (class index: 0 Female, 1 Male) in runs of 3; age (head 2,
+# standardised) spread over [-2, 2]
+TARGETS = {sid: np.array([i % 2, (i // 3) % 2, -2 + 4 * i / 23], dtype=np.float32) for i, sid in enumerate(SUBJECTS)}
+SEX_QUESTIONS = ("<graph>\nIs this subject {}? Answer yes or no.", "<graph>\nIs the subject {}? Please answer yes or no.")
 AGE_QUESTIONS = ("<graph>\nIs this subject older than {} years? Answer yes or no.",
                  "<graph>\nWould you say this subject is over {} years of age? Answer yes or no.")
 
@@ -23,6 +25,18 @@ def _rows(subjects=SUBJECTS, attribute="adhd"):
         rows.append({"id": sid, "attribute": attribute, "answer": answer, "subject_ids": [sid], "paradigm": "judgment",
                      "messages": [{"role": "user", "content": "<graph>\nDoes this subject have ADHD? Answer yes or no."},
                                   {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def _sex_rows():
+    """Judgments asking "female?" or "male?" (alternating), answered from the subject's class."""
+    rows = []
+    for i, sid in enumerate(SUBJECTS):
+        asked = i % 2  # 0: female?, 1: male?
+        answer = "Yes" if TARGETS[sid][1] == asked else "No"
+        question = SEX_QUESTIONS[(i // 2) % 2].format(("female", "male")[asked])
+        rows.append({"id": f"x{sid}", "attribute": "sex", "answer": answer, "subject_ids": [sid], "paradigm": "judgment",
+                     "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
     return rows
 
 
@@ -66,6 +80,19 @@ def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_s
     torch.testing.assert_close(out.weight[:, 0], _word_column(model, processor, report["scale"]["binary"]))
     assert torch.count_nonzero(out.weight[:, 1:]) == 0  # categorical and continuous heads are left to training
     assert torch.count_nonzero(out.bias) == 0
+
+
+def test_with_a_readout_per_paradigm_only_the_judgments_columns_are_written(processor, collator):
+    """Judgments are read out in their paradigm's block of `out`; the predictive block ("ADHD"/"Control") is
+    left to training."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
+    report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
+    conditioning = model.model.instruction_conditioning
+    judgment = conditioning.evidence_column(0, "judgment")
+    torch.testing.assert_close(conditioning.out.weight[:, judgment],
+                               _word_column(model, processor, report["scale"]["binary"]))
+    others = [c for c in range(conditioning.out.in_features) if c != judgment]
+    assert torch.count_nonzero(conditioning.out.weight[:, others]) == 0
 
 
 def test_reported_aucs_are_those_of_the_balanced_judgments_margins(processor, collator):
@@ -124,8 +151,39 @@ def test_only_the_asked_kinds_are_read_out(processor, collator):
     report = fit_readout(model, collator, _age_rows() + _rows(), kinds=("continuous",), per_class=4, scales=(1.0,))
     assert set(report["scale"]) == {"continuous"}
     assert torch.count_nonzero(model.model.instruction_conditioning.out.weight[:, :3]) == 0
-    with pytest.raises(ValueError, match=r"not \['categorical'\]"):
-        fit_readout(model, collator, _rows(), kinds=("binary", "categorical"))
+    with pytest.raises(ValueError, match=r"not \['ordinal'\]"):
+        fit_readout(model, collator, _rows(), kinds=("binary", "ordinal"))
+
+
+def test_signs_turn_the_categorical_outputs_to_the_asked_class(processor, collator):
+    """`fit_signs`: for "female?" the sex head's Female output reads +1 and Male -1, and the reverse for
+    "male?"; the other heads' outputs stay +1."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _sex_rows()
+    r2 = fit_signs(model, collator, rows + _rows())
+    assert set(r2) == {"sex"} and r2["sex"] > 0.95
+    batch = collator(rows)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    signs = model.model.instruction_conditioning.signs(features)
+    female = torch.tensor(["female?" in row["messages"][0]["content"] for row in rows])
+    expected = torch.stack([torch.where(female, 1.0, -1.0), torch.where(female, -1.0, 1.0)], -1)
+    torch.testing.assert_close(signs[:, 1:3], expected, atol=0.15, rtol=0)
+    assert (signs[:, [0, 3]] == 1).all()
+
+
+def test_categorical_heads_are_read_out_on_their_class_judgments(processor, collator):
+    """Both outputs of the sex head get the judgments' "Yes" - "No" column (the signs pick the asked class);
+    the labels are "the subject is of the asked class"."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _sex_rows()
+    about, label = readout_rows(model, rows, TARGETS, 1)
+    assert label.tolist() == [float(row["answer"] == "Yes") for row in about] and 0 < label.sum() < len(label)
+    report = fit_readout(model, collator, rows + _rows(), kinds=("categorical",), per_class=4, scales=(1.0, 3.0))
+    assert set(report["scale"]) == {"categorical"} and report["heads"] in ([], ["sex"])
+    weight = model.model.instruction_conditioning.out.weight
+    for column in (1, 2):
+        torch.testing.assert_close(weight[:, column], _word_column(model, processor, report["scale"]["categorical"]))
+    assert torch.count_nonzero(weight[:, [0, 3]]) == 0
 
 
 def test_fit_readout_errors(processor, collator):

@@ -3,7 +3,7 @@ import torch
 
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from training.collator import FCNInstructionCollator
-from training.router_fitting import fit_router, routing_dataset
+from training.router_fitting import fit_paradigms, fit_router, routing_dataset
 
 # Templates share every word but the attribute's (and paraphrases share their frames across attributes),
 # as the registry's do: a router that reads the shared tokens cannot tell the attributes apart.
@@ -75,3 +75,43 @@ def test_fit_router_errors(processor, collator):
     plain = FCNInstructionCollator(processor, {"a": random_fcns(1)[0]})
     with pytest.raises(ValueError, match="no routing_labels"):
         fit_router(model, plain, _rows())
+
+
+PREDICTIVE = ("<graph>\nWhat is this subject's {}?", "<graph>\nEstimate this subject's {}.")
+
+
+def _paradigm_rows():
+    judged = [dict(row, paradigm="judgment") for row in _rows()]
+    asked = [{"id": f"p{key}{i}", "attribute": key, "answer": "30", "subject_ids": ["a"], "paradigm": "predictive",
+              "messages": [{"role": "user", "content": frame.format(NAMES[key])}, {"role": "assistant", "content": "30"}]}
+             for key in NAMES for i, frame in enumerate(PREDICTIVE)]
+    return judged + asked
+
+
+def test_fitted_paradigm_classifier_tells_judgments_from_predictive_questions(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
+    rows = _paradigm_rows()
+    assert fit_paradigms(model, collator, rows) == 1.0
+    batch = collator(rows)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    weights = model.model.instruction_conditioning.paradigm_weights(features)
+    assert weights.argmax(-1).tolist() == [["predictive", "judgment"].index(row["paradigm"]) for row in rows]
+
+
+def test_paradigm_classifier_with_one_paradigm_in_the_data_always_picks_it(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    rows = [row for row in _paradigm_rows() if row["paradigm"] == "judgment"]
+    assert fit_paradigms(model, collator, rows) == 1.0
+    batch = collator(rows)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    weights = model.model.instruction_conditioning.paradigm_weights(features)
+    assert (weights[:, 1] > 0.999).all()
+
+
+def test_fit_paradigms_errors(processor, collator):
+    with pytest.raises(ValueError, match="evidence_paradigms"):
+        fit_paradigms(make_tiny_model(processor.tokenizer, attribute_evidence=True), collator, _paradigm_rows())
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
+    with pytest.raises(ValueError, match=r"No training instructions of the paradigms \['predictive', 'judgment'\]"):
+        fit_paradigms(model, collator, [dict(row, paradigm="comparative") for row in _rows()])
