@@ -4,9 +4,8 @@
         [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
         [--variants stage0,random] [--out outputs/learning_curve]
 
-Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (judgments, or
-the `--train_paradigms` given);
-a callback pauses training at each checkpoint (instructions seen = steps x batch) and scores the
+Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (all three
+paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses training at each checkpoint (instructions seen = steps x batch) and scores the
 same zero-shot questions ("Does this subject have ...? Yes/No", likelihood of each answer) on the
 unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
 `random` from a random encoder (trained). Writes `learning_curve.json` and `learning_curve.md`
@@ -145,11 +144,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--balance_answers", action="store_true", help="train on Yes/No-balanced judgments")
     parser.add_argument("--freeze_projector", action="store_true", help="stage 1 with the projector fixed")
     parser.add_argument("--evidence_lr_multiplier", type=float, default=10.0)
-    parser.add_argument("--train_paradigms", default="judgment",
-                        help="paradigms trained on (comma-separated; the curve always scores judgments)")
+    parser.add_argument("--train_paradigms", default="predictive,judgment,comparative",
+                        help="paradigms trained on (comma-separated; as the recipe: all three; the curve always scores judgments)")
     parser.add_argument("--shared_readout", action="store_true",
                         help="one evidence readout for all paradigms (train.py --evidence_per_paradigm false)")
-    parser.add_argument("--fit_readout", default="continuous,categorical",
+    parser.add_argument("--fit_readout", default="all",
                         help="which heads' evidence columns are written before training (train.py --fit_readout)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]
