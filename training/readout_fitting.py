@@ -38,6 +38,7 @@ head's routing weight).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -143,13 +144,15 @@ def standardised_threshold(model, j: int, threshold: float) -> float:
     return (target - float(norm.running_mean[column])) / float(norm.running_var[column] + norm.eps) ** 0.5
 
 
-def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-                   seed: int = 0) -> dict[str, float]:
-    """For each continuous head: ridge regression (alpha by CV) of the standardised threshold its judgments name
-    (0 for its other instructions) on the router's bag-of-words features of up to `max_rows` instructions about
-    it; written into `instruction_conditioning.threshold_weight` / `threshold_bias` (buffers). Returns per
+def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], kind: str,
+                       target_of: Callable[[int, dict, list[dict]], np.ndarray | None], buffers: str, max_rows: int,
+                       seed: int) -> dict[str, float]:
+    """For each head of `kind`: ridge regression (alpha by CV) of `target_of(j, spec, about)` `(S, K)` (K: the
+    head's outputs; None skips the head) on the router's bag-of-words features of up to `max_rows` instructions
+    `about` it, written into the head's rows of the buffers `{buffers}_weight` / `{buffers}_bias`. Returns per
     fitted head the fit's R^2 on those rows."""
     conditioning = model.model.instruction_conditioning
+    weight, bias = getattr(conditioning, f"{buffers}_weight"), getattr(conditioning, f"{buffers}_bias")
     specs = model.config.auxiliary_heads
     offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
     rng = np.random.default_rng(seed)
@@ -158,24 +161,47 @@ def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Seque
     fitted, grouped = {}, rows_by_attribute(rows)
     for j, spec in enumerate(specs):
         about = grouped.get(spec["key"], [])
-        if spec["kind"] != "continuous" or not any(named_threshold(row) is not None for row in about):
+        if spec["kind"] != kind or not about:
             continue
         about = [about[i] for i in sorted(rng.permutation(len(about))[:max_rows])]
+        target = target_of(j, spec, about)
+        if target is None:
+            continue
         features, _ = routing_dataset(model, collate, about)
-        target = np.array([0.0 if (t := named_threshold(row)) is None else standardised_threshold(model, j, t)
-                           for row in about])
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(features, target)
-        conditioning.threshold_weight[offsets[j]] = torch.from_numpy(ridge.coef_).to(conditioning.threshold_weight.dtype)
-        conditioning.threshold_bias[offsets[j]] = float(ridge.intercept_)
+        block = slice(offsets[j], offsets[j + 1])
+        weight[block] = torch.from_numpy(ridge.coef_.reshape(target.shape[1], -1)).to(weight.dtype)
+        bias[block] = torch.from_numpy(np.asarray(ridge.intercept_).reshape(-1)).to(bias.dtype)
         fitted[spec["key"]] = float(ridge.score(features, target))
     model.train(was_training)
     return fitted
 
 
+def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
+                   seed: int = 0) -> dict[str, float]:
+    """For each continuous head: ridge regression (alpha by CV) of the standardised threshold its judgments name
+    (0 for its other instructions) on the router's bag-of-words features of up to `max_rows` instructions about
+    it; written into `instruction_conditioning.threshold_weight` / `threshold_bias` (buffers). Returns per
+    fitted head the fit's R^2 on those rows."""
+
+    def standardised(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
+        named = [named_threshold(row) for row in about]
+        if all(t is None for t in named):
+            return None
+        return np.array([[0.0 if t is None else standardised_threshold(model, j, t)] for t in named])
+
+    return _fit_question_maps(model, collate, rows, "continuous", standardised, "threshold", max_rows, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _registry():
+    return load_registry()
+
+
 def asked_class(row: dict, spec: dict) -> int | None:
     """The output of categorical head `spec` a judgment asks about ("Is this subject female?" -> Female's), read
     with the attribute registry's templates; None for other rows and attributes the registry does not know."""
-    registry = load_registry()
+    registry = _registry()
     if row.get("paradigm") != "judgment" or spec["key"] not in registry:
         return None
     attribute = registry[spec["key"]]
@@ -193,31 +219,15 @@ def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     question asks about each of its outputs (+1 the asked class, -1 the others; +1 for questions that ask
     no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written into
     `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Returns per fitted head the fit's R^2."""
-    conditioning = model.model.instruction_conditioning
-    specs = model.config.auxiliary_heads
-    offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
-    rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
-    fitted, grouped = {}, rows_by_attribute(rows)
-    for j, spec in enumerate(specs):
-        if spec["kind"] != "categorical":
-            continue
-        about = grouped.get(spec["key"], [])
-        about = [about[i] for i in sorted(rng.permutation(len(about))[:max_rows])]
+
+    def ways(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
         asked = [asked_class(row, spec) for row in about]
         if all(c is None for c in asked):
-            continue
-        features, _ = routing_dataset(model, collate, about)
+            return None
         outputs = np.arange(int(spec["num_outputs"]))
-        target = np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
-        ridge = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(features, target)
-        block = slice(offsets[j], offsets[j + 1])
-        conditioning.sign_weight[block] = torch.from_numpy(ridge.coef_).to(conditioning.sign_weight.dtype)
-        conditioning.sign_bias[block] = torch.from_numpy(np.asarray(ridge.intercept_)).to(conditioning.sign_bias.dtype)
-        fitted[spec["key"]] = float(ridge.score(features, target))
-    model.train(was_training)
-    return fitted
+        return np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
+
+    return _fit_question_maps(model, collate, rows, "categorical", ways, "sign", max_rows, seed)
 
 
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
