@@ -297,13 +297,13 @@ class InstructionConditioning(nn.Module):
       (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs are read as the
       question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
       the others (`signs`, fitted like the thresholds). With `config.evidence_paradigms` (P > 1), `out`
-      has one block of A columns per paradigm and reads `p_k * w * (z - t)` in block k, `p` `(B, P)`
+      has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
       the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
       `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
-    `training/readout_fitting.py` fits the thresholds and writes the continuous heads' columns in the
-    answers' word embeddings).
+    `training/readout_fitting.py` fits the thresholds and signs and writes the heads' judgment columns
+    in the answers' word embeddings).
     """
 
     def __init__(self, config: FCNLLMConfig):
