@@ -11,9 +11,10 @@ DEFAULT_LIMITATIONS = (
     "numbers say how well the recipe recovers planted, literature-shaped effects, not clinical validity. "
     "Not a diagnostic device. Judgment answers follow the model's own attribute predictions (a linear stack of "
     "the network-level FCN and the encoder's outputs, fitted on the training cohorts), handed to the LLM by the "
-    "evidence token, so they track a supervised model trained on the same cohorts rather than add to it, and "
-    "questions that compare a prediction with a number in the prompt (\"IQ above 110?\") or ask for a "
-    "number are answered poorly."
+    "evidence token, so they track a supervised model trained on the same cohorts rather than add to it. "
+    "Questions that ask for a number (\"How old is this subject?\", answered by generation) or compare two "
+    "subjects are answered poorly: on the demo, generated numbers were further off than the median and "
+    "comparisons near chance."
 )
 
 
