@@ -4,7 +4,8 @@
         [--attributes autism,adhd,depression,anxiety] [--subjects 40]
 
 For the zero-shot judgment questions ("Does this subject have ...?") about each attribute: the AUC
-of the answer margin log P(Yes) - log P(No) and of the asked attribute head's output, their Spearman
+of the answer margin log P(Yes) - log P(No) and of the asked attribute head's output (`asked_score`:
+relative to the threshold a continuous judgment names; the asked class's output), their Spearman
 correlation, and, over all questions, how much of the margin the evidence token carries (the
 correlation of the margins with and without it, `out` zeroed). Needs a model whose evidence token
 reads the attribute heads (`instruction_evidence="attributes"`).
@@ -27,6 +28,17 @@ from evaluation.questions import NO, YES
 from evaluation.scoring import choice_log_likelihoods
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
+
+
+def asked_score(question, outputs: np.ndarray, spec: dict, offset: int) -> float:
+    """What the asked head says about a judgment's subject, from its outputs `(A,)`: a binary head's logit, a
+    continuous head's prediction minus the question's threshold (both in the head's standardised units), a
+    categorical head's output for the class asked."""
+    if spec["kind"] == "continuous" and question.threshold is not None:
+        return float(outputs[offset] - (question.threshold - float(spec.get("mean", 0.0))) / float(spec.get("std", 1.0)))
+    if spec["kind"] == "categorical" and question.class_index is not None:
+        return float(outputs[offset + question.class_index])
+    return float(outputs[offset])
 
 
 def _margins(model, processor, prompts, fcns) -> np.ndarray:
@@ -62,7 +74,8 @@ def readout_diagnostic(model: FCNLLMForCausalLM, processor: FCNProcessor, data, 
     for key in attributes:
         idx = [i for i, q in enumerate(questions) if q.group[0] == key]
         y = np.array([questions[i].reference for i in idx], dtype=float)
-        head = outputs[idx, offsets[key]]
+        spec = heads.specs[list(offsets).index(key)]
+        head = np.array([asked_score(questions[i], outputs[i], spec, offsets[key]) for i in idx])
         if not 0 < y.sum() < len(y):
             continue
         report["attributes"][key] = {

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bench.readout import readout_diagnostic
+from bench.readout import asked_score, readout_diagnostic
+from evaluation.questions import Question
 from evaluation.data import load_evaluation_data
 from processing import FCNProcessor
 from tests.conftest import make_tiny_model, make_tokenizer
@@ -33,3 +34,16 @@ def test_bad_input_names_the_problem(tmp_path):
         readout_diagnostic(*_pair(attribute_evidence=False), data, ["adhd"])
     with pytest.raises(ValueError, match=r"No attribute head for \['autism'\]"):
         readout_diagnostic(*_pair(), data, ["autism"])
+
+
+def test_asked_score_is_relative_to_the_threshold_or_the_asked_class():
+    outputs = np.array([0.3, -1.0, 1.0, 1.5])  # adhd logit, sex (Female, Male), age (standardised)
+    judgment = dict(id="q", group=("x", "judgment"), target="binary", messages=[], subject_ids=("s",),
+                    choices=("Yes", "No"), reference=1.0)
+    age = {"key": "age", "kind": "continuous", "num_outputs": 1, "mean": 30.0, "std": 10.0}
+    sex = {"key": "sex", "kind": "categorical", "num_outputs": 2}
+    adhd = {"key": "adhd", "kind": "binary", "num_outputs": 1}
+    assert asked_score(Question(**judgment, threshold=40.0), outputs, age, 3) == pytest.approx(0.5)  # 1.5 - (40-30)/10
+    assert asked_score(Question(**judgment, class_index=1), outputs, sex, 1) == 1.0
+    assert asked_score(Question(**judgment, class_index=0), outputs, sex, 1) == -1.0
+    assert asked_score(Question(**judgment), outputs, adhd, 0) == pytest.approx(0.3)
