@@ -28,12 +28,13 @@ monotonically); 0.478 +- 0.034 without a fitted readout. After 600 training inst
 were within noise of each other (0.66-0.72). On all 19 attributes, threshold judgments went from
 near chance (0.43-0.59 on the previous demo model) to age 0.81, FIQ 0.78, education 0.87, PIQ 0.85,
 ADHD index 0.77 (BMI 0.57). Choosing the scale by the answers' likelihood instead picked 1-2 for the
-binary heads, where the conditions' judgments stayed at 0.39-0.69. The binary heads' written columns
-gained nothing on the learning curve by 600 instructions (0.690 against 0.715 +- 0.018; a demo with
-them ended at 0.45-0.64, but with trainable thresholds that drifted, so not conclusive: the
-thresholds are buffers now), so train.py writes the continuous heads only by default
-(`--fit_readout continuous`; `all` for both). Fit it after the router (each column acts through its
-head's routing weight).
+binary heads, where the conditions' judgments stayed at 0.39-0.69. Trained on judgments only, the
+binary heads' written columns gained nothing by 600 instructions (0.690 against 0.715 +- 0.018);
+trained on all paradigms, as the recipe does, they hold up where learned ones lag (0.654-0.658
+against 0.567 at 800 instructions, seeds 0-1), so train.py writes every kind by default
+(`--fit_readout all`). A categorical head's outputs all get the judgments' column; `fit_signs` turns
+them to the class a question asks. Fit it after the router and the paradigm classifier (each column
+acts through its head's routing weight and its paradigm's weight).
 """
 
 from __future__ import annotations
