@@ -5,9 +5,9 @@
         [--variants stage0,random] [--out outputs/learning_curve]
 
 Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (all three
-paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses training at each checkpoint (instructions seen = steps x batch) and scores the
-same zero-shot questions ("Does this subject have ...? Yes/No", likelihood of each answer) on the
-unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
+paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses training at each
+checkpoint (instructions seen = steps x batch) and scores the same zero-shot questions ("Does this
+subject have ...? Yes/No", likelihood of each answer) on the unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
 `random` from a random encoder (trained). Writes `learning_curve.json` and `learning_curve.md`
 (mean +- s.d. over seeds of the mean AUC over attributes, and per attribute).
 """
@@ -145,7 +145,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--freeze_projector", action="store_true", help="stage 1 with the projector fixed")
     parser.add_argument("--evidence_lr_multiplier", type=float, default=10.0)
     parser.add_argument("--train_paradigms", default="predictive,judgment,comparative",
-                        help="paradigms trained on (comma-separated; as the recipe: all three; the curve always scores judgments)")
+                        help="paradigms trained on (comma-separated; default all three, as the recipe; the curve "
+                             "always scores judgments)")
     parser.add_argument("--shared_readout", action="store_true",
                         help="one evidence readout for all paradigms (train.py --evidence_per_paradigm false)")
     parser.add_argument("--fit_readout", default="all",
