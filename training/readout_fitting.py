@@ -145,12 +145,12 @@ def standardised_threshold(model, j: int, threshold: float) -> float:
     return (target - float(norm.running_mean[column])) / float(norm.running_var[column] + norm.eps) ** 0.5
 
 
-def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], kind: str,
+def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], grouped: dict[str, list[dict]], kind: str,
                        target_of: Callable[[int, dict, list[dict]], np.ndarray | None], buffers: str, max_rows: int,
                        seed: int) -> dict[str, float]:
     """For each head of `kind`: ridge regression (alpha by CV) of `target_of(j, spec, about)` `(S, K)` (K: the
     head's outputs; None skips the head) on the router's bag-of-words features of up to `max_rows` instructions
-    `about` it, written into the head's rows of the buffers `{buffers}_weight` / `{buffers}_bias`. Returns per
+    `about` it (`grouped`: the instructions by attribute, `rows_by_attribute`), written into the head's rows of the buffers `{buffers}_weight` / `{buffers}_bias`. Returns per
     fitted head the fit's R^2 on those rows."""
     conditioning = model.model.instruction_conditioning
     weight, bias = getattr(conditioning, f"{buffers}_weight"), getattr(conditioning, f"{buffers}_bias")
@@ -159,7 +159,7 @@ def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], rows: S
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
-    fitted, grouped = {}, rows_by_attribute(rows)
+    fitted = {}
     for j, spec in enumerate(specs):
         about = grouped.get(spec["key"], [])
         if spec["kind"] != kind or not about:
@@ -179,11 +179,11 @@ def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], rows: S
 
 
 def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-                   seed: int = 0) -> dict[str, float]:
+                   seed: int = 0, grouped: dict[str, list[dict]] | None = None) -> dict[str, float]:
     """For each continuous head: ridge regression (alpha by CV) of the standardised threshold its judgments name
     (0 for its other instructions) on the router's bag-of-words features of up to `max_rows` instructions about
     it; written into `instruction_conditioning.threshold_weight` / `threshold_bias` (buffers). Returns per
-    fitted head the fit's R^2 on those rows."""
+    fitted head the fit's R^2 on those rows. `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 
     def standardised(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
         named = [named_threshold(row) for row in about]
@@ -191,7 +191,8 @@ def fit_thresholds(model, collate: Callable[[Sequence[dict]], dict], rows: Seque
             return None
         return np.array([[0.0 if t is None else standardised_threshold(model, j, t)] for t in named])
 
-    return _fit_question_maps(model, collate, rows, "continuous", standardised, "threshold", max_rows, seed)
+    grouped = rows_by_attribute(rows) if grouped is None else grouped
+    return _fit_question_maps(model, collate, grouped, "continuous", standardised, "threshold", max_rows, seed)
 
 
 @functools.lru_cache(maxsize=1)
@@ -215,11 +216,12 @@ def asked_class(row: dict, spec: dict) -> int | None:
 
 
 def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-              seed: int = 0) -> dict[str, float]:
+              seed: int = 0, grouped: dict[str, list[dict]] | None = None) -> dict[str, float]:
     """For each categorical head with class judgments: ridge regression (alpha by CV) of which way each
     question asks about each of its outputs (+1 the asked class, -1 the others; +1 for questions that ask
     no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written into
-    `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Returns per fitted head the fit's R^2."""
+    `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Returns per fitted head the fit's R^2.
+    `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 
     def ways(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
         asked = [asked_class(row, spec) for row in about]
@@ -228,7 +230,8 @@ def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
         outputs = np.arange(int(spec["num_outputs"]))
         return np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
 
-    return _fit_question_maps(model, collate, rows, "categorical", ways, "sign", max_rows, seed)
+    grouped = rows_by_attribute(rows) if grouped is None else grouped
+    return _fit_question_maps(model, collate, grouped, "categorical", ways, "sign", max_rows, seed)
 
 
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
@@ -285,8 +288,8 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         raise ValueError(f"fit_readout reads out {', '.join(READABLE_KINDS)} heads, not {sorted(unknown)}.")
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
     grouped = rows_by_attribute(rows)
-    thresholds = fit_thresholds(model, collate, rows, seed=seed) if "continuous" in kinds else {}
-    signs = fit_signs(model, collate, rows, seed=seed) if "categorical" in kinds else {}
+    thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds else {}
+    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)
