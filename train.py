@@ -145,8 +145,21 @@ class RecipeArguments:
     )
 
 
+@dataclass
+class FCNTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with batches of instructions of similar token length by default (judgments,
+    predictive and two-graph comparative prompts differ in length; random batches are mostly padding)."""
+
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "Sampler for training: 'group_by_length' (default: batches of similar length, from the "
+                          "`length` column train.py adds), 'random', 'sequential' or 'batch_rebalance'.",
+                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+
+
 def parse_args(argv: list[str] | None = None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, FCNTrainingArguments))
     try:
         model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
@@ -467,6 +480,14 @@ def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup
     return float(features.float().std(0).mean() / rms)
 
 
+def with_token_lengths(split: datasets.Dataset, collator: FCNInstructionCollator) -> datasets.Dataset:
+    """`split` with a `length` column: each instruction's token count `(rows,)` as the collator encodes it
+    (read by the length-grouped sampler; an instruction over `max_length` raises here, before training)."""
+    if "length" in split.column_names:
+        split = split.remove_columns("length")
+    return split.add_column("length", [len(collator.encode(row)[0]) for row in split])
+
+
 def report_precision(training_args: TrainingArguments) -> dict:
     """Log the run's precision and whether the device computes bf16 natively; warn, with the measured
     slowdown, when `--bf16 true` runs where bf16 is emulated. Returns what the training summary records."""
@@ -514,6 +535,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
     )
+    train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)
     fitted: dict = {}
     if routed and recipe_args.fit_router and not model_args.model_name_or_path:
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)

@@ -40,6 +40,16 @@ def continuation_ids(processor, prompt: str, answer: str) -> list[int]:
     return list(tokenizer(answer, add_special_tokens=False)["input_ids"])
 
 
+def length_sorted_batches(processor, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Prompt indices in batches of `batch_size`, ordered by token length (graphs expanded), so that
+    each batch pads to a length close to all of its prompts'."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    lengths = [len(ids) for ids in processor.tokenizer([expand_graphs(processor, p) for p in prompts])["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def _position_ids(attention_mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
     """Positions `(B, L)` counting only attended tokens (left padding gets position 0), plus `offset` `(B,)`."""
     pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
@@ -81,16 +91,16 @@ def choice_log_likelihoods(
     suffix = end_of_turn(processor) if append_end_of_turn else ""
     device = next(model.parameters()).device
     out = np.zeros((len(prompts), len(choices)), dtype=np.float64)
-    for start in range(0, len(prompts), batch_size):
-        batch_prompts = list(prompts[start : start + batch_size])
-        batch_fcns = [list(f) for f in fcns[start : start + batch_size]]
+    for batch in length_sorted_batches(processor, prompts, batch_size):
+        batch_prompts = [prompts[i] for i in batch]
+        batch_fcns = [list(fcns[i]) for i in batch]
         cont = [[continuation_ids(processor, p, c + suffix) for c in choices] for p in batch_prompts]
         if any(len(ids) == 0 for row in cont for ids in row):
             raise ValueError(f"A choice tokenizes to no tokens: {list(choices)}.")
         inputs = processor(text=batch_prompts, fcns=[f for row in batch_fcns for f in row] or None,
                            padding=True, padding_side="left", return_tensors="pt").to(device)
         score = _score_single_pass if single_pass else _score_with_cache
-        out[start : start + len(batch_prompts)] = score(model, processor, inputs, cont)
+        out[batch] = score(model, processor, inputs, cont)
     return out
 
 
@@ -210,17 +220,18 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers (decoded, special tokens dropped) to B prompts with their FCNs."""
     device = next(model.parameters()).device
-    answers: list[str] = []
+    answers: list[str] = [""] * len(prompts)
     tokenizer = processor.tokenizer
-    for start in range(0, len(prompts), batch_size):
-        batch_prompts = list(prompts[start : start + batch_size])
-        batch_fcns = [f for row in fcns[start : start + batch_size] for f in row]
+    for batch in length_sorted_batches(processor, prompts, batch_size):
+        batch_prompts = [prompts[i] for i in batch]
+        batch_fcns = [f for i in batch for f in fcns[i]]
         inputs = processor(text=batch_prompts, fcns=batch_fcns or None, padding=True, padding_side="left",
                            return_tensors="pt").to(device)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=_stop_ids(processor))
         new = output[:, inputs["input_ids"].shape[1]:]
-        answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+        for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
+            answers[i] = text
     return answers
 
 

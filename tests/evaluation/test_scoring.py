@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.scoring import choice_log_likelihoods, continuation_ids, end_of_turn, generate_answers, parse_number
+from evaluation.scoring import (
+    choice_log_likelihoods,
+    continuation_ids,
+    end_of_turn,
+    generate_answers,
+    length_sorted_batches,
+    parse_number,
+)
 from processing import FCNProcessor
 from tests.conftest import make_tiny_model, random_fcns
 
@@ -87,3 +94,21 @@ def test_generate_answers_returns_text(tokenizer):
                                         ("1,200", 1200.0), ("no idea", None), ("", None)])
 def test_parse_number(text, value):
     assert parse_number(text) == value
+
+
+def test_length_sorted_batches_pad_little_and_cover_every_prompt(tokenizer):
+    _, processor, prompts, _ = _setup(tokenizer, "llama")
+    prompts = [prompts[2], prompts[1], prompts[0], prompts[1], prompts[2], prompts[0]]  # long, short, mid mixed
+    batches = length_sorted_batches(processor, prompts, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(prompts)))
+    lengths = [processor(text=p, fcns=[random_fcns(1)[0]] * p.count("<graph>"))["input_ids"].shape[1] for p in prompts]
+    assert all(lengths[b[0]] == lengths[b[-1]] for b in batches)  # pairs of equal prompts share a batch
+    with pytest.raises(ValueError, match="batch_size"):
+        length_sorted_batches(processor, prompts, batch_size=0)
+
+
+def test_generate_answers_keep_the_prompts_order(tokenizer):
+    model, processor, prompts, fcns = _setup(tokenizer, "llama")
+    together = generate_answers(model, processor, prompts, fcns, batch_size=3, max_new_tokens=3)
+    alone = [generate_answers(model, processor, [p], [f], batch_size=1, max_new_tokens=3)[0] for p, f in zip(prompts, fcns)]
+    assert together == alone
