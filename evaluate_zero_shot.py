@@ -9,6 +9,12 @@ are split between the in-domain baseline and the evaluation.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
+# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import sys
 
@@ -32,17 +38,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--in_domain_fraction", type=float, default=0.2)
     parser.add_argument("--encoder_epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere")
     parser.add_argument("--no_plots", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.precision == "auto":
+        from training.precision import choose_precision, probe_capabilities
+
+        bf16 = choose_precision(probe_capabilities()).bf16
+    else:
+        bf16 = args.precision == "bf16"
     try:
         report = run_zero_shot_evaluation(
             args.model, args.data, args.out, max_subjects=args.max_subjects, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, methods=args.methods, in_domain_fraction=args.in_domain_fraction,
-            encoder_epochs=args.encoder_epochs, seed=args.seed, plots=not args.no_plots)
+            encoder_epochs=args.encoder_epochs, seed=args.seed, bf16=bf16, plots=not args.no_plots)
     except (DatasetFormatError, ModelFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

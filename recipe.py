@@ -16,6 +16,12 @@ subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_s
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
+# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import shutil
@@ -145,7 +151,8 @@ def main(argv=None) -> dict:
     timings["stage2"] = time.perf_counter() - start
 
     start = phase("5/6 zero-shot evaluation on unseen cohorts")
-    report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed)
+    report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed,
+                                      bf16=bf16)
     timings["evaluation"] = time.perf_counter() - start
 
     start = phase("6/6 final model")

@@ -13,6 +13,12 @@ also under `accelerate launch`.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
+# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json
 import logging
 import sys

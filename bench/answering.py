@@ -18,7 +18,7 @@ import torch
 
 from evaluation.fcn_llm import answer_questions
 from evaluation.questions import YES, NO, Question, build_question
-from evaluation.scoring import choice_log_likelihoods, generate_answers
+from evaluation.scoring import choice_log_likelihoods, generate_answers, length_sorted_batches
 
 from .setup import BenchData, Setup, bare_batch
 from .timing import interleaved, time_once
@@ -59,8 +59,8 @@ def prompt_batches(setup: Setup, questions: Sequence[Question], fcns_of: FcnsOf,
         groups[(q.target, q.choices)].append(q)
     batches = []
     for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            part = group[start : start + batch_size]
+        for indices in length_sorted_batches(setup.processor, [_prompt(setup, q) for q in group], batch_size):
+            part = [group[i] for i in indices]
             fcns = [f for q in part for f in fcns_of(q.subject_ids)]
             batches.append(setup.processor(text=[_prompt(setup, q) for q in part], fcns=fcns, padding=True,
                                            padding_side="left", return_tensors="pt"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("connectome", "encoder", "overhead", "pipeline", "tokens", "answering", "memory")
+SECTIONS = ("connectome", "encoder", "overhead", "pipeline", "tokens", "answering", "padding", "memory", "speed")
 
 
 def machine_info(threads: int | None) -> dict:
@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
     parser.add_argument("--quick", action="store_true", help="shrink everything (smoke run)")
+    parser.add_argument("--demo_timings", default="outputs/demo/timings.json",
+                        help="the last `make demo`'s timings.json (demo_minutes)")
     args = parser.parse_args(argv)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
     if unknown:
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
             done("encoder", t0)
 
         default = None
-        if needs_data - {"memory"}:
+        if needs_data - {"memory", "speed"}:
             tokenizer = default_tokenizer()
             default = wrap("SmolLM2-135M-Instruct", backbone_lm("default", len(tokenizer)), tokenizer,
                            encoder_config(data.atlas))
@@ -162,6 +164,17 @@ def run(args: argparse.Namespace, log=print) -> dict:
             }
             done("answering", t0)
 
+        if "padding" in sections:
+            from .answering import zero_shot_questions
+            from .padding import eval_padding, train_padding
+
+            t0 = timed("padding")
+            everything = zero_shot_questions(data, 64 if quick else 400,
+                                             paradigms=("judgment", "predictive", "comparative"), seed=2)
+            details["padding"] = {"train": train_padding(default, data, rows=200 if quick else 2000),
+                                  "eval": eval_padding(default, everything)}
+            done("padding", t0)
+
         del default
         gc.collect()
         if "memory" in sections:
@@ -177,14 +190,42 @@ def run(args: argparse.Namespace, log=print) -> dict:
                          f"{details['memory']['runs']['stage2']['padded_length']}), not a measured run.")
             done("memory", t0)
 
+        if "speed" in sections:
+            from .contention import bf16_step_ratio, contention
+
+            t0 = timed("speed (subprocesses: bf16 vs fp32, a busy competing process)")
+            data_dir = Path(args.data) if args.data else Path(tmp) / "data"
+            cores = os.cpu_count() or 1
+            details["speed"] = {
+                "bf16": bf16_step_ratio(data_dir, threads=cores, steps=2 if quick else 4),
+                "contention": contention(data_dir, threads=(cores, 1) if cores > 1 else (1,),
+                                         steps=2 if quick else 4, log=log),
+                "main_job_setting": f"threads={cores},wait=PASSIVE" if cores > 1 else "threads=1,wait=default",
+                "demo": demo_timings(args.demo_timings),
+            }
+            done("speed", t0)
+
     machine["seconds"] = time.perf_counter() - start
     machine["section_seconds"] = seconds
     machine["load_after"] = round(os.getloadavg()[0], 2)
-    notes.insert(0, "fp32 throughout (the demo recipe trains with bf16 autocast); the bare LLM gets the same token "
+    notes.insert(0, "fp32 throughout but `bf16_speedup_or_slowdown` (the recipe takes bf16 autocast where the "
+                    "hardware computes bf16 natively); the bare LLM gets the same token "
                     "ids with <graph> replaced by a word.")
     summary = report.summarize(details)
     files = report.write_results(args.out, summary, details, machine, notes)
     return {"summary": summary, "details": details, "machine": machine, "notes": notes, "files": files}
+
+
+def demo_timings(path: str | Path) -> dict:
+    """The last demo's timings.json with its total in minutes (`minutes` None when there is none)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return {"path": str(path), "minutes": None}
+    timings = json.loads(path.read_text())
+    seconds = sum(v for v in timings.values() if isinstance(v, (int, float)))
+    return {"path": str(path), "minutes": seconds / 60, "timings": timings}
 
 
 def _collate(setup, data, rows):

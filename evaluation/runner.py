@@ -78,6 +78,7 @@ def run_zero_shot_evaluation(
     encoder_epochs: int = 40,
     registry=None,
     seed: int = 0,
+    bf16: bool = False,
     plots: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -92,6 +93,7 @@ def run_zero_shot_evaluation(
         methods: subset of `fcn_llm`, `edge_regression`, `edge_regression_in_domain`,
             `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
+        bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).
     Returns:
         the report written to results.json: {"results": {"<attr>/<paradigm>": {..., "metrics": {method: {...}}}},
         "methods", "settings", "timings", "notes", "files", "table" (the markdown table)}.
@@ -146,8 +148,10 @@ def run_zero_shot_evaluation(
             def fcns_of(ids):
                 return [cache.setdefault(s, data.fcns[data.rows([s])[0]]) for s in ids]
 
-            answers[method] = answer_questions(model, processor, questions, fcns_of, batch_size=batch_size,
-                                               max_new_tokens=max_new_tokens, log=log)
+            device = next(model.parameters()).device.type
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                answers[method] = answer_questions(model, processor, questions, fcns_of, batch_size=batch_size,
+                                                   max_new_tokens=max_new_tokens, log=log)
         else:
             if method == "edge_regression":
                 preds, mnotes = baselines.edge_regression(data.fcns[train_rows], train_meta, data.fcns[eval_rows],
@@ -178,7 +182,7 @@ def run_zero_shot_evaluation(
         "settings": {"max_subjects": max_subjects, "evaluated_subjects": int(len(eval_rows)),
                      "in_domain_subjects": int(len(in_domain_rows)), "in_domain_fraction": in_domain_fraction,
                      "train_subjects": int(len(train_rows)), "questions": len(questions), "batch_size": batch_size,
-                     "normalization": normalization, "seed": seed},
+                     "normalization": normalization, "seed": seed, "bf16": bf16},
         "notes": notes,
         "results": results,
     }

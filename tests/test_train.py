@@ -248,3 +248,15 @@ def test_fp32_where_bf16_is_native_records_the_hardware(monkeypatch):
     *_, training_args = train.parse_args(["--output_dir", "unused", "--use_cpu", "true"])
     info = train.report_precision(training_args)
     assert info["precision"] == "fp32" and info["native_bf16"] and "AMX" in info["reason"]
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_train_py_sets_a_sleeping_openmp_wait_policy_unless_told(given, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import sys, train; assert 'torch' in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
