@@ -22,7 +22,8 @@ import numpy as np
 from .metrics import classification_metrics, regression_metrics
 from .questions import Question
 
-METHODS = ("fcn_llm", "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
+LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering, and its two controls
+METHODS = (*LLM_METHODS, "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
 
 
@@ -138,8 +139,11 @@ def _fmt(value, metric: str) -> str:
     return f"{value:.2f}" if metric == "mae" else f"{value:.3f}"
 
 
-def markdown_table(results: dict[str, dict], methods: tuple[str, ...] = METHODS) -> str:
-    """One row per attribute/paradigm: n, the main metric (r / MAE for continuous), chance, each method."""
+def markdown_table(results: dict[str, dict], methods: tuple[str, ...] | None = None) -> str:
+    """One row per attribute/paradigm: n, the main metric (r / MAE for continuous), chance, each method
+    (default: those with metrics in some row, in `METHODS` order)."""
+    if methods is None:
+        methods = tuple(m for m in METHODS if any(m in row["metrics"] for row in results.values()))
     header = ["attribute", "paradigm", "n", "metric", "chance", *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results.values():

@@ -19,12 +19,13 @@ import torch
 from datasets_scripts.attributes import load_registry
 
 from . import baselines
+from .controls import shuffled_partners, without_graphs
 from .data import TRAIN_SPLIT, EvaluationData, in_domain_split, load_evaluation_data
 from .fcn_llm import answer_questions
 from .model_io import load_model_and_processor
 from .plots import write_plots
 from .questions import Question, baseline_answer, build_question
-from .report import METHODS, build_results, markdown_table, write_json, write_markdown
+from .report import LLM_METHODS, METHODS, build_results, markdown_table, write_json, write_markdown
 
 
 def _questions(data: EvaluationData, eval_rows: np.ndarray, registry, notes: list[str]) -> list[Question]:
@@ -64,6 +65,35 @@ def _baseline_answers(questions: list[Question], data: EvaluationData, rows: np.
     return answers
 
 
+def _llm_inputs(method: str, questions: list[Question], data: EvaluationData, eval_rows: np.ndarray, processor,
+                seed: int) -> tuple[list[Question], Callable[[Sequence[str]], list[np.ndarray]]]:
+    """The questions FCN-LLM is asked under `method` and the FCN lookup it answers them with:
+    `fcn_llm` the subjects' own FCNs, `fcn_llm_shuffled` another evaluated subject's from the same site,
+    `text_only` the questions without `<graph>` and no FCN."""
+    if method == "text_only":
+        graph_token = getattr(processor, "graph_token", "<graph>")
+        return [without_graphs(q, graph_token) for q in questions], lambda ids: []
+    partner = shuffled_partners(data.subjects, eval_rows, seed) if method == "fcn_llm_shuffled" else {}
+    cache: dict[str, np.ndarray] = {}
+
+    def fcns_of(ids):
+        ids = [partner.get(s, s) for s in ids]
+        return [cache.setdefault(s, data.fcns[data.rows([s])[0]]) for s in ids]
+
+    return questions, fcns_of
+
+
+def _distinct_texts(questions: list[Question]) -> dict[str, Question]:
+    """Question id -> the first question with the same messages and choices (one answer serves all
+    subjects when no FCN is shown)."""
+    first: dict[tuple, Question] = {}
+    out = {}
+    for q in questions:
+        key = (q.target, q.choices, repr(q.messages))
+        out[q.id] = first.setdefault(key, q)
+    return out
+
+
 def run_zero_shot_evaluation(
     model: str | Path | torch.nn.Module,
     data: str | Path | EvaluationData,
@@ -90,8 +120,9 @@ def run_zero_shot_evaluation(
         out_dir: where results.json, results.md and the PNG plots go.
         max_subjects: cap on the evaluated zero-shot subjects (seeded subset), for quick runs.
         batch_size: prompts per forward pass (choices share each prompt's single prefill).
-        methods: subset of `fcn_llm`, `edge_regression`, `edge_regression_in_domain`,
-            `encoder_supervised`, `oracle`.
+        methods: subset of `fcn_llm`, `fcn_llm_shuffled` (each subject's FCN swapped for another
+            evaluated subject's from the same site), `text_only` (no graph), `edge_regression`,
+            `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
         bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).
     Returns:
@@ -142,16 +173,14 @@ def run_zero_shot_evaluation(
     train_meta = data.subjects.iloc[train_rows].reset_index(drop=True)
     for method in methods:
         start = time.perf_counter()
-        if method == "fcn_llm":
-            cache: dict[str, np.ndarray] = {}
-
-            def fcns_of(ids):
-                return [cache.setdefault(s, data.fcns[data.rows([s])[0]]) for s in ids]
-
+        if method in LLM_METHODS:
+            asked, fcns_of = _llm_inputs(method, questions, data, eval_rows, processor, seed)
             device = next(model.parameters()).device.type
+            distinct = _distinct_texts(asked) if method == "text_only" else {q.id: q for q in asked}
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                answers[method] = answer_questions(model, processor, questions, fcns_of, batch_size=batch_size,
-                                                   max_new_tokens=max_new_tokens, log=log)
+                unique = answer_questions(model, processor, list({q.id: q for q in distinct.values()}.values()), fcns_of,
+                                          batch_size=batch_size, max_new_tokens=max_new_tokens, log=log)
+            answers[method] = {qid: unique[q.id] for qid, q in distinct.items()}
         else:
             if method == "edge_regression":
                 preds, mnotes = baselines.edge_regression(data.fcns[train_rows], train_meta, data.fcns[eval_rows],

@@ -69,3 +69,11 @@ def test_plots(run):
 def test_unknown_method(model_dir, instruction_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown method"):
         run_zero_shot_evaluation(model_dir, instruction_dir, tmp_path, methods=["gpt4"])
+
+
+def test_controls_are_reported_and_text_only_cannot_tell_subjects_apart(run):
+    _, report = run
+    row = report["results"]["adhd/predictive"]  # one question text for every subject
+    assert {"fcn_llm_shuffled", "text_only"} <= set(row["metrics"])
+    assert row["metrics"]["text_only"]["auc"] == 0.5
+    assert row["metrics"]["fcn_llm_shuffled"]["n"] == row["metrics"]["fcn_llm"]["n"]
