@@ -29,7 +29,7 @@ import datasets
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, Trainer, TrainingArguments, set_seed
+from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
@@ -42,6 +42,7 @@ from training.encoder_pretraining import head_specs, nan_targets, pretrain_encod
 from training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
 from training.readout_fitting import READABLE_KINDS, fit_readout
 from training.router_fitting import fit_paradigms, fit_router
+from training.trainer import FCNTrainer
 
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
@@ -154,13 +155,18 @@ class RecipeArguments:
 @dataclass
 class FCNTrainingArguments(TrainingArguments):
     """`TrainingArguments` with batches of instructions of similar token length by default (judgments,
-    predictive and two-graph comparative prompts differ in length; random batches are mostly padding)."""
+    predictive and two-graph comparative prompts differ in length; random batches pad ~30 % of tokens)."""
 
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "Sampler for training: 'group_by_length' (default: batches of similar length, from the "
                           "`length` column train.py adds), 'random', 'sequential' or 'batch_rebalance'.",
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+    length_bucket_batches: int = field(
+        default=8,
+        metadata={"help": "group_by_length: batches per length-sorted bucket of random rows (1: random batches; "
+                          "larger: less padding, fewer paradigms per batch). Batches are then shuffled."},
     )
 
 
@@ -558,7 +564,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         "stage %s: %d train / %d validation instructions, %.2f M trainable parameters",
         recipe_args.stage, len(train), len(validation), trainable / 1e6,
     )
-    trainer = Trainer(
+    trainer = FCNTrainer(
         model=trainable_model, args=training_args, train_dataset=train,
         eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
         processing_class=processor, callbacks=callbacks,

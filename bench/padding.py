@@ -1,6 +1,6 @@
-"""Padding: the share of batch tokens that are padding, in training batches (random vs length-grouped,
-the Trainer's own `LengthGroupedSampler`) and in zero-shot scoring batches (questions in order vs
-sorted by token length, as `evaluation.scoring` batches them)."""
+"""Padding: the share of batch tokens that are padding, in training batches (random vs length-bucketed,
+`training.sampling.LengthBucketSampler` as train.py batches them) and in zero-shot scoring batches
+(questions in order vs sorted by token length, as `evaluation.scoring` batches them)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from evaluation.questions import Question
 from evaluation.scoring import expand_graphs, length_sorted_batches
 from training.collator import FCNInstructionCollator
+from training.sampling import LengthBucketSampler
 
 from .setup import BenchData, Setup
 
@@ -30,18 +30,21 @@ def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
 
 
-def train_padding(setup: Setup, data: BenchData, batch_size: int = 8, rows: int = 2000, seed: int = 0) -> dict:
-    """Padding fraction of `rows` training instructions in random batches and in length-grouped ones."""
+def train_padding(setup: Setup, data: BenchData, batch_size: int = 8, rows: int = 2000, seed: int = 0,
+                  bucket_batches: int = 8) -> dict:
+    """Padding fraction of `rows` training instructions in random batches and in length-bucketed ones
+    (train.py's default `length_bucket_batches`)."""
     pool = data.rows["train"]
     picked = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:rows]]
     collator = FCNInstructionCollator(setup.processor, data.lookup)
     lengths = [len(collator.encode(row)[0]) for row in picked]
     generator = torch.Generator().manual_seed(seed)
     random_order = torch.randperm(len(lengths), generator=generator).tolist()
-    grouped = list(LengthGroupedSampler(batch_size, lengths=lengths, generator=generator))
-    return {"rows": len(lengths), "batch_size": batch_size, "tokens_per_row": float(np.mean(lengths)),
+    bucketed = LengthBucketSampler(lengths, batch_size, bucket_batches=bucket_batches, generator=generator).batches()
+    return {"rows": len(lengths), "batch_size": batch_size, "bucket_batches": bucket_batches,
+            "tokens_per_row": float(np.mean(lengths)),
             "random": padding_fraction(lengths, _chunks(random_order, batch_size)),
-            "group_by_length": padding_fraction(lengths, _chunks(grouped, batch_size))}
+            "group_by_length": padding_fraction(lengths, bucketed)}
 
 
 def eval_padding(setup: Setup, questions: Sequence[Question], batch_size: int = 8) -> dict:

@@ -101,7 +101,7 @@ KEYS: list[Key] = [
         lambda v: v <= 1.5),
     Key("contended_slowdown_spinning", "the same with OpenMP's default (spinning) wait policy",
         lambda d: d["speed"]["contention"][d["speed"]["main_job_setting"].replace("PASSIVE", "default")]["slowdown"]),
-    Key("padding_fraction_train", "padding share of stage-1/2 batch tokens, length-grouped (train.py default)",
+    Key("padding_fraction_train", "padding share of stage-1/2 batch tokens, length-bucketed (train.py default)",
         _get("padding", "train", "group_by_length"), "< 0.10", lambda v: v < 0.10),
     Key("padding_fraction_train_random", "the same with random batches", _get("padding", "train", "random")),
     Key("padding_fraction_eval", "padding share of zero-shot scoring batch tokens, length-sorted",
