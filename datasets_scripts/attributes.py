@@ -6,13 +6,20 @@ adding an entry there (or by passing their own file to `load_registry`), never b
 Each entry has:
     kind: ``"continuous"``, ``"binary"`` or ``"categorical"``;
     name: display name used in questions (e.g. ``"full-scale IQ"``);
-    continuous: ``units``, ``valid_range`` [lo, hi], ``decimals`` (answer formatting), ``thresholds``
-        (candidate cut-offs for judgment questions);
+    continuous: ``units``, ``valid_range`` [lo, hi], ``decimals`` (answer and threshold rounding),
+        ``thresholds`` (typical cut-offs: interpretation's default question; the instruction builder
+        draws its thresholds from the cohort instead, see `question_bank`);
     binary: ``labels`` {"1": ..., "0": ...} (predictive answers); judgment answers are "Yes"/"No";
     categorical: ``classes`` (answers) and ``class_phrases`` (class -> phrase used in "Is this subject {phrase}?");
     templates: paradigm -> list of paraphrased questions. Paradigms: ``predictive``, ``judgment``
         (continuous: with ``{threshold}``; categorical: with ``{phrase}``), ``comparative`` (asks which
-        of two subjects has the *higher* value / has the condition) and ``comparative_lower``.
+        of two subjects has the *higher* value / has the condition) and ``comparative_lower``. They say
+        which paradigms an attribute has, and are the plain questions (interpretation; reading the
+        threshold of rows built without the instruction columns); the instruction builder composes its
+        questions from the question bank;
+    bank (optional): ``family`` (frames in `question_bank.json`; default by kind), ``terms`` and
+        ``held_out_terms`` (names, synonyms, abbreviations, clinical terms), categorical ``class_terms``
+        and ``held_out_class_terms`` (class -> phrases); see `datasets_scripts/question_bank.py`.
 
 Value conventions in `SubjectTable.meta`: continuous = float; binary = 0/1 float (1 = has the
 condition); categorical = class-name string; NaN/None = missing (that attribute is skipped).
@@ -54,6 +61,7 @@ class Attribute:
     classes: tuple[str, ...] = ()
     class_phrases: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    bank: dict[str, Any] = field(default_factory=dict)  # question-bank family and terms (datasets_scripts/question_bank.py)
 
     def paradigms(self) -> list[str]:
         """The paradigms this attribute has questions for."""
@@ -178,7 +186,48 @@ def _parse(key: str, spec: Mapping[str, Any]) -> Attribute:
         if templates["comparative"] or templates["comparative_lower"]:
             raise ValueError(f"{where}: categorical attributes have no order, so no comparative templates.")
         kwargs.update(classes=classes, class_phrases=phrases)
+    kwargs["bank"] = _parse_bank(where, spec.get("bank", {}), kwargs.get("classes", ()))
     return Attribute(key=key, kind=kind, name=str(spec.get("name", key)), templates=templates, **kwargs)
+
+
+_BANK_FIELDS = {"family", "terms", "held_out_terms", "class_terms", "held_out_class_terms"}
+
+
+def _parse_bank(where: str, bank: Any, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Check an attribute's ``bank`` entry (family name, term lists, per-class term lists)."""
+    if not isinstance(bank, dict):
+        raise ValueError(f"{where}: 'bank' must be an object (family, terms, held_out_terms, class_terms, "
+                         "held_out_class_terms).")
+    unknown = set(bank) - _BANK_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unknown bank field(s) {sorted(unknown)}; allowed: {sorted(_BANK_FIELDS)}.")
+
+    def words(value: Any, name: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+            raise ValueError(f"{where}: bank {name} must be a list of non-empty strings.")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{where}: bank {name} lists a term twice: {value}.")
+        return list(value)
+
+    out: dict[str, Any] = {}
+    if "family" in bank:
+        out["family"] = str(bank["family"])
+    for name in ("terms", "held_out_terms"):
+        if name in bank:
+            out[name] = words(bank[name], name)
+    if set(out.get("terms", [])) & set(out.get("held_out_terms", [])):
+        raise ValueError(f"{where}: a term cannot be both a training and a held-out term: "
+                         f"{sorted(set(out['terms']) & set(out['held_out_terms']))}.")
+    for name in ("class_terms", "held_out_class_terms"):
+        if name not in bank:
+            continue
+        if not classes:
+            raise ValueError(f"{where}: bank {name} is for categorical attributes only.")
+        given = bank[name]
+        if not isinstance(given, dict) or set(given) - set(classes):
+            raise ValueError(f"{where}: bank {name} must map classes {list(classes)} to term lists.")
+        out[name] = {c: words(v, f"{name}[{c!r}]") for c, v in given.items()}
+    return out
 
 
 def load_registry(path: str | Path | None = None) -> AttributeRegistry:

@@ -5,9 +5,13 @@
 Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, oracle_<key> (the
 simulator's oracle scores, simulated sets only), fcn = upper
 triangle without the diagonal as float16, attribute columns), ``DIR/instructions/{split}.parquet``
-(id, messages, subject_ids, paradigm, attribute, answer, dataset, site) and ``DIR/README.md``, a
-dataset card whose YAML ``configs:`` lists the files per split. Splits: ``train`` / ``validation``
-(seen cohorts, split by subject) and ``zero_shot`` (unseen cohorts). The card has the counts per
+(id, messages, subject_ids, paradigm, attribute, answer, dataset, site, and the question's form and
+meaning: template_id, held_out, threshold, asked_class, negated, direction; see `instructions.py`) and
+``DIR/README.md``, a dataset card whose YAML ``configs:`` lists the files per split. Splits: ``train`` /
+``validation`` (seen cohorts, split by subject) and ``zero_shot`` (unseen cohorts). Questions come from
+the question bank (`question_bank.py`): ``train`` asks with training forms only, ``validation`` with
+held-out forms (frames, terms, answer instructions never trained on) only, ``zero_shot`` with both
+(held-out forms as extra rows). The card has the counts per
 attribute, paradigm and split, the skipped missing values, and the oracle vs edge-regression vs
 chance table on the zero-shot split (the builder checks that no baseline beats the oracle beyond
 sampling noise and says so in the card). ``--harmonize`` removes site effects from the seen cohorts
@@ -269,8 +273,33 @@ def instructions_arrow(records: list[dict]) -> pa.Table:
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     schema = pa.schema([("id", pa.string()), ("messages", pa.list_(message)), ("subject_ids", pa.list_(pa.string())),
                         ("paradigm", pa.string()), ("attribute", pa.string()), ("answer", pa.string()),
-                        ("dataset", pa.string()), ("site", pa.string())])
+                        ("dataset", pa.string()), ("site", pa.string()),
+                        # the question's form and meaning (instructions.FORM_COLUMNS)
+                        ("template_id", pa.string()), ("held_out", pa.bool_()), ("threshold", pa.float64()),
+                        ("asked_class", pa.string()), ("negated", pa.bool_()), ("direction", pa.int8())])
     return pa.Table.from_pylist(records, schema=schema)
+
+
+INSTRUCTION_COLUMNS_DOC = (
+    ("template_id", "the question's form: `attribute/paradigm/frame/term/answer-instruction` (question bank)"),
+    ("held_out", "the form uses a held-out frame, term or answer instruction (never in `train`)"),
+    ("threshold", "continuous judgments: the value the question names; else null"),
+    ("asked_class", "categorical judgments: the class the question asks about; else null"),
+    ("negated", "the yes/no answer is flipped relative to the plain question (\"Can ADHD be ruled out?\")"),
+    ("direction", "+1: asks for the higher value / the condition; -1: the lower value / its absence "
+                  "(\"younger than\", \"less likely to have\")"),
+)
+
+
+def _forms_table(forms: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per split: instructions, those with held-out forms, and the distinct forms of each."""
+    rows = []
+    for split, frame in forms.items():
+        held = frame["held_out"].astype(bool)
+        rows.append({"split": split, "instructions": len(frame), "held-out form": int(held.sum()),
+                     "distinct training forms": frame.loc[~held, "template_id"].nunique(),
+                     "distinct held-out forms": frame.loc[held, "template_id"].nunique()})
+    return pd.DataFrame(rows)
 
 
 def _yaml_configs(splits: list[str]) -> str:
@@ -303,10 +332,22 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
              f"({', '.join(summary['zero_shot_datasets']) or 'none'}): other template group, unseen scanners, "
              "other scan lengths, noise, ages and prevalences. No subject is in two splits.", "",
              "## Subjects per split and dataset", "", _markdown_table(summary["subjects_table"]), "",
-             "## Instructions per attribute, paradigm and split", "", _markdown_table(counts), "",
-             "## Skipped values", "",
-             "A missing attribute value is skipped for that subject (never imputed); comparative pairs with "
-             "equal values are not formed.", "", _markdown_table(skipped), ""]
+             "## Instructions per attribute, paradigm and split", "", _markdown_table(counts), ""]
+    if summary.get("forms_table") is not None:
+        parts += ["## Question forms", "",
+                  "Questions are composed from the question bank (`datasets_scripts/question_bank.py`: frames x "
+                  "attribute terms x answer instructions, with negated and reversed forms). A fixed part of the bank "
+                  "is held out (whole frames, terms and answer instructions): `train` asks with training forms only, "
+                  "`validation` with held-out forms only, `zero_shot` with both (each subject's questions once in "
+                  "training wording and, as extra rows, once in held-out wording), so generalisation to new wording "
+                  "is measured on every evaluation. Continuous judgments name thresholds drawn uniformly between the "
+                  "split's 10th and 90th percentiles of the attribute.", "",
+                  _markdown_table(summary["forms_table"]), "",
+                  "Columns that say what each instruction asks:", "",
+                  *[f"- `{name}`: {text}" for name, text in INSTRUCTION_COLUMNS_DOC], ""]
+    parts += ["## Skipped values", "",
+              "A missing attribute value is skipped for that subject (never imputed); comparative pairs with "
+              "equal values are not formed.", "", _markdown_table(skipped), ""]
     parts += _harmonization_section(harmonization)
     if baselines:
         table = pd.DataFrame([{"attribute": b.attribute, "metric": b.metric, "n (zero_shot)": b.n,
@@ -369,7 +410,7 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
     out = Path(out)
     (out / "subjects").mkdir(parents=True, exist_ok=True)
     (out / "instructions").mkdir(parents=True, exist_ok=True)
-    counts, skipped = [], []
+    counts, skipped, forms = [], [], {}
     for s in splits:
         rows = np.flatnonzero(split == s)
         pq.write_table(subjects_arrow(table, rows), out / "subjects" / f"{s}.parquet")
@@ -377,6 +418,7 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
         pq.write_table(instructions_arrow(inst.records), out / "instructions" / f"{s}.parquet")
         frame = pd.DataFrame(inst.records, columns=["attribute", "paradigm"])
         counts.append(frame.value_counts().rename(s))
+        forms[s] = pd.DataFrame(inst.records, columns=["template_id", "held_out"])
         skipped.append(pd.Series(inst.skipped_missing, dtype=int).rename(f"{s}: missing"))
         skipped.append(pd.Series(inst.skipped_ties, dtype=int).rename(f"{s}: comparative ties"))
     count_table = pd.concat(counts, axis=1).fillna(0).astype(int).reindex(
@@ -395,7 +437,7 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
                "atlas": atlas, "num_rois": table.num_rois, "seed": seed,
                "zero_shot_datasets": table.info.get("zero_shot_datasets", []), "check_train": check_train,
                "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
-               "build_seconds": seconds, "timings": timings}
+               "build_seconds": seconds, "timings": timings, "forms_table": _forms_table(forms)}
     (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization))
     return BuildResult(out, count_table, baselines, seconds, timings, harmonization)
 

@@ -5,6 +5,13 @@
 - comparative: "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first
   or the second?" -> "The first" (pairs from the same split and dataset; answers balanced exactly).
 
+The questions come from the question bank (`question_bank.py`: frames x attribute terms x answer
+instructions, with negated and reversed forms); each record says which form it is and what it asks
+(`template_id`, `held_out`, `threshold`, `asked_class`, `negated`, `direction`). The `train` split
+uses training forms only, `validation` held-out forms only, and `zero_shot` both: each subject's
+questions (and each comparative pair) once from the training forms and, as extra rows, once from the
+held-out forms (`SPLIT_POOLS`; other split names get both).
+
 Missing values are skipped and counted (per split and attribute), never invented.
 """
 
@@ -12,14 +19,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from datasets_scripts.attributes import Attribute, AttributeRegistry
+from datasets_scripts.question_bank import POOLS, SPLIT_POOLS, Form, QuestionBank, compose, load_bank, threshold_span
 
 GRAPH_TOKEN = "<graph>"
 FIRST, SECOND = "The first", "The second"
+FORM_COLUMNS = ("template_id", "held_out", "threshold", "asked_class", "negated", "direction")
 
 
 @dataclass
@@ -39,37 +49,9 @@ def _message(question: str, answer: str, num_graphs: int) -> list[dict]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
-def _thresholds(attr: Attribute, values: np.ndarray) -> list[float]:
-    """Cut-offs for judgment questions that split this cohort reasonably (10th-90th percentile)."""
-    lo, hi = np.quantile(values, [0.1, 0.9])
-    inside = [t for t in attr.thresholds if lo <= t <= hi]
-    return inside or [float(np.round(np.median(values), attr.decimals))]
-
-
-def _single(attr: Attribute, value, rng: np.random.Generator, thresholds: list[float]) -> list[tuple[str, str, str]]:
-    """(paradigm, question, answer) for the single-subject paradigms."""
-    out = []
-    if attr.templates["predictive"]:
-        out.append(("predictive", str(rng.choice(attr.templates["predictive"])), attr.format_value(value)))
-    if attr.templates["judgment"]:
-        template = str(rng.choice(attr.templates["judgment"]))
-        if attr.kind == "continuous":
-            choices = [t for t in thresholds if float(value) != t] or thresholds
-            threshold = float(rng.choice(choices))
-            question = template.format(threshold=attr.format_threshold(threshold), units=attr.units)
-            answer = "Yes" if float(value) > threshold else "No"
-        elif attr.kind == "categorical":
-            asked = value if rng.random() < 0.5 else str(rng.choice([c for c in attr.classes if c != value]))
-            question = template.format(phrase=attr.class_phrases[asked])
-            answer = "Yes" if asked == value else "No"
-        else:
-            question, answer = template, ("Yes" if float(value) == 1.0 else "No")
-        out.append(("judgment", question, answer))
-    return out
-
-
 def _pairs(attr: Attribute, ids: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> tuple[list, int]:
-    """Pairs (higher_index, lower_index) for comparative questions, and the number of ties skipped."""
+    """Pairs (higher_index, lower_index) for comparative questions (binary: (has the condition, has not)),
+    and the number of ties skipped."""
     if attr.kind == "binary":
         pos, neg = rng.permutation(np.flatnonzero(values == 1)), rng.permutation(np.flatnonzero(values == 0))
         return list(zip(pos, neg[: len(pos)])) if len(neg) >= len(pos) else list(zip(pos[: len(neg)], neg)), 0
@@ -83,21 +65,35 @@ def _pairs(attr: Attribute, ids: np.ndarray, values: np.ndarray, rng: np.random.
     return pairs, ties
 
 
+def _form_columns(form: Form, threshold: float | None = None, asked_class: str | None = None) -> dict:
+    return {"template_id": form.template_id, "held_out": form.held_out,
+            "threshold": None if threshold is None else float(threshold), "asked_class": asked_class,
+            "negated": form.negated, "direction": int(form.direction)}
+
+
 def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeRegistry,
-                          rng: np.random.Generator, comparative_per_subject: float = 0.5) -> InstructionSet:
+                          rng: np.random.Generator, comparative_per_subject: float = 0.5,
+                          bank: QuestionBank | None = None, pools: Sequence[str] | None = None) -> InstructionSet:
     """All instructions of one split.
 
     Args:
         meta: the split's subjects (`subject_id`, `dataset`, `site` and attribute columns named by
             registry keys; missing = NaN/None).
         comparative_per_subject: comparative pairs per attribute, as a fraction of its subjects.
+        bank: the question bank (default: the bundled one).
+        pools: which forms to ask with, each giving its own rows: ("train",), ("held_out",) or both;
+            default `SPLIT_POOLS[split]` (both for other split names).
     """
+    bank = bank or load_bank()
+    pools = tuple(pools) if pools is not None else SPLIT_POOLS.get(split, POOLS)
+    if not pools or set(pools) - set(POOLS):
+        raise ValueError(f"pools must be a non-empty selection of {POOLS}; got {pools!r}.")
     out = InstructionSet()
     attrs = [c for c in meta.columns if c not in ("subject_id", "dataset", "site", "atlas", "num_rois")]
     registry.select(attrs)  # unknown columns raise, naming the allowed keys
     counter = 0
 
-    def add(paradigm, attr, question, answer, rows):
+    def add(paradigm, attr, question, answer, rows, columns):
         nonlocal counter
         sites = list(dict.fromkeys(meta["site"].iloc[r] for r in rows))
         out.records.append({
@@ -106,6 +102,7 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
             "subject_ids": [str(meta["subject_id"].iloc[r]) for r in rows],
             "paradigm": paradigm, "attribute": attr.key, "answer": answer,
             "dataset": str(meta["dataset"].iloc[rows[0]]), "site": "|".join(map(str, sites)),
+            **columns,
         })
         counter += 1
 
@@ -119,14 +116,20 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
             continue
         for r in rows:
             attr.check_value(column.iloc[r], where=f"subject {meta['subject_id'].iloc[r]!r}")
+        forms = {(p, pool): bank.pool(attr, p, pool) for p in attr.paradigms() for pool in pools}
         values = column.iloc[rows].to_numpy()
-        thresholds = _thresholds(attr, values.astype(float)) if attr.kind == "continuous" else []
+        span = threshold_span(attr, values.astype(float)) if attr.kind == "continuous" else None
         for r, value in zip(rows, values):
-            for paradigm, question, answer in _single(attr, value, rng, thresholds):
-                add(paradigm, attr, question, answer, [r])
-        if attr.kind == "categorical" or not attr.templates["comparative"]:
+            for paradigm in ("predictive", "judgment"):
+                for pool in pools:
+                    if (paradigm, pool) not in forms:
+                        continue
+                    composed = compose(attr, forms[paradigm, pool].draw(rng), value, rng, span)
+                    add(paradigm, attr, composed.question, composed.answer, [r],
+                        _form_columns(composed.form, composed.threshold, composed.asked_class))
+        if attr.kind == "categorical" or "comparative" not in attr.paradigms():
             continue
-        n_pairs = 0
+        n_pairs = Counter()  # per pool: alternate which position holds the answer (exactly balanced)
         for _, group in pd.Series(rows).groupby(meta["dataset"].iloc[rows].to_numpy()):
             idx = group.to_numpy()
             vals = column.iloc[idx].to_numpy().astype(float)
@@ -134,12 +137,11 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
             out.skipped_ties[key] += ties
             keep = int(round(comparative_per_subject * len(idx)))
             for hi, lo in pairs[:keep]:
-                lower = bool(attr.templates["comparative_lower"]) and rng.random() < 0.5
-                template = str(rng.choice(attr.templates["comparative_lower" if lower else "comparative"]))
-                target, other = (idx[lo], idx[hi]) if lower else (idx[hi], idx[lo])
-                # Alternate which position holds the answer: "The first"/"The second" exactly balanced.
-                first = n_pairs % 2 == 0
-                n_pairs += 1
-                add("comparative", attr, template, FIRST if first else SECOND,
-                    [target, other] if first else [other, target])
+                for pool in pools:
+                    form = forms["comparative", pool].draw(rng)
+                    target, other = (idx[hi], idx[lo]) if form.direction > 0 else (idx[lo], idx[hi])
+                    first = n_pairs[pool] % 2 == 0
+                    n_pairs[pool] += 1
+                    add("comparative", attr, form.text(attr), FIRST if first else SECOND,
+                        [target, other] if first else [other, target], _form_columns(form))
     return out

@@ -69,7 +69,9 @@ def write_plots(questions: list[Question], answers: dict[str, dict[str, dict]], 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for (key, paradigm), group in group_questions(questions).items():
+    for (key, paradigm, held_out), group in group_questions(questions).items():
+        if held_out:  # the plots show the training wording; results.md has both
+            continue
         attribute = registry[key]
         if attribute.kind == "binary" and paradigm in ("predictive", "judgment"):
             path = plot_roc(group, answers, f"{attribute.name} ({paradigm})", out_dir / f"roc_{key}_{paradigm}.png")

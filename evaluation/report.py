@@ -3,7 +3,7 @@
 results.json::
 
     {"methods": [...], "settings": {...}, "timings": {...}, "notes": [...],
-     "results": {"<attribute>/<paradigm>": {"attribute", "name", "kind", "paradigm", "target", "n",
+     "results": {"<attribute>/<paradigm>[/held_out]": {"attribute", "name", "kind", "paradigm", "forms", "target", "n",
                  "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
 
 A method absent from a row's ``metrics`` could not be run for it (the row's notes say why).
@@ -23,6 +23,7 @@ from .metrics import classification_metrics, regression_metrics
 from .questions import Question
 
 LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering, and its two controls
+TRAINING_WORDING_ONLY = ("fcn_llm_shuffled",)  # controls asked in training wording only
 METHODS = (*LLM_METHODS, "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
 
@@ -36,11 +37,17 @@ def main_metrics(target: str, paradigm: str) -> tuple[str, ...]:
     return ("auc",)
 
 
-def group_questions(questions: list[Question]) -> dict[tuple[str, str], list[Question]]:
-    groups: dict[tuple[str, str], list[Question]] = defaultdict(list)
+def group_questions(questions: list[Question]) -> dict[tuple[str, str, bool], list[Question]]:
+    """(attribute, paradigm, held-out wording) -> its questions, training wording first."""
+    groups: dict[tuple[str, str, bool], list[Question]] = defaultdict(list)
     for q in questions:
-        groups[q.group].append(q)
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], PARADIGM_ORDER.get(kv[0][1], 9))))
+        groups[(*q.group, bool(getattr(q, "held_out", False)))].append(q)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], PARADIGM_ORDER.get(kv[0][1], 9), kv[0][2])))
+
+
+def row_key(key: str, paradigm: str, held_out: bool) -> str:
+    """The results row of an attribute, paradigm and wording: "adhd/judgment" or "adhd/judgment/held_out"."""
+    return f"{key}/{paradigm}" + ("/held_out" if held_out else "")
 
 
 def collect(questions: list[Question], answers: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -89,7 +96,7 @@ def build_results(questions: list[Question], answers: dict[str, dict[str, dict]]
                   method_notes: dict[str, list[str]] | None = None) -> dict[str, dict]:
     """The ``results`` mapping of results.json. `answers`: method -> question id -> {"score", "prediction"}."""
     results = {}
-    for (key, paradigm), group in group_questions(questions).items():
+    for (key, paradigm, held_out), group in group_questions(questions).items():
         attribute = registry[key]
         notes = []
         metrics = {}
@@ -97,14 +104,17 @@ def build_results(questions: list[Question], answers: dict[str, dict[str, dict]]
             if method not in answers:
                 continue
             m = row_metrics(group, answers[method])
+            if m is None and held_out and method in TRAINING_WORDING_ONLY:
+                continue
             if m is None:
                 notes.append(f"{method}: no predictions for this attribute")
                 continue
             metrics[method] = m
         for method, method_notes_list in (method_notes or {}).items():
             notes.extend(f"{method}: {n}" for n in method_notes_list if n.split(":")[0] == key)
-        results[f"{key}/{paradigm}"] = {
+        results[row_key(key, paradigm, held_out)] = {
             "attribute": key, "name": attribute.name, "kind": attribute.kind, "paradigm": paradigm,
+            "forms": "held_out" if held_out else "training",
             "target": group[0].target, "n": len(group), "n_subjects": len({s for q in group for s in q.subject_ids}),
             "main_metric": list(main_metrics(group[0].target, paradigm)), "chance": chance_metrics(group),
             "metrics": metrics, "notes": notes,
@@ -148,7 +158,8 @@ def markdown_table(results: dict[str, dict], methods: tuple[str, ...] | None = N
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results.values():
         metrics = row["main_metric"]
-        cells = [row["name"], row["paradigm"], str(row["n"]), " / ".join("r" if m == "pearson_r" else m.upper()
+        paradigm = row["paradigm"] + (" (held-out wording)" if row.get("forms") == "held_out" else "")
+        cells = [row["name"], paradigm, str(row["n"]), " / ".join("r" if m == "pearson_r" else m.upper()
                  if m in ("auc", "mae") else m for m in metrics),
                  " / ".join(_fmt(row["chance"].get(m), m) for m in metrics)]
         for method in methods:

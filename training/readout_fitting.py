@@ -51,7 +51,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.attributes import load_registry
-from evaluation.questions import build_question
+from evaluation.questions import YES, build_question, row_value
 from evaluation.scoring import choice_log_likelihoods
 
 from .collator import prompt_messages
@@ -128,8 +128,15 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def named_threshold(row: dict) -> float | None:
-    """The first number in a judgment's question ("older than 30 years?" -> 30.0); None for other rows."""
+    """The threshold a judgment names: its `threshold` column where the row has one (rows that record their form,
+    `template_id`, and leave it empty name none), else the first number in its question ("older than 30 years?"
+    -> 30.0); None for other rows."""
     if row.get("paradigm") != "judgment":
+        return None
+    threshold = row_value(row, "threshold")
+    if threshold is not None:
+        return float(threshold)
+    if row_value(row, "template_id") is not None:
         return None
     question = " ".join(str(m["content"]) for m in prompt_messages(row["messages"]) if m["role"] == "user")
     found = NUMBER.search(question)
@@ -201,14 +208,21 @@ def _registry():
 
 
 def asked_class(row: dict, spec: dict) -> int | None:
-    """The output of categorical head `spec` a judgment asks about ("Is this subject female?" -> Female's), read
-    with the attribute registry's templates; None for other rows and attributes the registry does not know."""
-    registry = _registry()
-    if row.get("paradigm") != "judgment" or spec["key"] not in registry:
+    """The output of categorical head `spec` a judgment asks about ("Is this subject female?" -> Female's): the
+    row's `asked_class` column where it has one (rows that record their form, `template_id`, and leave it empty
+    ask none), else read with the attribute registry's templates; None for other rows and (without the column)
+    attributes the registry does not know."""
+    if row.get("paradigm") != "judgment":
         return None
-    attribute = registry[spec["key"]]
-    name = attribute.classes[build_question(pd.Series(row), attribute).class_index]
-    classes = list(spec.get("classes") or attribute.classes)
+    name = row_value(row, "asked_class")
+    if name is None:
+        registry = _registry()
+        if row_value(row, "template_id") is not None or spec["key"] not in registry:
+            return None
+        attribute = registry[spec["key"]]
+        name = attribute.classes[build_question(pd.Series(row), attribute).class_index]
+    name = str(name)
+    classes = list(spec.get("classes") or (_registry()[spec["key"]].classes if spec["key"] in _registry() else ()))
     if name not in classes:
         raise ValueError(f"Judgment {row.get('id')!r} asks about class {name!r}, which the {spec['key']!r} head "
                          f"does not output (its classes: {classes}).")
@@ -216,42 +230,59 @@ def asked_class(row: dict, spec: dict) -> int | None:
 
 
 def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-              seed: int = 0, grouped: dict[str, list[dict]] | None = None) -> dict[str, float]:
-    """For each categorical head with class judgments: ridge regression (alpha by CV) of which way each
-    question asks about each of its outputs (+1 the asked class, -1 the others; +1 for questions that ask
-    no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written into
-    `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Returns per fitted head the fit's R^2.
+              seed: int = 0, grouped: dict[str, list[dict]] | None = None,
+              kinds: Sequence[str] = ("categorical",)) -> dict[str, float]:
+    """For each head of `kinds` whose questions ask some way round: ridge regression (alpha by CV) of which
+    way each question asks about each of its outputs on the router's bag-of-words features of up to
+    `max_rows` instructions about it; written into `instruction_conditioning.sign_weight` / `sign_bias`
+    (buffers). The way: categorical heads +1 for the asked class and -1 for the others (+1 for questions
+    that ask no class), every head times `question_sign` (-1 for negated and reversed questions). Heads
+    whose questions all ask the plain way keep +1. Returns per fitted head the fit's R^2.
     `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 
     def ways(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
-        asked = [asked_class(row, spec) for row in about]
-        if all(c is None for c in asked):
-            return None
         outputs = np.arange(int(spec["num_outputs"]))
-        return np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
+        turned = np.array([question_sign(row) for row in about], dtype=float)
+        if spec["kind"] == "categorical":
+            asked = [asked_class(row, spec) for row in about]
+            if all(c is None for c in asked) and (turned == 1).all():
+                return None
+            way = np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
+            return way * turned[:, None]
+        return None if (turned == 1).all() else turned[:, None]
 
     grouped = rows_by_attribute(rows) if grouped is None else grouped
-    return _fit_question_maps(model, collate, grouped, "categorical", ways, "sign", max_rows, seed)
+    return {key: r2 for kind in kinds
+            for key, r2 in _fit_question_maps(model, collate, grouped, kind, ways, "sign", max_rows, seed).items()}
+
+
+def question_sign(row: dict) -> int:
+    """-1 where the question asks the other way round (its `direction` column -1: "younger than", "less likely
+    to have"; or `negated`: "Can ADHD be ruled out?"; both: +1), else +1 (rows without those columns too)."""
+    direction = row_value(row, "direction")
+    sign = -1 if direction is not None and int(direction) == -1 else 1
+    return -sign if row_value(row, "negated") else sign
 
 
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
     """The instructions about head `j` the readout is fitted on, and their labels (1: the positive answer).
 
     Binary heads: single-subject instructions with a known label. Continuous heads: threshold judgments
-    with a known value, labelled value > threshold (as the instruction set answers "Yes"). Categorical
-    heads: class judgments with a known class, labelled "the subject is of the asked class"."""
+    with a known value. Categorical heads: class judgments with a known class. Judgments are labelled by
+    their answer ("Yes": 1), so negated and reversed forms count the way they are answered; predictive
+    questions by the subject's value."""
     spec = model.config.auxiliary_heads[j]
     known = [row for row in rows if row.get("attribute") == spec["key"] and len(row["subject_ids"]) == 1
              and not np.isnan(targets.get(row["subject_ids"][0], [np.nan] * (j + 1))[j])]
     value = lambda row: float(targets[row["subject_ids"][0]][j])  # noqa: E731
+    said_yes = lambda row: float(str(row["answer"]).strip() == YES)  # noqa: E731
     if spec["kind"] == "binary":
-        return known, np.array([value(row) for row in known])
+        return known, np.array([said_yes(row) if row.get("paradigm") == "judgment" else value(row) for row in known])
     if spec["kind"] == "categorical":
-        asked = [(row, c) for row in known if (c := asked_class(row, spec)) is not None]
-        return [row for row, _ in asked], np.array([float(value(row) == c) for row, c in asked])
+        asked = [row for row in known if asked_class(row, spec) is not None]
+        return asked, np.array([said_yes(row) for row in asked])
     known = [row for row in known if named_threshold(row) is not None]
-    mean, std = float(spec.get("mean", 0.0)), float(spec.get("std", 1.0))
-    return known, np.array([float(value(row) > (named_threshold(row) - mean) / std) for row in known])
+    return known, np.array([said_yes(row) for row in known])
 
 
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
@@ -289,7 +320,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
     grouped = rows_by_attribute(rows)
     thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds else {}
-    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
+    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped, kinds=kinds)
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from datasets_scripts.attributes import load_registry
 from datasets_scripts.loading import load_config
 from datasets_scripts import build_instructions as bi
 from datasets_scripts.graph_lookup import GraphLookup
@@ -127,3 +128,47 @@ def test_script_mode_runs(tmp_path):
     proc = subprocess.run([sys.executable, "datasets_scripts/build_instructions.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--subjects" in proc.stdout
+
+
+def test_instructions_record_their_form_and_the_splits_use_their_forms(built):
+    out, _ = built
+    instructions = load_config(out, "instructions")
+    for split in instructions:
+        columns = set(instructions[split].column_names)
+        assert {"template_id", "held_out", "threshold", "asked_class", "negated", "direction"} <= columns
+    train, val, zs = (instructions[s].to_pandas() for s in ("train", "validation", "zero_shot"))
+    assert not train["held_out"].any() and val["held_out"].all()
+    assert zs["held_out"].any() and (~zs["held_out"]).any()
+    assert not set(train["template_id"]) & (set(val["template_id"]) | set(zs.loc[zs["held_out"], "template_id"]))
+    judged = train[train["paradigm"] == "judgment"]
+    continuous = judged["attribute"].map(lambda k: load_registry()[k].kind == "continuous")
+    assert judged.loc[continuous, "threshold"].notna().all() and judged.loc[~continuous, "threshold"].isna().all()
+    assert judged.loc[judged["attribute"] == "sex", "asked_class"].isin(["Female", "Male"]).all()
+    assert set(train["direction"]) == {1, -1} and train["negated"].any()
+    assert set(train.loc[train["paradigm"] == "judgment", "answer"]) == {"Yes", "No"}
+    card = (out / "README.md").read_text()
+    assert "## Question forms" in card and "`template_id`" in card and "`negated`" in card
+
+
+def test_written_rows_are_read_back_as_the_builder_meant(built):
+    """The parquet rows (nullable strings, NaN thresholds, int8 directions) -> Questions whose baseline answers
+    from the subjects' true values are all right."""
+    from evaluation.questions import baseline_answer, build_question
+
+    out, _ = built
+    registry = load_registry()
+    subjects = pd.concat([pd.read_parquet(out / "subjects" / f"{s}.parquet") for s in ("train", "zero_shot")])
+    subjects = subjects.set_index("subject_id")
+    checked = 0
+    for split in ("train", "zero_shot"):
+        rows = pd.read_parquet(out / "instructions" / f"{split}.parquet")
+        for _, row in rows[rows["paradigm"] != "predictive"].iterrows():
+            attr = registry[row["attribute"]]
+            q = build_question(row, attr)
+            values = [subjects.loc[s, attr.key] for s in q.subject_ids]
+            if attr.kind == "categorical":
+                values = [np.eye(len(attr.classes))[list(attr.classes).index(v)] for v in values]
+            assert baseline_answer(q, np.array(values, dtype=float))[1] == q.reference, row["template_id"]
+            assert q.template_id == row["template_id"] and q.held_out == bool(row["held_out"])
+            checked += 1
+    assert checked > 1000

@@ -74,3 +74,21 @@ def test_text_only_asks_each_distinct_text_once():
     asked = [question("a", "s1", "ADHD?"), question("b", "s2", "ADHD?"), question("c", "s3", "Autism?")]
     distinct = _distinct_texts(asked)
     assert {k: v.id for k, v in distinct.items()} == {"a": "a", "b": "a", "c": "c"}
+
+
+def test_shuffled_control_asks_in_training_wording_only(instruction_dir):
+    import dataclasses
+
+    data = load_evaluation_data(instruction_dir)
+    rows = data.split_rows("zero_shot")
+    sid = data.subjects["subject_id"].iloc[rows[0]]
+    plain = Question(id="a", group=("adhd", "judgment"), target="binary", reference=1, choices=("Yes", "No"),
+                     subject_ids=(sid,), messages=[{"role": "user", "content": "<graph>\nADHD?"}])
+    held_out = dataclasses.replace(plain, id="b", held_out=True)
+
+    class Processor:
+        graph_token = "<graph>"
+
+    asked, _ = _llm_inputs("fcn_llm_shuffled", [plain, held_out], data, rows, Processor(), seed=0)
+    assert [q.id for q in asked] == ["a"]
+    assert [q.id for q in _llm_inputs("fcn_llm", [plain, held_out], data, rows, Processor(), seed=0)[0]] == ["a", "b"]

@@ -77,3 +77,22 @@ def test_controls_are_reported_and_text_only_cannot_tell_subjects_apart(run):
     assert {"fcn_llm_shuffled", "text_only"} <= set(row["metrics"])
     assert row["metrics"]["text_only"]["auc"] == 0.5
     assert row["metrics"]["fcn_llm_shuffled"]["n"] == row["metrics"]["fcn_llm"]["n"]
+
+
+def test_held_out_wording_gets_its_own_row():
+    from datasets_scripts.attributes import load_registry
+    from evaluation.questions import Question
+    from evaluation.report import build_results, markdown_table
+
+    def question(i, held_out):
+        return Question(id=str(i), group=("adhd", "judgment"), target="binary", choices=("Yes", "No"),
+                        reference=float(i % 2), subject_ids=(f"s{i}",), held_out=held_out,
+                        messages=[{"role": "user", "content": "<graph>\nADHD?"}])
+
+    questions = [question(i, held_out=i >= 4) for i in range(8)]
+    answers = {"fcn_llm": {str(i): {"score": float(i % 2) if i < 4 else 0.0, "prediction": i % 2} for i in range(8)}}
+    results = build_results(questions, answers, load_registry())
+    assert list(results) == ["adhd/judgment", "adhd/judgment/held_out"]
+    assert results["adhd/judgment"]["forms"] == "training" and results["adhd/judgment"]["metrics"]["fcn_llm"]["auc"] == 1.0
+    assert results["adhd/judgment/held_out"]["metrics"]["fcn_llm"]["auc"] == 0.5
+    assert "| ADHD | judgment (held-out wording) |" in markdown_table(results)

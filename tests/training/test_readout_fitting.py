@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 from evaluation.scoring import choice_log_likelihoods
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from training.collator import FCNInstructionCollator, prompt_messages
-from training.readout_fitting import fit_readout, fit_signs, fit_thresholds, named_threshold, readout_rows
+from training.readout_fitting import asked_class, fit_readout, fit_signs, fit_thresholds, named_threshold, readout_rows
 
 SUBJECTS = [f"s{i}" for i in range(24)]
 FCNS = dict(zip(SUBJECTS, random_fcns(len(SUBJECTS), seed=3)))
@@ -197,3 +197,73 @@ def test_fit_readout_errors(processor, collator):
     untargeted = FCNInstructionCollator(processor, FCNS, routing_keys=[h["key"] for h in TINY_HEADS])
     with pytest.raises(ValueError, match="attribute targets"):
         fit_readout(model, untargeted, _rows())
+
+
+def test_threshold_and_asked_class_are_read_from_the_rows_columns_when_present():
+    """Rows that record their meaning (the question bank's columns) are read from the columns, whatever the
+    wording; rows without them fall back to the question text / the registry's templates."""
+    sex_head = {"key": "sex", "kind": "categorical", "num_outputs": 2}
+    judged = {"id": "q", "attribute": "age", "paradigm": "judgment", "answer": "Yes", "subject_ids": ["s0"],
+              "messages": [{"role": "user", "content": "<graph>\nIn 2030 will this participant be past 42?"},
+                           {"role": "assistant", "content": "Yes"}]}
+    assert named_threshold(judged) == 2030.0  # no columns: the first number in the question
+    assert named_threshold({**judged, "template_id": "age/judgment/x/-/none", "threshold": 42.0}) == 42.0
+    assert named_threshold({**judged, "template_id": "adhd/judgment/x/-/none", "threshold": None}) is None
+    assert named_threshold({**judged, "paradigm": "predictive", "threshold": 42.0}) is None
+    southpaw = {"id": "h", "attribute": "sex", "paradigm": "judgment", "answer": "No", "subject_ids": ["s0"],
+                "messages": [{"role": "user", "content": "<graph>\nWould you say this person is a woman?"},
+                             {"role": "assistant", "content": "No"}]}
+    assert asked_class({**southpaw, "template_id": "sex/judgment/x/class0/none", "asked_class": "Female"},
+                       sex_head) == 0
+    assert asked_class({**southpaw, "template_id": "sex/judgment/x/class0/none", "asked_class": "Male"}, sex_head) == 1
+    assert asked_class(_sex_rows()[1], sex_head) == 1  # no columns: the registry's templates ("male?")
+    with pytest.raises(ValueError, match="does not output"):
+        asked_class({**southpaw, "asked_class": "Other"}, sex_head)
+
+
+def _negated_adhd_rows():
+    """ADHD judgments, every other one negated ("ruled out?") with its answer flipped and `negated` set."""
+    rows = []
+    for i, sid in enumerate(SUBJECTS):
+        negated = i % 4 >= 2
+        has = TARGETS[sid][0] == 1
+        answer = "Yes" if has != negated else "No"
+        question = ("<graph>\nCan ADHD be ruled out for this subject? Answer yes or no." if negated
+                    else "<graph>\nDoes this subject have ADHD? Answer yes or no.")
+        rows.append({"id": f"n{sid}", "attribute": "adhd", "answer": answer, "subject_ids": [sid], "paradigm": "judgment",
+                     "negated": negated, "direction": 1, "template_id": f"adhd/judgment/{'ruled_out' if negated else 'have'}",
+                     "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def test_question_sign_reads_negation_and_direction():
+    from training.readout_fitting import question_sign
+
+    assert question_sign({"negated": False, "direction": 1}) == 1
+    assert question_sign({"negated": True, "direction": 1}) == -1
+    assert question_sign({"negated": False, "direction": -1}) == -1
+    assert question_sign({"negated": True, "direction": -1}) == 1
+    assert question_sign({}) == 1  # rows built without the columns ask the plain way
+
+
+def test_signs_turn_a_binary_head_for_negated_questions(processor, collator):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _negated_adhd_rows()
+    r2 = fit_signs(model, collator, rows, kinds=("binary", "categorical"))
+    assert set(r2) == {"adhd"} and r2["adhd"] > 0.9
+    batch = collator(rows)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    signs = model.model.instruction_conditioning.signs(features)[:, 0]
+    expected = torch.tensor([-1.0 if row["negated"] else 1.0 for row in rows])
+    torch.testing.assert_close(signs, expected, atol=0.2, rtol=0)
+    assert fit_signs(make_tiny_model(processor.tokenizer, attribute_evidence=True), collator, _rows(),
+                     kinds=("binary",)) == {}  # plain questions only: nothing to turn
+
+
+def test_readout_rows_label_judgments_by_their_answer(processor):
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    rows = _negated_adhd_rows()
+    about, label = readout_rows(model, rows, TARGETS, 0)
+    assert len(about) == len(rows)
+    np.testing.assert_array_equal(label, [float(row["answer"] == "Yes") for row in rows])
+    assert any(row["negated"] and label[i] != TARGETS[row["subject_ids"][0]][0] for i, row in enumerate(about))
