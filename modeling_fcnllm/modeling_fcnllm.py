@@ -801,7 +801,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         routing_labels: `(B,)` the index (in `config.auxiliary_heads`) of the attribute each instruction
             asks about, -100 if none; the router's cross-entropy, times `config.auxiliary_loss_weight`, is
             added to the loss (needs `instruction_evidence="attributes"`).
-        logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all).
+        logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all; in training
+            mode with `labels`, 0 computes them only where a label is predicted: `logits` is then
+            `(num_labelled, V)`).
         instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
             labelled tokens are always left out.
         """
@@ -819,12 +821,21 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             instruction_mask=instruction_mask,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
-        if labels is not None:
-            if input_ids is not None:
-                labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+        if labels is not None and input_ids is not None:
+            labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
+        if labels is not None and self.training and not logits_to_keep:
+            # training: logits only at the positions that predict a label `(num_labelled, V)`, not at every
+            # prompt position (the same loss, without the largest tensors of a step)
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+            labelled = shift_labels != -100
+            logits = self.lm_head(outputs.last_hidden_state[labelled])
+            loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.text_config.vocab_size,
+                                      shift_labels=shift_labels[labelled])
+        else:
+            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")

@@ -105,6 +105,23 @@ def test_only_the_answer_counts_when_the_prompt_is_masked(processor, model):
     torch.testing.assert_close(model(**batch, labels=labels).loss, expected)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_training_computes_logits_only_where_labels_are_predicted(processor, family):
+    model = make_tiny_model(processor.tokenizer, family=family).train()  # no dropout in these configs
+    batch = _batch(processor, [QUESTION + " Yes", COMPARE + " The first"], num_graphs=3)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -2:] = batch["input_ids"][:, -2:]  # the answers' tokens (right after the prompt)
+    labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
+    full = model(**batch).logits  # (B, L, V): every position
+    shifted = labels[:, 1:]
+    expected = torch.nn.functional.cross_entropy(full[:, :-1][shifted != -100].float(), shifted[shifted != -100])
+    out = model(**batch, labels=labels)
+    assert out.logits.shape == (int((labels[:, 1:] != -100).sum()), model.config.text_config.vocab_size)
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert model.lm_head.weight.grad is not None and model.model.graph_projector is not None
+
+
 def test_comparative_order_matters(processor, model):
     fcns = random_fcns(2)
     a = model(**processor(text=COMPARE, fcns=fcns)).logits
