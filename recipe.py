@@ -41,8 +41,10 @@ from training.precision import choose_precision, probe_capabilities
 
 PRESETS = {
     # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
-    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=120, bf16=True),
-    "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, bf16=True),
+    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=120, eval_batch_size=16,
+                 bf16=True),
+    "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, eval_batch_size=32,
+                 bf16=True),
 }
 
 
@@ -152,7 +154,7 @@ def main(argv=None) -> dict:
 
     start = phase("5/6 zero-shot evaluation on unseen cohorts")
     report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed,
-                                      bf16=bf16)
+                                      batch_size=preset["eval_batch_size"], bf16=bf16)
     timings["evaluation"] = time.perf_counter() - start
 
     start = phase("6/6 final model")

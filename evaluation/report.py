@@ -23,7 +23,7 @@ from .metrics import classification_metrics, regression_metrics
 from .questions import Question
 
 LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering, and its two controls
-TRAINING_WORDING_ONLY = ("fcn_llm_shuffled",)  # controls asked in training wording only
+SCOPED_CONTROLS = ("fcn_llm_shuffled",)  # asked the scored-choice questions in training wording only
 METHODS = (*LLM_METHODS, "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
 
@@ -104,7 +104,7 @@ def build_results(questions: list[Question], answers: dict[str, dict[str, dict]]
             if method not in answers:
                 continue
             m = row_metrics(group, answers[method])
-            if m is None and held_out and method in TRAINING_WORDING_ONLY:
+            if m is None and method in SCOPED_CONTROLS:
                 continue
             if m is None:
                 notes.append(f"{method}: no predictions for this attribute")

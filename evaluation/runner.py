@@ -69,14 +69,15 @@ def _llm_inputs(method: str, questions: list[Question], data: EvaluationData, ev
                 seed: int) -> tuple[list[Question], Callable[[Sequence[str]], list[np.ndarray]]]:
     """The questions FCN-LLM is asked under `method` and the FCN lookup it answers them with:
     `fcn_llm` the subjects' own FCNs, `fcn_llm_shuffled` another evaluated subject's from the same site
-    (questions in training wording only), `text_only` the questions without `<graph>` and no FCN."""
+    (the scored-choice questions in training wording), `text_only` the questions without `<graph>` and
+    no FCN."""
     if method == "text_only":
         graph_token = getattr(processor, "graph_token", "<graph>")
         return [without_graphs(q, graph_token) for q in questions], lambda ids: []
     partner = {}
-    if method == "fcn_llm_shuffled":  # where answers come from does not depend on the wording: training wording only
+    if method == "fcn_llm_shuffled":  # where answers come from: scored choices in training wording suffice
         partner = shuffled_partners(data.subjects, eval_rows, seed)
-        questions = [q for q in questions if not q.held_out]
+        questions = [q for q in questions if not q.held_out and q.target != "regression"]
     cache: dict[str, np.ndarray] = {}
 
     def fcns_of(ids):
@@ -124,7 +125,8 @@ def run_zero_shot_evaluation(
         max_subjects: cap on the evaluated zero-shot subjects (seeded subset), for quick runs.
         batch_size: prompts per forward pass (choices share each prompt's single prefill).
         methods: subset of `fcn_llm`, `fcn_llm_shuffled` (each subject's FCN swapped for another
-            evaluated subject's from the same site; training wording only), `text_only` (no graph), `edge_regression`,
+            evaluated subject's from the same site; scored-choice questions in training wording), `text_only`
+            (no graph), `edge_regression`,
             `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
         bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).

@@ -76,7 +76,7 @@ def test_text_only_asks_each_distinct_text_once():
     assert {k: v.id for k, v in distinct.items()} == {"a": "a", "b": "a", "c": "c"}
 
 
-def test_shuffled_control_asks_in_training_wording_only(instruction_dir):
+def test_shuffled_control_asks_scored_questions_in_training_wording_only(instruction_dir):
     import dataclasses
 
     data = load_evaluation_data(instruction_dir)
@@ -85,10 +85,11 @@ def test_shuffled_control_asks_in_training_wording_only(instruction_dir):
     plain = Question(id="a", group=("adhd", "judgment"), target="binary", reference=1, choices=("Yes", "No"),
                      subject_ids=(sid,), messages=[{"role": "user", "content": "<graph>\nADHD?"}])
     held_out = dataclasses.replace(plain, id="b", held_out=True)
+    generated = dataclasses.replace(plain, id="c", target="regression", choices=())
 
     class Processor:
         graph_token = "<graph>"
 
-    asked, _ = _llm_inputs("fcn_llm_shuffled", [plain, held_out], data, rows, Processor(), seed=0)
+    asked, _ = _llm_inputs("fcn_llm_shuffled", [plain, held_out, generated], data, rows, Processor(), seed=0)
     assert [q.id for q in asked] == ["a"]
     assert [q.id for q in _llm_inputs("fcn_llm", [plain, held_out], data, rows, Processor(), seed=0)[0]] == ["a", "b"]
