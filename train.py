@@ -154,13 +154,14 @@ class RecipeArguments:
 
 @dataclass
 class FCNTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with batches of instructions of similar token length by default (judgments,
-    predictive and two-graph comparative prompts differ in length; random batches pad ~30 % of tokens)."""
+    """`TrainingArguments` whose `group_by_length` batches instructions of similar token length in
+    shuffled length buckets (`training.sampling.LengthBucketSampler`); random batches by default."""
 
     train_sampling_strategy: str = field(
-        default="group_by_length",
-        metadata={"help": "Sampler for training: 'group_by_length' (default: batches of similar length, from the "
-                          "`length` column train.py adds), 'random', 'sequential' or 'batch_rebalance'.",
+        default="random",
+        metadata={"help": "Sampler for training: 'random' (the default), 'group_by_length' (batches of similar "
+                          "length from the `length` column train.py adds: less padding, fewer paradigms per "
+                          "batch), 'sequential' or 'batch_rebalance'.",
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
     )
     length_bucket_batches: int = field(

@@ -66,18 +66,19 @@ def _baseline_answers(questions: list[Question], data: EvaluationData, rows: np.
 
 
 def _llm_inputs(method: str, questions: list[Question], data: EvaluationData, eval_rows: np.ndarray, processor,
-                seed: int) -> tuple[list[Question], Callable[[Sequence[str]], list[np.ndarray]]]:
+                seed: int, conditions: frozenset[str] = frozenset()
+                ) -> tuple[list[Question], Callable[[Sequence[str]], list[np.ndarray]]]:
     """The questions FCN-LLM is asked under `method` and the FCN lookup it answers them with:
     `fcn_llm` the subjects' own FCNs, `fcn_llm_shuffled` another evaluated subject's from the same site
-    (the scored-choice questions in training wording), `text_only` the questions without `<graph>` and
-    no FCN."""
+    (the scored-choice questions about `conditions` in training wording), `text_only` the questions
+    without `<graph>` and no FCN."""
     if method == "text_only":
         graph_token = getattr(processor, "graph_token", "<graph>")
         return [without_graphs(q, graph_token) for q in questions], lambda ids: []
     partner = {}
-    if method == "fcn_llm_shuffled":  # where answers come from: scored choices in training wording suffice
+    if method == "fcn_llm_shuffled":  # where answers come from: the conditions' scored questions in training wording
         partner = shuffled_partners(data.subjects, eval_rows, seed)
-        questions = [q for q in questions if not q.held_out and q.target != "regression"]
+        questions = [q for q in questions if not q.held_out and q.target != "regression" and q.group[0] in conditions]
     cache: dict[str, np.ndarray] = {}
 
     def fcns_of(ids):
@@ -125,7 +126,7 @@ def run_zero_shot_evaluation(
         max_subjects: cap on the evaluated zero-shot subjects (seeded subset), for quick runs.
         batch_size: prompts per forward pass (choices share each prompt's single prefill).
         methods: subset of `fcn_llm`, `fcn_llm_shuffled` (each subject's FCN swapped for another
-            evaluated subject's from the same site; scored-choice questions in training wording), `text_only`
+            evaluated subject's from the same site; the conditions' scored questions in training wording), `text_only`
             (no graph), `edge_regression`,
             `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
@@ -179,7 +180,8 @@ def run_zero_shot_evaluation(
     for method in methods:
         start = time.perf_counter()
         if method in LLM_METHODS:
-            asked, fcns_of = _llm_inputs(method, questions, data, eval_rows, processor, seed)
+            conditions = frozenset(k for k in keys if registry[k].kind == "binary")
+            asked, fcns_of = _llm_inputs(method, questions, data, eval_rows, processor, seed, conditions)
             device = next(model.parameters()).device.type
             distinct = _distinct_texts(asked) if method == "text_only" else {q.id: q for q in asked}
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):

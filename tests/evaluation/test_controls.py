@@ -56,7 +56,7 @@ def test_llm_inputs_swap_fcns_or_drop_them(instruction_dir):
         graph_token = "<graph>"
 
     _, own = _llm_inputs("fcn_llm", [q], data, rows, Processor(), seed=0)
-    _, shuffled = _llm_inputs("fcn_llm_shuffled", [q], data, rows, Processor(), seed=0)
+    _, shuffled = _llm_inputs("fcn_llm_shuffled", [q], data, rows, Processor(), seed=0, conditions=frozenset({"adhd"}))
     partner = shuffled_partners(data.subjects, rows, seed=0)[ids[0]]
     np.testing.assert_array_equal(shuffled([ids[0]])[0], own([partner])[0])
     assert not np.array_equal(shuffled([ids[0]])[0], own([ids[0]])[0])
@@ -90,6 +90,8 @@ def test_shuffled_control_asks_scored_questions_in_training_wording_only(instruc
     class Processor:
         graph_token = "<graph>"
 
-    asked, _ = _llm_inputs("fcn_llm_shuffled", [plain, held_out, generated], data, rows, Processor(), seed=0)
+    asked, _ = _llm_inputs("fcn_llm_shuffled", [plain, held_out, generated], data, rows, Processor(), seed=0,
+                           conditions=frozenset({"adhd"}))
     assert [q.id for q in asked] == ["a"]
+    assert _llm_inputs("fcn_llm_shuffled", [plain], data, rows, Processor(), seed=0)[0] == []  # not a condition
     assert [q.id for q in _llm_inputs("fcn_llm", [plain, held_out], data, rows, Processor(), seed=0)[0]] == ["a", "b"]
