@@ -1,5 +1,5 @@
-"""Padding: the share of batch tokens that are padding, in training batches (random vs length-bucketed,
-`training.sampling.LengthBucketSampler` as train.py batches them) and in zero-shot scoring batches
+"""Padding: the share of batch tokens that are padding, in training batches (random, train.py's default,
+vs length-bucketed, `training.sampling.LengthBucketSampler`, its `group_by_length`) and in zero-shot scoring batches
 (questions in order vs sorted by token length, as `evaluation.scoring` batches them)."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
 
 def train_padding(setup: Setup, data: BenchData, batch_size: int = 8, rows: int = 2000, seed: int = 0,
                   bucket_batches: int = 8) -> dict:
-    """Padding fraction of `rows` training instructions in random batches and in length-bucketed ones
-    (train.py's default `length_bucket_batches`)."""
+    """Padding fraction of `rows` training instructions in random batches (train.py's default) and in
+    length-bucketed ones (`--train_sampling_strategy group_by_length`, default `length_bucket_batches`)."""
     pool = data.rows["train"]
     picked = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:rows]]
     collator = FCNInstructionCollator(setup.processor, data.lookup)
