@@ -218,6 +218,8 @@ def baseline_answer(question: Question, predictions: np.ndarray) -> tuple[np.nda
     The score is turned the way the question asks: a comparative asking for the lower value ranks the
     first subject by its lower prediction; a judgment with direction -1 ("younger than 40?") scores
     threshold - value; a negated judgment ("Can ADHD be ruled out?") the plain question's score negated.
+    Yes/no scores are centred (value - threshold, the log-odds of a probability), so that plain and
+    negated questions pooled in one AUC rank on one scale.
 
     Args:
         predictions: `(k,)` for binary P(1) / continuous values, `(k, C)` class probabilities; k = its subjects.
@@ -238,8 +240,15 @@ def baseline_answer(question: Question, predictions: np.ndarray) -> tuple[np.nda
         score = sign * question.direction * float(p[0] - question.threshold)
         return score, int(score > 0)
     if question.class_index is not None:
-        plain = float(p[0][question.class_index])
+        plain = _log_odds(p[0][question.class_index])
         asked = int(np.argmax(p[0]) == question.class_index)
         return sign * plain, asked if not question.negated else 1 - asked
-    plain = float(p[0])
-    return sign * plain, int(plain > 0.5) if not question.negated else int(plain < 0.5)
+    plain = _log_odds(p[0])
+    return sign * plain, int(plain > 0) if not question.negated else int(plain < 0)
+
+
+def _log_odds(probability: float) -> float:
+    """log(p / (1 - p)): a score a negation turns exactly (-log-odds(p) = log-odds(1 - p)), so plain and
+    negated judgments rank on one scale."""
+    p = float(np.clip(probability, 1e-6, 1 - 1e-6))
+    return float(np.log(p / (1 - p)))

@@ -69,7 +69,7 @@ def test_baseline_answers_for_judgments():
     q = build_question(_row("judgment", "handedness", hand.templates["judgment"][0].format(phrase="ambidextrous"),
                             "No"), hand)
     score, pred = baseline_answer(q, np.array([[0.7, 0.1, 0.2]]))
-    assert score == pytest.approx(0.2) and pred == 0
+    assert score == pytest.approx(np.log(0.2 / 0.8)) and pred == 0  # the asked class's log-odds
 
 
 def test_answer_outside_the_allowed_answers_is_an_error():
@@ -120,13 +120,13 @@ def test_reversed_and_negated_judgments_turn_the_baselines_score():
     ruled_out = build_question(_form_row("judgment", "adhd", "Can ADHD be ruled out for this participant?", "No",
                                          negated=True), adhd)
     assert ruled_out.negated and ruled_out.reference == 0.0
-    assert baseline_answer(ruled_out, np.array([0.8])) == (-0.8, 0)
-    assert baseline_answer(ruled_out, np.array([0.2])) == (-0.2, 1)
+    assert baseline_answer(ruled_out, np.array([0.8])) == (pytest.approx(-np.log(4.0)), 0)
+    assert baseline_answer(ruled_out, np.array([0.2])) == (pytest.approx(np.log(4.0)), 1)
     not_left = build_question(_form_row("judgment", "handedness", "Is this subject not a left-hander?", "Yes",
                                         asked_class="Left", negated=True), hand)
     assert not_left.class_index == 1
     score, pred = baseline_answer(not_left, np.array([[0.7, 0.1, 0.2]]))
-    assert score == pytest.approx(-0.1) and pred == 1
+    assert score == pytest.approx(-np.log(0.1 / 0.9)) and pred == 1  # minus the asked class's log-odds
 
 
 def test_build_question_reads_the_asked_class_and_the_comparative_direction():
@@ -177,3 +177,21 @@ def test_built_questions_answered_from_the_true_values_are_all_right():
         assert prediction == q.reference, (row["template_id"], row["messages"][0]["content"], row["answer"])
         checked += 1
     assert checked > 500 and rows["negated"].any() and (rows["direction"] == -1).any()
+
+
+def test_plain_and_negated_judgments_pooled_rank_on_one_scale():
+    """A perfect baseline keeps AUC 1 over plain and negated questions together (scores are log-odds)."""
+    from sklearn.metrics import roc_auc_score
+
+    adhd = REGISTRY["adhd"]
+    scores, refs = [], []
+    for i, p in enumerate(np.linspace(0.05, 0.95, 20)):
+        has = p > 0.5
+        negated = i % 2 == 1
+        row = _row("judgment", "adhd", "Can ADHD be ruled out?" if negated else "Does this subject have ADHD?",
+                   "Yes" if has != negated else "No")
+        row["negated"] = negated
+        q = build_question(row, adhd)
+        scores.append(baseline_answer(q, np.array([p]))[0])
+        refs.append(q.reference)
+    assert roc_auc_score(refs, scores) == 1.0
