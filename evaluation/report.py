@@ -51,18 +51,34 @@ def row_key(key: str, paradigm: str, held_out: bool) -> str:
 
 
 def collect(questions: list[Question], answers: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(references, scores, predictions) over the questions a method answered with a finite score,
-    and how many it left unanswered (NaN: an unparseable generated number or a missing prediction)."""
+    """(references, scores, predictions) over the questions a method answered with a finite score, those
+    of questions asked the other way round turned back (`plain_way`), and how many it left unanswered
+    (NaN: an unparseable generated number or a missing prediction)."""
     refs, scores, preds, missing = [], [], [], 0
     for q in questions:
         a = answers.get(q.id)
         if a is None or not np.all(np.isfinite(np.asarray(a["score"], dtype=float))):
             missing += 1
             continue
-        refs.append(q.reference)
-        scores.append(a["score"])
-        preds.append(a["prediction"])
+        if plain_way(q) == 1:
+            refs.append(q.reference)
+            scores.append(a["score"])
+            preds.append(a["prediction"])
+        else:  # turned back: reference, score and prediction of the plain question
+            refs.append(1.0 - q.reference)
+            scores.append(-a["score"])
+            preds.append(1 - a["prediction"])
     return np.asarray(refs), np.asarray(scores, dtype=float), np.asarray(preds), missing
+
+
+def plain_way(question: Question) -> int:
+    """-1 for a yes/no or first/second question asked the other way round (negated: "Can ADHD be ruled
+    out?"; reversed: "younger than", "less likely"), whose answers `collect` turns back, so that a row's
+    AUC measures the attribute and not the mix of forms (answering from the wording alone scores 0.5)."""
+    if question.target != "binary":
+        return 1
+    way = -1 if getattr(question, "negated", False) else 1
+    return way * (-1 if getattr(question, "direction", 1) == -1 else 1)
 
 
 def row_metrics(questions: list[Question], answers: dict[str, dict]) -> dict[str, float] | None:

@@ -96,3 +96,24 @@ def test_held_out_wording_gets_its_own_row():
     assert results["adhd/judgment"]["forms"] == "training" and results["adhd/judgment"]["metrics"]["fcn_llm"]["auc"] == 1.0
     assert results["adhd/judgment/held_out"]["metrics"]["fcn_llm"]["auc"] == 0.5
     assert "| ADHD | judgment (held-out wording) |" in markdown_table(results)
+
+
+def test_negated_and_reversed_answers_are_turned_back_so_the_wording_alone_scores_chance():
+    from datasets_scripts.attributes import load_registry
+    from evaluation.questions import Question
+    from evaluation.report import build_results
+
+    questions, wording_only, perfect = [], {}, {}
+    for i in range(40):
+        has = i % 4 == 0  # prevalence 1/4
+        negated = i % 2 == 1
+        reference = float(has != negated)
+        q = Question(id=str(i), group=("adhd", "judgment"), target="binary", choices=("Yes", "No"),
+                     reference=reference, subject_ids=(f"s{i}",), negated=negated,
+                     messages=[{"role": "user", "content": "<graph>\\nADHD?"}])
+        questions.append(q)
+        wording_only[q.id] = {"score": 1.0 if negated else -1.0, "prediction": int(negated)}  # "No" unless negated
+        perfect[q.id] = {"score": (1.0 if has else -1.0) * (-1 if negated else 1), "prediction": int(reference)}
+    results = build_results(questions, {"fcn_llm": perfect, "text_only": wording_only}, load_registry())
+    metrics = results["adhd/judgment"]["metrics"]
+    assert metrics["text_only"]["auc"] == 0.5 and metrics["fcn_llm"]["auc"] == 1.0
