@@ -23,7 +23,7 @@ from .metrics import classification_metrics, regression_metrics
 from .questions import Question
 
 LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering, and its two controls
-SCOPED_CONTROLS = ("fcn_llm_shuffled",)  # asked the conditions' scored questions in training wording only
+SCOPED_CONTROLS = ("fcn_llm_shuffled", "text_only")  # asked the conditions' scored questions in training wording
 METHODS = (*LLM_METHODS, "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
 

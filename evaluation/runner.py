@@ -65,20 +65,24 @@ def _baseline_answers(questions: list[Question], data: EvaluationData, rows: np.
     return answers
 
 
+def _control_scope(questions: list[Question], conditions: frozenset[str]) -> list[Question]:
+    """What the controls are asked: the scored-choice questions about `conditions`, in training wording."""
+    return [q for q in questions if not q.held_out and q.target != "regression" and q.group[0] in conditions]
+
+
 def _llm_inputs(method: str, questions: list[Question], data: EvaluationData, eval_rows: np.ndarray, processor,
                 seed: int, conditions: frozenset[str] = frozenset()
                 ) -> tuple[list[Question], Callable[[Sequence[str]], list[np.ndarray]]]:
     """The questions FCN-LLM is asked under `method` and the FCN lookup it answers them with:
-    `fcn_llm` the subjects' own FCNs, `fcn_llm_shuffled` another evaluated subject's from the same site
-    (the scored-choice questions about `conditions` in training wording), `text_only` the questions
-    without `<graph>` and no FCN."""
+    `fcn_llm` the subjects' own FCNs, `fcn_llm_shuffled` another evaluated subject's from the same site,
+    `text_only` the questions without `<graph>` and no FCN; the two controls are asked `_control_scope`."""
     if method == "text_only":
         graph_token = getattr(processor, "graph_token", "<graph>")
-        return [without_graphs(q, graph_token) for q in questions], lambda ids: []
+        return [without_graphs(q, graph_token) for q in _control_scope(questions, conditions)], lambda ids: []
     partner = {}
     if method == "fcn_llm_shuffled":  # where answers come from: the conditions' scored questions in training wording
         partner = shuffled_partners(data.subjects, eval_rows, seed)
-        questions = [q for q in questions if not q.held_out and q.target != "regression" and q.group[0] in conditions]
+        questions = _control_scope(questions, conditions)
     cache: dict[str, np.ndarray] = {}
 
     def fcns_of(ids):
@@ -126,8 +130,8 @@ def run_zero_shot_evaluation(
         max_subjects: cap on the evaluated zero-shot subjects (seeded subset), for quick runs.
         batch_size: prompts per forward pass (choices share each prompt's single prefill).
         methods: subset of `fcn_llm`, `fcn_llm_shuffled` (each subject's FCN swapped for another
-            evaluated subject's from the same site; the conditions' scored questions in training wording), `text_only`
-            (no graph), `edge_regression`,
+            evaluated subject's from the same site), `text_only` (no graph; both controls on the conditions'
+            scored questions in training wording), `edge_regression`,
             `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
         bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).

@@ -60,7 +60,7 @@ def test_llm_inputs_swap_fcns_or_drop_them(instruction_dir):
     partner = shuffled_partners(data.subjects, rows, seed=0)[ids[0]]
     np.testing.assert_array_equal(shuffled([ids[0]])[0], own([partner])[0])
     assert not np.array_equal(shuffled([ids[0]])[0], own([ids[0]])[0])
-    asked, none = _llm_inputs("text_only", [q], data, rows, Processor(), seed=0)
+    asked, none = _llm_inputs("text_only", [q], data, rows, Processor(), seed=0, conditions=frozenset({"adhd"}))
     assert none(asked[0].subject_ids) == [] and "<graph>" not in asked[0].messages[0]["content"]
 
 
