@@ -33,12 +33,15 @@ from processing import FCNProcessor
 def asked_score(question, outputs: np.ndarray, spec: dict, offset: int) -> float:
     """What the asked head says about a judgment's subject, from its outputs `(A,)`: a binary head's logit, a
     continuous head's prediction minus the question's threshold (both in the head's standardised units), a
-    categorical head's output for the class asked."""
+    categorical head's output for the class asked; turned for questions asked the other way round (negated:
+    "Can ADHD be ruled out?", reversed: "younger than"), so it scores the question's "Yes"."""
+    way = (-1.0 if question.negated else 1.0) * (-1.0 if question.direction == -1 else 1.0)
     if spec["kind"] == "continuous" and question.threshold is not None:
-        return float(outputs[offset] - (question.threshold - float(spec.get("mean", 0.0))) / float(spec.get("std", 1.0)))
+        standard = (question.threshold - float(spec.get("mean", 0.0))) / float(spec.get("std", 1.0))
+        return way * float(outputs[offset] - standard)
     if spec["kind"] == "categorical" and question.class_index is not None:
-        return float(outputs[offset + question.class_index])
-    return float(outputs[offset])
+        return way * float(outputs[offset + question.class_index])
+    return way * float(outputs[offset])
 
 
 def _margins(model, processor, prompts, fcns) -> np.ndarray:

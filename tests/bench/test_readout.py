@@ -47,3 +47,14 @@ def test_asked_score_is_relative_to_the_threshold_or_the_asked_class():
     assert asked_score(Question(**judgment, class_index=1), outputs, sex, 1) == 1.0
     assert asked_score(Question(**judgment, class_index=0), outputs, sex, 1) == -1.0
     assert asked_score(Question(**judgment), outputs, adhd, 0) == pytest.approx(0.3)
+
+
+def test_asked_score_turns_for_negated_and_reversed_questions():
+    outputs = np.array([0.3, -1.0, 1.0, 1.5])
+    judgment = dict(id="q", group=("x", "judgment"), target="binary", messages=[], subject_ids=("s",),
+                    choices=("Yes", "No"), reference=1.0)
+    age = {"key": "age", "kind": "continuous", "num_outputs": 1, "mean": 30.0, "std": 10.0}
+    adhd = {"key": "adhd", "kind": "binary", "num_outputs": 1}
+    assert asked_score(Question(**judgment, threshold=40.0, direction=-1), outputs, age, 3) == pytest.approx(-0.5)
+    assert asked_score(Question(**judgment, negated=True), outputs, adhd, 0) == pytest.approx(-0.3)
+    assert asked_score(Question(**judgment, threshold=40.0, direction=-1, negated=True), outputs, age, 3) == pytest.approx(0.5)
