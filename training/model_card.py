@@ -12,9 +12,11 @@ DEFAULT_LIMITATIONS = (
     "Not a diagnostic device. Judgment answers follow the model's own attribute predictions (a linear stack of "
     "the network-level FCN and the encoder's outputs, fitted on the training cohorts), handed to the LLM by the "
     "evidence token, so they track a supervised model trained on the same cohorts rather than add to it. "
-    "Questions that ask for a number (\"How old is this subject?\", answered by generation) or compare two "
-    "subjects are answered poorly: on the demo, generated numbers were further off than the median and "
-    "comparisons near chance."
+    "The evidence token reads the question as a bag of word embeddings fitted to the training wording: asked in "
+    "wording it was not trained on (the dataset's held-out frames and terms), judgments fall to about chance, "
+    "and a threshold it was not trained on is read only approximately. Questions that ask for a number "
+    "(\"How old is this subject?\", answered by generation) or compare two subjects are answered poorly: on "
+    "the demo, generated numbers were further off than the median and comparisons near chance."
 )
 
 
