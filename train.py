@@ -495,7 +495,7 @@ def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup
 
 def with_token_lengths(split: datasets.Dataset, collator: FCNInstructionCollator) -> datasets.Dataset:
     """`split` with a `length` column: each instruction's token count `(rows,)` as the collator encodes it
-    (read by the length-grouped sampler; an instruction over `max_length` raises here, before training)."""
+    (read by the length-grouped samplers; an instruction over `max_length` raises here, before training)."""
     if "length" in split.column_names:
         split = split.remove_columns("length")
     return split.add_column("length", [len(collator.encode(row)[0]) for row in split])
@@ -548,7 +548,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
     )
-    train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)
+    if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):  # samplers that read lengths
+        train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)
     fitted: dict = {}
     if routed and recipe_args.fit_router and not model_args.model_name_or_path:
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
