@@ -77,6 +77,12 @@ class ModelArguments:
                           "question; needs the auxiliary loss, else 'tokens' is used) or 'tokens' (the pooled graph "
                           "tokens, gated by the question)."},
     )
+    read_numbers: bool = field(
+        default=True,
+        metadata={"help": "With 'attributes' evidence: read the threshold a judgment names as a number from the "
+                          "question's number tokens (false: a linear map of the question's bag of words, fitted to "
+                          "the training questions)."},
+    )
     evidence_per_paradigm: bool = field(
         default=True,
         metadata={"help": "With 'attributes' evidence: one readout of the heads per instruction paradigm (judgment: "
@@ -391,6 +397,7 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         instruction_conditioning=model_args.instruction_conditioning,
         instruction_evidence=evidence,
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
+        **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if encoder_weights is not None:
         model.model.graph_encoder.load_state_dict(encoder_weights)

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig
+from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
 
 # Scale ids of the learned scale embedding.
 ROI_SCALE, NETWORK_SCALE, GLOBAL_SCALE = 0, 1, 2
@@ -310,6 +310,7 @@ class InstructionConditioning(nn.Module):
         super().__init__()
         width = config.text_config.hidden_size
         self.reads_attributes = config.instruction_evidence == "attributes"
+        self.graph_len = config.graph_seq_length
         if self.reads_attributes:
             self.head_sizes = [int(head["num_outputs"]) for head in config.auxiliary_heads]
             self.router_norm = nn.LayerNorm(width)
@@ -323,6 +324,14 @@ class InstructionConditioning(nn.Module):
             # thresholds drifted to +-20-80 standard deviations within stage 1)
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
+            # with `config.numeral_tokens`, the threshold is the number the question spells, read as a number `v`:
+            # `threshold_scale * v + threshold_offset` per head output (trained; `calibrate` starts them at the
+            # exact conversion of a continuous head's units into the evidence's), and the map above stays zero
+            self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
+            self.head_units = [(float(h.get("mean", 0.0)), float(h.get("std", 1.0)), h["kind"] == "continuous")
+                               for h in config.auxiliary_heads for _ in range(int(h["num_outputs"]))]
+            self.threshold_scale = nn.Parameter(torch.zeros(sum(self.head_sizes)))
+            self.threshold_offset = nn.Parameter(torch.zeros(sum(self.head_sizes)))
             # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
             # another class of its head ("female?" reads the sex head's Female output up and its Male output down); a
             # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted
@@ -352,6 +361,8 @@ class InstructionConditioning(nn.Module):
         else:
             self.threshold_weight.zero_()
             self.threshold_bias.zero_()
+            self.threshold_scale.zero_()
+            self.threshold_offset.zero_()
             self.sign_weight.zero_()
             self.sign_bias.fill_(1.0)
             if len(self.paradigms) > 1:
@@ -369,10 +380,55 @@ class InstructionConditioning(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, attribute_outputs: torch.Tensor) -> None:
-        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`."""
-        if self.reads_attributes:
-            self.evidence_norm.running_mean.copy_(attribute_outputs.float().mean(0))
-            self.evidence_norm.running_var.copy_(attribute_outputs.float().var(0))
+        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`, and (when
+        numbers are read) each continuous output's threshold map to the number's value in those units: the
+        number in the head's target units `(v - mean) / std`, standardised like the output."""
+        if not self.reads_attributes:
+            return
+        mean, var = attribute_outputs.float().mean(0), attribute_outputs.float().var(0)
+        self.evidence_norm.running_mean.copy_(mean)
+        self.evidence_norm.running_var.copy_(var)
+        if self.numerals:
+            spread = (var + self.evidence_norm.eps).sqrt()
+            for k, (unit_mean, unit_std, continuous) in enumerate(self.head_units):
+                self.threshold_scale[k] = 1.0 / (unit_std * spread[k]) if continuous else 0.0
+                self.threshold_offset[k] = -(unit_mean / unit_std + mean[k]) / spread[k] if continuous else 0.0
+
+    def question_numbers(self, input_ids: torch.Tensor, instruction_mask: torch.Tensor,
+                         placeholder_mask: torch.Tensor) -> torch.Tensor:
+        """The number each question names, `(B, L)` ids and masks -> `(B,)` (NaN where it names none).
+
+        Read from `config.numeral_tokens` in the instruction tokens after the row's last graph (the question
+        of "<graph> Is this subject older than 37?"), or before its graph when a single graph ends the
+        question; the first number there counts ("27.5": digits, one decimal point, digits).
+        """
+        numbers = torch.full((input_ids.shape[0],), float("nan"))
+        if not self.numerals:
+            return numbers.to(input_ids.device)
+        for row, (ids, readable, graphs) in enumerate(zip(input_ids.tolist(), instruction_mask.tolist(),
+                                                          placeholder_mask.tolist())):
+            at = [i for i, is_graph in enumerate(graphs) if is_graph]
+            after = [t for i, (t, ok) in enumerate(zip(ids, readable)) if ok and (not at or i > at[-1])]
+            number = self._first_number(after)
+            if number is None and at and len(at) == self.graph_len:
+                number = self._first_number([t for i, (t, ok) in enumerate(zip(ids, readable)) if ok and i < at[0]])
+            if number is not None:
+                numbers[row] = number
+        return numbers.to(input_ids.device)
+
+    def _first_number(self, token_ids: list[int]) -> float | None:
+        """The first number `token_ids` spell (None if none)."""
+        text = ""
+        for token_id in token_ids:
+            piece = self.numerals.get(token_id)
+            starts_word = piece is not None and piece.startswith(" ")
+            if piece is None or (text and starts_word) or (piece == "." and (not text or "." in text)):
+                if text:
+                    break
+                continue
+            text += piece.strip()
+        text = text.rstrip(".")
+        return float(text) if text else None
 
     def routing_features(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
         """`(B, L, D)` embeddings, `(B, L)` mask -> `(B, D)` sum of the instruction tokens' layer-normed embeddings."""
@@ -400,11 +456,17 @@ class InstructionConditioning(nn.Module):
         """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`."""
         return self.threshold_features(self.routing_features(word_embeds, instruction_mask))
 
-    def threshold_features(self, features: torch.Tensor) -> torch.Tensor:
+    def threshold_features(self, features: torch.Tensor, numbers: torch.Tensor | None = None) -> torch.Tensor:
         """`thresholds` on precomputed `routing_features` `(B, D)`: `threshold_weight` `(A, D)` and
-        `threshold_bias` `(A,)` applied to them (zero until fitted) -> `(B, A)`."""
-        features = features.to(self.threshold_weight.dtype)
-        return F.linear(features, self.threshold_weight, self.threshold_bias).float()
+        `threshold_bias` `(A,)` applied to them (zero until fitted), plus, for questions that name a number
+        (`numbers` `(B,)`, NaN: none; `question_numbers`), `threshold_scale * number + threshold_offset` -> `(B, A)`."""
+        thresholds = F.linear(features.to(self.threshold_weight.dtype), self.threshold_weight, self.threshold_bias).float()
+        if numbers is None:
+            return thresholds
+        named = ~torch.isnan(numbers)
+        value = torch.where(named, numbers, torch.zeros_like(numbers)).float()[:, None]
+        read = value * self.threshold_scale.float() + self.threshold_offset.float()
+        return thresholds + named[:, None].float() * read
 
     def signs(self, features: torch.Tensor) -> torch.Tensor:
         """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
@@ -436,6 +498,7 @@ class InstructionConditioning(nn.Module):
         instruction_mask: torch.Tensor,
         graph_rows: torch.Tensor,
         attribute_outputs: torch.Tensor | None = None,
+        numbers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
         graph_features: `(num_graphs, G, D)` projected graph tokens.
@@ -443,6 +506,7 @@ class InstructionConditioning(nn.Module):
         instruction_mask: `(B, L)` True on the instruction's tokens (no graph, answer or padding tokens).
         graph_rows: `(num_graphs,)` the batch row each graph belongs to.
         attribute_outputs: `(num_graphs, A)` the attribute heads' outputs (needed with `"attributes"`).
+        numbers: `(B,)` the number each question names (NaN: none; `question_numbers`), read as its threshold.
         Returns: `graph_features` with the evidence added (see the class docstring), and the router's
         logits `(B, num_heads)` (None with `"tokens"`).
         """
@@ -457,7 +521,7 @@ class InstructionConditioning(nn.Module):
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            asked = self.signs(features)[graph_rows] * (standard - self.threshold_features(features)[graph_rows])
+            asked = self.signs(features)[graph_rows] * (standard - self.threshold_features(features, numbers)[graph_rows])
             relative = weights * asked  # (num_graphs, A)
             paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
             evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))
@@ -645,16 +709,22 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         attention_mask: torch.Tensor | None,
         instruction_mask: torch.Tensor | None,
         attribute_outputs: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, and the
         router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
-        (needed when the evidence reads them).
+        (needed when the evidence reads them). `input_ids` `(B, L)`: where the evidence reads the numbers
+        questions name (`config.numeral_tokens`).
         """
         instruction = self.instruction_tokens(placeholder_mask, attention_mask, instruction_mask)
         graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
-        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs)
+        conditioning = self.instruction_conditioning
+        numbers = None
+        if conditioning.reads_attributes and conditioning.numerals and input_ids is not None:
+            numbers = conditioning.question_numbers(input_ids, instruction, placeholder_mask)
+        return conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
 
     @staticmethod
     def instruction_tokens(placeholder_mask: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -711,7 +781,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             attribute_outputs = self.get_attribute_outputs(encoded)
             if self.instruction_conditioning is not None:
                 graph_features, routing_logits = self.condition_on_instruction(
-                    graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs
+                    graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs, input_ids
                 )
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
@@ -891,7 +961,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         Args:
             text_model: a causal LM instance, or a local folder / Hub id for `AutoModelForCausalLM`.
             encoder_config: the FCN encoder's configuration.
-            tokenizer: the LM's tokenizer; `<graph>` is added to it in place.
+            tokenizer: the LM's tokenizer; `<graph>` is added to it in place. With `instruction_evidence=
+                "attributes"`, its number tokens become `numeral_tokens` unless given (None: not read).
         """
         if isinstance(text_model, str):
             text_model = AutoModelForCausalLM.from_pretrained(text_model)
@@ -904,6 +975,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             graph_token_id = config_kwargs.pop("graph_token_id", vocab_size)
         if graph_token_id >= vocab_size:
             text_model.resize_token_embeddings(graph_token_id + 1, mean_resizing=True)
+        if tokenizer is not None and config_kwargs.get("instruction_evidence") == "attributes":
+            config_kwargs.setdefault("numeral_tokens", numeral_tokens_of(tokenizer))
         config = FCNLLMConfig(
             text_config=text_model.config.to_dict(),
             encoder_config=encoder_config,

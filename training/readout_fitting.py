@@ -288,7 +288,8 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
                 kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
-    """Fit the continuous heads' thresholds (`fit_thresholds`) and the categorical heads' signs (`fit_signs`),
+    """Fit the continuous heads' thresholds (`fit_thresholds`, unless the model reads them as numbers: its
+    `config.numeral_tokens`) and the categorical heads' signs (`fit_signs`),
     then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
     scale per kind.
@@ -319,7 +320,8 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         raise ValueError(f"fit_readout reads out {', '.join(READABLE_KINDS)} heads, not {sorted(unknown)}.")
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
     grouped = rows_by_attribute(rows)
-    thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds else {}
+    reads_numbers = bool(getattr(conditioning, "numerals", None))  # thresholds read as numbers: nothing to fit
+    thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds and not reads_numbers else {}
     signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped, kinds=kinds)
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)

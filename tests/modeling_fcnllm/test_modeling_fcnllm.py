@@ -563,3 +563,96 @@ def test_attribute_evidence_runs_in_bfloat16(processor):
     out = model(**_batch(processor, [QUESTION], num_graphs=1))
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
     assert out.instruction_routing_logits.dtype == torch.float32
+
+
+# --- thresholds read as numbers ------------------------------------------------------------------
+def _number_reading_model(processor, heads=None):
+    """A tiny attribute-evidence model that reads numbers with `processor`'s tokenizer, calibrated on 6 FCNs."""
+    from modeling_fcnllm.configuration_fcnllm import numeral_tokens_of
+
+    from tests.conftest import tiny_text_config
+
+    torch.manual_seed(0)
+    heads = heads or [dict(h, **({"mean": 40.0, "std": 20.0} if h["kind"] == "continuous" else {})) for h in TINY_HEADS]
+    config = FCNLLMConfig(
+        text_config=tiny_text_config("llama", len(processor.tokenizer)), encoder_config=tiny_encoder_config(),
+        graph_token_id=processor.graph_token_id, auxiliary_heads=heads, auxiliary_loss_weight=0.5,
+        instruction_evidence="attributes", numeral_tokens=numeral_tokens_of(processor.tokenizer),
+    )
+    model = FCNLLMForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.instruction_conditioning.out.weight.normal_(std=0.5)
+        encoded = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(random_fcns(6)))))[1]
+        model.model.instruction_conditioning.calibrate(model.model.get_attribute_outputs(encoded))
+    return model
+
+
+@pytest.mark.parametrize(
+    "text, number",
+    [
+        ("<graph>\nIs this subject older than 37 years?", 37.0),
+        ("<graph>\nIs this subject older than 73 years? Answer yes or no.", 73.0),
+        ("<graph>\nIs the BMI of this subject above 27.5?", 27.5),
+        ("Is this subject older than 40? <graph>", 40.0),  # a single graph after the question
+        ("<graph>\nDoes this subject have ADHD?", float("nan")),
+        ("Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two is older?", float("nan")),  # labels, not thresholds
+        ("Subject 1: <graph>\nSubject 2: <graph>\nIs the first older than the second by 5 years?", 5.0),
+    ],
+)
+def test_question_numbers_are_read_from_the_question(processor, text, number):
+    model = _number_reading_model(processor)
+    batch = processor(text=[text], fcns=random_fcns(text.count("<graph>")))
+    placeholders = batch["input_ids"] == processor.graph_token_id
+    read = model.model.instruction_conditioning.question_numbers(batch["input_ids"], ~placeholders, placeholders)
+    torch.testing.assert_close(read, torch.tensor([number]), equal_nan=True)
+
+
+def test_thresholds_read_as_numbers_compare_any_number_exactly(processor):
+    """"older than 37" and "older than 73" (the same words, the digits swapped) get thresholds 36 years apart in
+    the age head's units: `((v - mean) / std - output mean) / output sd`, set by `calibrate`."""
+    model = _number_reading_model(processor)
+    conditioning = model.model.instruction_conditioning
+    questions = ["<graph>\nIs this subject older than 37 years?", "<graph>\nIs this subject older than 73 years?"]
+    batch = processor(text=questions, fcns=random_fcns(1).repeat(2, axis=0))
+    out = model(**batch)
+    norm = conditioning.evidence_norm
+    age = 3  # TINY_HEADS: adhd (1 output), sex (2), age (1)
+    spread = (norm.running_var[age] + norm.eps).sqrt()
+    numbers = torch.tensor([37.0, 73.0])
+    expected = ((numbers - 40.0) / 20.0 - norm.running_mean[age]) / spread
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"])
+    thresholds = conditioning.threshold_features(features, numbers)
+    torch.testing.assert_close(thresholds[:, age], expected)
+    assert (thresholds[:, :age] == 0).all()  # other heads name no threshold
+    # the whole path: the two graphs (the same FCN) differ by out(w_age * (t73 - t37)) on every graph token
+    w_age = out.instruction_routing_logits.softmax(-1)[:, 2]
+    shift = out.graph_hidden_states[0] - out.graph_hidden_states[1]
+    column = conditioning.out.weight[:, age]
+    moved = column * (w_age[1] * expected[1] - w_age[0] * expected[0])
+    torch.testing.assert_close(shift, moved.expand_as(shift), atol=1e-5, rtol=1e-4)
+    assert dict(conditioning.named_parameters())["threshold_scale"].requires_grad  # trained by the recipe
+
+
+def test_numeral_tokens_bad_input():
+    with pytest.raises(ValueError, match="numeral_tokens maps token ids"):
+        FCNLLMConfig(auxiliary_heads=[{"key": "age", "kind": "continuous", "num_outputs": 1}],
+                     instruction_evidence="attributes", numeral_tokens={"12": "twelve"})
+
+
+def test_from_text_model_reads_numbers_only_for_attribute_evidence(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_text_config
+
+    lm = AutoModelForCausalLM.from_config(tiny_text_config("llama", len(tokenizer) + 1))
+    plain = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer)
+    assert plain.config.numeral_tokens is None
+    model = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer, auxiliary_heads=TINY_HEADS,
+                                              instruction_evidence="attributes")
+    digits = {text.strip() for text in model.config.numeral_tokens.values()}
+    assert set("0123456789") <= digits and "." in digits
+    assert all(tokenizer.decode([int(t)]) == text for t, text in model.config.numeral_tokens.items())
+    ablation = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer,
+                                                 auxiliary_heads=TINY_HEADS, instruction_evidence="attributes",
+                                                 numeral_tokens=None)
+    assert ablation.config.numeral_tokens is None
