@@ -41,7 +41,7 @@ from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
 from training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
 from training.readout_fitting import READABLE_KINDS, fit_readout
-from training.router_fitting import fit_paradigms, fit_router
+from training.router_fitting import fit_paradigms, fit_router, fit_turns
 from training.trainer import FCNTrainer
 
 logger = logging.getLogger("fcn_llm.train")
@@ -562,6 +562,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
         if len(model.config.evidence_paradigms or []) > 1:
             fitted["paradigm_accuracy"] = fit_paradigms(model, collator, train, seed=training_args.seed)
+        fitted["turn_accuracy"] = fit_turns(model, collator, train, seed=training_args.seed)
         kinds = readout_kinds(recipe_args.fit_readout)
         readable = {h["key"] for h in model.config.auxiliary_heads if h["kind"] in kinds}
         if readable & set(train.unique("attribute")):

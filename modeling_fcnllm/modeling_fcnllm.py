@@ -29,6 +29,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
 
+# The turn classifier's logit before it is fitted: every question asks the plain way.
+PLAIN_LOGIT = -30.0
+
 # Scale ids of the learned scale embedding.
 ROI_SCALE, NETWORK_SCALE, GLOBAL_SCALE = 0, 1, 2
 
@@ -313,7 +316,8 @@ class InstructionConditioning(nn.Module):
         self.graph_len = config.graph_seq_length
         if self.reads_attributes:
             self.head_sizes = [int(head["num_outputs"]) for head in config.auxiliary_heads]
-            self.router_norm = nn.LayerNorm(width)
+            # no gain or bias: every question map below reads the same features after stage 1 as when fitted
+            self.router_norm = nn.LayerNorm(width, elementwise_affine=False)
             self.router = nn.Linear(width, len(self.head_sizes))
             # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
             # learns from how a subject differs from others, not from the outputs' common offset
@@ -337,6 +341,10 @@ class InstructionConditioning(nn.Module):
             # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted
             self.register_buffer("sign_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("sign_bias", torch.ones(sum(self.head_sizes)))
+            # whether a question asks the other way round ("Can ADHD be ruled out?", "younger than 40?"), for every
+            # head alike: a logistic classifier of the same features, fitted in closed form (buffers); plain until fitted
+            self.register_buffer("turn_weight", torch.zeros(width))
+            self.register_buffer("turn_bias", torch.full((), PLAIN_LOGIT))
             # which paradigm a question is (judgment, predictive, ...): a bag-of-words classifier fitted in closed form,
             # never trained (buffers); uniform until fitted
             self.paradigms = list(config.evidence_paradigms or [])
@@ -365,6 +373,8 @@ class InstructionConditioning(nn.Module):
             self.threshold_offset.zero_()
             self.sign_weight.zero_()
             self.sign_bias.fill_(1.0)
+            self.turn_weight.zero_()
+            self.turn_bias.fill_(PLAIN_LOGIT)
             if len(self.paradigms) > 1:
                 self.paradigm_weight.zero_()
                 self.paradigm_bias.zero_()
@@ -470,9 +480,11 @@ class InstructionConditioning(nn.Module):
 
     def signs(self, features: torch.Tensor) -> torch.Tensor:
         """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
-        `(B, A)` (`sign_weight`, `sign_bias`; +1 until fitted)."""
+        `(B, A)`: the class asked (`sign_weight`, `sign_bias`: +1 for it, -1 for the head's other classes) times
+        `1 - 2 P(turned)` (`turn_weight`, `turn_bias`), +1 until fitted."""
         features = features.to(self.sign_weight.dtype)
-        return F.linear(features, self.sign_weight, self.sign_bias).float()
+        turned = torch.sigmoid(features.float() @ self.turn_weight.float() + self.turn_bias.float())
+        return (1.0 - 2.0 * turned)[:, None] * F.linear(features, self.sign_weight, self.sign_bias).float()
 
     def paradigm_weights(self, features: torch.Tensor) -> torch.Tensor:
         """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> softmax weights `(B, P)`
@@ -517,7 +529,9 @@ class InstructionConditioning(nn.Module):
             features = self.routing_features(embeds, instruction_mask)  # the router and the thresholds read it
             routing_logits = self.route_features(features, instruction_mask)
             sizes = torch.tensor(self.head_sizes, device=embeds.device)
-            weights = routing_logits.float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
+            # the router learns from the routing loss only: the answer loss would route a question to any head
+            # that helps its answer
+            weights = routing_logits.detach().float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)

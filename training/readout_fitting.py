@@ -230,38 +230,23 @@ def asked_class(row: dict, spec: dict) -> int | None:
 
 
 def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-              seed: int = 0, grouped: dict[str, list[dict]] | None = None,
-              kinds: Sequence[str] = ("categorical",)) -> dict[str, float]:
-    """For each head of `kinds` whose questions ask some way round: ridge regression (alpha by CV) of which
-    way each question asks about each of its outputs on the router's bag-of-words features of up to
-    `max_rows` instructions about it; written into `instruction_conditioning.sign_weight` / `sign_bias`
-    (buffers). The way: categorical heads +1 for the asked class and -1 for the others (+1 for questions
-    that ask no class), every head times `question_sign` (-1 for negated and reversed questions). Heads
-    whose questions all ask the plain way keep +1. Returns per fitted head the fit's R^2.
+              seed: int = 0, grouped: dict[str, list[dict]] | None = None) -> dict[str, float]:
+    """For each categorical head whose judgments ask about a class: ridge regression (alpha by CV) of which way
+    each question asks about each of its outputs (+1 for the asked class, -1 for the others; +1 for questions
+    that ask no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written
+    into `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Negated and reversed questions are
+    the turn classifier's (`router_fitting.fit_turns`). Returns per fitted head the fit's R^2.
     `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 
     def ways(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
         outputs = np.arange(int(spec["num_outputs"]))
-        turned = np.array([question_sign(row) for row in about], dtype=float)
-        if spec["kind"] == "categorical":
-            asked = [asked_class(row, spec) for row in about]
-            if all(c is None for c in asked) and (turned == 1).all():
-                return None
-            way = np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
-            return way * turned[:, None]
-        return None if (turned == 1).all() else turned[:, None]
+        asked = [asked_class(row, spec) for row in about]
+        if all(c is None for c in asked):
+            return None
+        return np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
 
     grouped = rows_by_attribute(rows) if grouped is None else grouped
-    return {key: r2 for kind in kinds
-            for key, r2 in _fit_question_maps(model, collate, grouped, kind, ways, "sign", max_rows, seed).items()}
-
-
-def question_sign(row: dict) -> int:
-    """-1 where the question asks the other way round (its `direction` column -1: "younger than", "less likely
-    to have"; or `negated`: "Can ADHD be ruled out?"; both: +1), else +1 (rows without those columns too)."""
-    direction = row_value(row, "direction")
-    sign = -1 if direction is not None and int(direction) == -1 else 1
-    return -sign if row_value(row, "negated") else sign
+    return _fit_question_maps(model, collate, grouped, "categorical", ways, "sign", max_rows, seed)
 
 
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
@@ -322,7 +307,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     grouped = rows_by_attribute(rows)
     reads_numbers = bool(getattr(conditioning, "numerals", None))  # thresholds read as numbers: nothing to fit
     thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds and not reads_numbers else {}
-    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped, kinds=kinds)
+    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)

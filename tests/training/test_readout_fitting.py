@@ -237,7 +237,7 @@ def _negated_adhd_rows():
 
 
 def test_question_sign_reads_negation_and_direction():
-    from training.readout_fitting import question_sign
+    from training.router_fitting import question_sign
 
     assert question_sign({"negated": False, "direction": 1}) == 1
     assert question_sign({"negated": True, "direction": 1}) == -1
@@ -246,18 +246,23 @@ def test_question_sign_reads_negation_and_direction():
     assert question_sign({}) == 1  # rows built without the columns ask the plain way
 
 
-def test_signs_turn_a_binary_head_for_negated_questions(processor, collator):
+def test_turns_read_negated_questions_for_every_head(processor, collator):
+    """`fit_turns`: negated judgments ("Can ADHD be ruled out?") turn every head's outputs (-1), plain ones keep
+    +1; class judgments keep their asked class (`fit_signs`) under the turn."""
+    from training.router_fitting import fit_turns
+
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
     rows = _negated_adhd_rows()
-    r2 = fit_signs(model, collator, rows, kinds=("binary", "categorical"))
-    assert set(r2) == {"adhd"} and r2["adhd"] > 0.9
+    assert fit_turns(model, collator, rows) > 0.9
     batch = collator(rows)
     features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
-    signs = model.model.instruction_conditioning.signs(features)[:, 0]
+    signs = model.model.instruction_conditioning.signs(features)
     expected = torch.tensor([-1.0 if row["negated"] else 1.0 for row in rows])
-    torch.testing.assert_close(signs, expected, atol=0.2, rtol=0)
-    assert fit_signs(make_tiny_model(processor.tokenizer, attribute_evidence=True), collator, _rows(),
-                     kinds=("binary",)) == {}  # plain questions only: nothing to turn
+    for output in range(signs.shape[1]):
+        torch.testing.assert_close(signs[:, output], expected, atol=0.2, rtol=0)
+    plain = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    assert fit_turns(plain, collator, _rows()) is None  # plain questions only: nothing to turn
+    assert (plain.model.instruction_conditioning.signs(features) == 1).all()
 
 
 def test_readout_rows_label_judgments_by_their_answer(processor):
