@@ -254,9 +254,9 @@ def load_timeseries_folder(
         fcns,
         kept["subject_id"].tolist(),
         atlas=atlas,
-        dataset=dataset,
+        dataset=kept["dataset"].tolist() if "dataset" in kept.columns else dataset,
         sites=kept["site"].tolist(),
-        attributes=kept.drop(columns=["subject_id", "site"]),
+        attributes=kept.drop(columns=[c for c in ("subject_id", "site", "dataset") if c in kept.columns]),
         num_rois=expected,
         info=info,
     )
