@@ -138,6 +138,9 @@ def agreement_table(atlases: Sequence[str] = ("dosenbach160", "seitzman300"), re
         own_names = [own.network_names[i] for i in own.network_assignment]
         derived_names = [derived.network_names[i] for i in derived.network_assignment]
         correspondence = YEO7_CORRESPONDENCE.get(name) if reference == "yeo7" else None
+        reference_names = set(load_atlas(REFERENCES[reference]).network_names)
+        if correspondence is None and set(own_names) <= reference_names:  # labelled with the reference's networks
+            correspondence = {n: n for n in own_names}
         row = {"atlas": name, "reference": reference, **agreement(own_names, derived_names, correspondence)}
         if correspondence is not None:
             cortical = [i for i, s in enumerate(own.structures or ["cortical"] * own.num_rois) if s == "cortical"]

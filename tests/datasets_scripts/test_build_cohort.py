@@ -234,3 +234,23 @@ def test_atlas_table_without_coordinates_and_no_mapping_says_what_is_needed(abid
 def test_real_source_needs_its_path(tmp_path):
     with pytest.raises(ValueError, match="--source braingb needs its input"):
         bi.main(["--source", "braingb", "--atlas", "aal116", "--out", str(tmp_path)])
+
+
+def test_excluded_subjects_are_counted_per_site_in_the_card(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = []
+    for i, site in enumerate(["PITT"] * 4 + ["NYU"] * 4):
+        sid = 50003 + i
+        ts = _series(rng, 116, i % 2)[: 10 if i == 1 else T]  # one scan too short
+        _write_1d(tmp_path / "rois_aal" / f"{ABIDE_SITES[site]}_{sid:07d}_rois_aal.1D", ts, range(116))
+        rows.append({"SUB_ID": str(sid), "SITE_ID": site, "FILE_ID": "", "DX_GROUP": str(1 + i % 2), "DSM_IV_TR": "",
+                     "AGE_AT_SCAN": "20", "SEX": "1", "HANDEDNESS_CATEGORY": "R", "HANDEDNESS_SCORES": "", "FIQ": "100",
+                     "VIQ": "100", "PIQ": "100", "FIQ_TEST_TYPE": "", "ADOS_TOTAL": "-9999",
+                     "EYE_STATUS_AT_SCAN": "2", "func_mean_fd": ""})
+    _abide_phenotypic(rows).to_csv(tmp_path / "pheno.csv", index=False)
+    out = tmp_path / "out"
+    bi.main(["--source", "timeseries", str(tmp_path / "rois_aal"), "--phenotypes", str(tmp_path / "pheno.csv"),
+             "--mapping", "abide1", "--atlas", "aal116", "--out", str(out), "--zero-shot-sites", "NYU"])
+    card = (out / "README.md").read_text()
+    assert "| PITT | too_short | 1 |" in card and "| excluded | 1 |" in card and "| loaded | 7 |" in card
+    assert len(load_config(out, "subjects")["zero_shot"]) == 4
