@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from bench.question_reading import reading_accuracy
-from tests.conftest import make_tiny_model
-from tests.modeling_fcnllm.test_modeling_fcnllm import _number_reading_model
+from tests.conftest import make_number_reading_model, make_tiny_model
 
 
 def _judgment(i, attribute, question, negated=False, threshold=None):
@@ -37,7 +36,7 @@ def test_reading_accuracy_counts_what_the_router_and_turns_get_right(processor):
 
 
 def test_reading_accuracy_measures_the_threshold_read_from_the_number(processor):
-    model = _number_reading_model(processor)
+    model = make_number_reading_model(processor)
     assert reading_accuracy(model, processor, ROWS)["threshold_error_median"] == pytest.approx(0.0, abs=1e-5)
     with torch.no_grad():
         model.model.instruction_conditioning.threshold_offset[3] += 0.5

@@ -5,7 +5,7 @@ from peft import LoraConfig, get_peft_model
 
 from modeling_fcnllm import FCNEncoder, FCNLLMConfig, FCNLLMForCausalLM
 from processing import FCNProcessor
-from tests.conftest import NUM_ROIS, TINY_HEADS, make_tiny_model, random_fcns, tiny_encoder_config
+from tests.conftest import NUM_ROIS, TINY_HEADS, make_number_reading_model, make_tiny_model, random_fcns, tiny_encoder_config
 
 QUESTION = "<graph>\nDoes this subject have ADHD? Answer yes or no."
 COMPARE = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
@@ -570,27 +570,6 @@ def test_attribute_evidence_runs_in_bfloat16(processor):
 
 
 # --- thresholds read as numbers ------------------------------------------------------------------
-def _number_reading_model(processor, heads=None):
-    """A tiny attribute-evidence model that reads numbers with `processor`'s tokenizer, calibrated on 6 FCNs."""
-    from modeling_fcnllm.configuration_fcnllm import numeral_tokens_of
-
-    from tests.conftest import tiny_text_config
-
-    torch.manual_seed(0)
-    heads = heads or [dict(h, **({"mean": 40.0, "std": 20.0} if h["kind"] == "continuous" else {})) for h in TINY_HEADS]
-    config = FCNLLMConfig(
-        text_config=tiny_text_config("llama", len(processor.tokenizer)), encoder_config=tiny_encoder_config(),
-        graph_token_id=processor.graph_token_id, auxiliary_heads=heads, auxiliary_loss_weight=0.5,
-        instruction_evidence="attributes", numeral_tokens=numeral_tokens_of(processor.tokenizer),
-    )
-    model = FCNLLMForCausalLM(config).eval()
-    with torch.no_grad():
-        model.model.instruction_conditioning.out.weight.normal_(std=0.5)
-        encoded = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(random_fcns(6)))))[1]
-        model.model.instruction_conditioning.calibrate(model.model.get_attribute_outputs(encoded))
-    return model
-
-
 @pytest.mark.parametrize(
     "text, number",
     [
@@ -604,7 +583,7 @@ def _number_reading_model(processor, heads=None):
     ],
 )
 def test_question_numbers_are_read_from_the_question(processor, text, number):
-    model = _number_reading_model(processor)
+    model = make_number_reading_model(processor)
     batch = processor(text=[text], fcns=random_fcns(text.count("<graph>")))
     placeholders = batch["input_ids"] == processor.graph_token_id
     read = model.model.instruction_conditioning.question_numbers(batch["input_ids"], ~placeholders, placeholders)
@@ -614,7 +593,7 @@ def test_question_numbers_are_read_from_the_question(processor, text, number):
 def test_thresholds_read_as_numbers_compare_any_number_exactly(processor):
     """"older than 37" and "older than 73" (the same words, the digits swapped) get thresholds 36 years apart in
     the age head's units: `((v - mean) / std - output mean) / output sd`, set by `calibrate`."""
-    model = _number_reading_model(processor)
+    model = make_number_reading_model(processor)
     conditioning = model.model.instruction_conditioning
     questions = ["<graph>\nIs this subject older than 37 years?", "<graph>\nIs this subject older than 73 years?"]
     batch = processor(text=questions, fcns=random_fcns(1).repeat(2, axis=0))
