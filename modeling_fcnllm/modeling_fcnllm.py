@@ -303,6 +303,8 @@ class InstructionConditioning(nn.Module):
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
       the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
       `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
+      A row with two graphs (a comparison) reads `(z_first - z_second) / 2` on both instead of `z - t`
+      (`pair_difference`), so "which is older, the first or the second?" gets the difference between them.
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
     `training/readout_fitting.py` fits the thresholds and signs and writes the heads' judgment columns
@@ -494,6 +496,20 @@ class InstructionConditioning(nn.Module):
         logits = F.linear(features.to(self.paradigm_weight.dtype), self.paradigm_weight, self.paradigm_bias)
         return logits.float().softmax(-1)
 
+    @staticmethod
+    def pair_difference(standard: torch.Tensor, graph_rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """For the graphs of rows that hold two (a comparison): `(z_first - z_second) / 2` on both graphs, so both
+        carry "the first scores higher" the same way; NaN for the graphs of other rows. `standard` `(num_graphs,
+        A)`, `graph_rows` `(num_graphs,)` in placeholder order -> `(num_graphs, A)`."""
+        counts = torch.bincount(graph_rows, minlength=batch_size)
+        first = torch.ones_like(graph_rows, dtype=torch.bool)
+        first[1:] = graph_rows[1:] != graph_rows[:-1]
+        row_mean = standard.new_zeros(batch_size, standard.shape[1]).index_add_(0, graph_rows, standard)
+        row_mean = row_mean / counts.clamp(min=1)[:, None].to(standard.dtype)
+        order = torch.where(first, 1.0, -1.0).to(standard.dtype)[:, None]
+        paired = (counts[graph_rows] == 2)[:, None]
+        return torch.where(paired, order * (standard - row_mean[graph_rows]), torch.full_like(standard, float("nan")))
+
     def evidence_column(self, output: int, paradigm: str | None = None) -> int:
         """The column of `out` that reads head output `output` (of A) in questions of `paradigm` (ignored, and
         may be None, with one shared readout)."""
@@ -535,7 +551,9 @@ class InstructionConditioning(nn.Module):
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            asked = self.signs(features)[graph_rows] * (standard - self.threshold_features(features, numbers)[graph_rows])
+            compared = self.pair_difference(standard, graph_rows, embeds.shape[0])
+            named = standard - self.threshold_features(features, numbers)[graph_rows]
+            asked = self.signs(features)[graph_rows] * torch.where(compared.isnan(), named, compared)
             relative = weights * asked  # (num_graphs, A)
             paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
             evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))

@@ -51,7 +51,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.attributes import load_registry
-from evaluation.questions import YES, build_question, row_value
+from evaluation.questions import FIRST, SECOND, YES, build_question, row_value
 from evaluation.scoring import choice_log_likelihoods
 
 from .collator import prompt_messages
@@ -78,12 +78,17 @@ def paradigm_answers(rows: Sequence[dict], label: np.ndarray) -> dict[str, tuple
 
 
 def answer_directions(embeddings: torch.Tensor, tokenizer, answers: dict[str, tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) (first tokens); paradigms whose two
-    answers start with the same token are left out."""
+    """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) at the first token where the two
+    answers differ ("The first" / "The second": " first" - " second"); paradigms whose answers never differ
+    token for token are left out."""
     directions = {}
     for paradigm, (positive, negative) in answers.items():
-        first = [tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (positive, negative)]
-        difference = (embeddings[first[0]] - embeddings[first[1]]).float()
+        ids = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in (positive, negative)]
+        differ = [a != b for a, b in zip(*ids)]
+        if True not in differ:
+            continue
+        k = differ.index(True)
+        difference = (embeddings[ids[0][k]] - embeddings[ids[1][k]]).float()
         if difference.norm() > 0:
             directions[paradigm] = difference / difference.norm()
     return directions
@@ -270,6 +275,13 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
     return known, np.array([said_yes(row) for row in known])
 
 
+def comparison_rows(rows: Sequence[dict]) -> tuple[list[dict], np.ndarray]:
+    """The comparative instructions of `rows` (two subjects) and their labels (1: the answer is the first)."""
+    pairs = [row for row in rows if row.get("paradigm") == "comparative" and len(row["subject_ids"]) == 2
+             and str(row["answer"]).strip() in (FIRST, SECOND)]
+    return pairs, np.array([float(str(row["answer"]).strip() == FIRST) for row in pairs])
+
+
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
                 kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
@@ -277,7 +289,9 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     `config.numeral_tokens`) and the categorical heads' signs (`fit_signs`),
     then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
-    scale per kind.
+    scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
+    comparative columns in the direction of "The first" - "The second" (the evidence of a pair reads the
+    difference between its subjects), their scale chosen as a kind of its own, `comparative`.
 
     Args:
         collate: the training collator, built with the heads' `attribute_targets` (its labels are the classes)
@@ -334,6 +348,14 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         for value in (1, 0):
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
                 compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"])))
+        pairs, first = comparison_rows(grouped.get(key, []))
+        if "comparative" in getattr(conditioning, "paradigms", []) and 0 < first.sum() < len(first):
+            said = answer_directions(embeddings, collate.processor.tokenizer, {"comparative": (FIRST, SECOND)})
+            directions.update({column: ("comparative", direction) for output in range(offsets[j], offsets[j + 1])
+                               for column, direction in evidence_columns(conditioning, output, said).items()})
+            for value in (1, 0):
+                for i in rng.permutation(np.flatnonzero(first == value))[:per_class]:
+                    compared.append((pairs[i], value, (FIRST, SECOND), "comparative"))
     if not directions:
         raise ValueError(f"fit_readout found no instructions about a {' or '.join(kinds)} attribute head "
                          f"({sorted(readable)}) with a known label.")

@@ -144,9 +144,10 @@ def question_sign(row: dict) -> int:
 
 def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
               seed: int = 0, c: float = 1.0) -> float | None:
-    """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment ask the other way
-    round, `question_sign` -1) to a logistic regression on the router features of up to `max_rows` training
-    judgments about any attribute (a seeded sample). Judgments that all ask the plain way leave it plain.
+    """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment or a comparison ask
+    the other way round, `question_sign` -1: "younger than 40?", "which is younger?") to a logistic regression
+    on the router features of up to `max_rows` training judgments and comparisons about any attribute (a
+    seeded sample). Questions that all ask the plain way leave it plain.
 
     Returns:
         the fitted classifier's accuracy on those judgments (None when nothing was fitted).
@@ -154,7 +155,7 @@ def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
         raise ValueError("fit_turns needs instruction_evidence='attributes' (an evidence token over the attribute heads).")
-    judgments = [row for row in rows if row.get("paradigm") == "judgment"]
+    judgments = [row for row in rows if row.get("paradigm") in ("judgment", "comparative")]
     chosen = _sample(judgments, max_rows, seed)
     turned = np.array([question_sign(row) == -1 for row in chosen], dtype=int)
     if not 0 < turned.sum() < len(turned):

@@ -8,6 +8,7 @@ from processing import FCNProcessor
 from tests.conftest import NUM_ROIS, TINY_HEADS, make_number_reading_model, make_tiny_model, random_fcns, tiny_encoder_config
 
 QUESTION = "<graph>\nDoes this subject have ADHD? Answer yes or no."
+OLDER = "<graph>\nIs this subject older than 30 years? Answer yes or no."
 COMPARE = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
 
 
@@ -422,7 +423,7 @@ def test_routed_evidence_is_the_asked_heads_output(processor):
     with torch.no_grad():
         conditioning.router.weight.zero_()
         conditioning.router.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))  # always "sex" (outputs 1 and 2)
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     out = model(**batch)
     plain, _ = model.model.get_graph_features(batch["graph_values"])
     z = out.graph_attribute_outputs
@@ -441,12 +442,12 @@ def test_evidence_subtracts_the_thresholds_the_instruction_names(processor):
     conditioning = model.model.instruction_conditioning
     assert (conditioning.threshold_weight == 0).all() and (conditioning.threshold_bias == 0).all()
     assert "threshold_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     before = model(**batch)
     conditioning.threshold_weight.normal_(std=0.1)
     conditioning.threshold_bias.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5]))
     after = model(**batch)
-    rows = torch.tensor([0, 1, 1])  # QUESTION has one graph, COMPARE two
+    rows = torch.tensor([0, 1])
     mask = (batch["input_ids"] != processor.graph_token_id) & batch["attention_mask"].bool()
     features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], mask)
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
@@ -500,11 +501,11 @@ def test_class_judgments_read_the_asked_class_through_the_signs(processor):
     conditioning = model.model.instruction_conditioning
     assert (conditioning.sign_weight == 0).all() and (conditioning.sign_bias == 1).all()
     assert "sign_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     before = model(**batch)
     conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
     after = model(**batch)
-    rows = torch.tensor([0, 1, 1])
+    rows = torch.tensor([0, 1])
     z = conditioning.evidence_norm(before.graph_attribute_outputs)  # eval mode: the running statistics
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
     flipped = torch.zeros_like(z)
@@ -639,3 +640,23 @@ def test_from_text_model_reads_numbers_only_for_attribute_evidence(tokenizer):
                                                  auxiliary_heads=TINY_HEADS, instruction_evidence="attributes",
                                                  numeral_tokens=None)
     assert ablation.config.numeral_tokens is None
+
+
+def test_a_comparison_reads_the_difference_between_its_two_graphs(processor):
+    """A row with two graphs hands both the same evidence, `out(w * (z_first - z_second) / 2)`: swapping the
+    subjects flips it, and a single-graph row next to it keeps `out(w * (z - t))`."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    fcns = random_fcns(3)
+    forward, swapped = (model(**processor(text=[QUESTION, COMPARE], fcns=fcns[order])) for order in ([0, 1, 2], [0, 2, 1]))
+    plain, _ = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(fcns))))
+    evidence = forward.graph_hidden_states[:, -1] - plain[:, -1]
+    torch.testing.assert_close(evidence[1], evidence[2])  # both subjects carry "the first scores higher" alike
+    z = conditioning.evidence_norm(forward.graph_attribute_outputs)
+    weights = forward.instruction_routing_logits.softmax(-1)[1].repeat_interleave(torch.tensor([1, 2, 1]))
+    expected = conditioning.out(weights * (z[1] - z[2]) / 2)
+    torch.testing.assert_close(evidence[1], expected, atol=1e-5, rtol=1e-4)
+    flipped = swapped.graph_hidden_states[:, -1] - plain[[0, 2, 1], -1]
+    bias = conditioning.out.bias
+    torch.testing.assert_close(flipped[1] - bias, -(evidence[1] - bias), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(flipped[0], evidence[0])  # the single-graph row is untouched

@@ -272,3 +272,38 @@ def test_readout_rows_label_judgments_by_their_answer(processor):
     assert len(about) == len(rows)
     np.testing.assert_array_equal(label, [float(row["answer"] == "Yes") for row in rows])
     assert any(row["negated"] and label[i] != TARGETS[row["subject_ids"][0]][0] for i, row in enumerate(about))
+
+
+def _comparison_rows():
+    """"Which of the two is older?" about consecutive subjects, answered from their ages."""
+    rows = []
+    for i in range(len(SUBJECTS) - 1):
+        pair = [SUBJECTS[i + 1], SUBJECTS[i]] if i % 2 else [SUBJECTS[i], SUBJECTS[i + 1]]
+        answer = "The first" if TARGETS[pair[0]][2] > TARGETS[pair[1]][2] else "The second"
+        question = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
+        rows.append({"id": f"c{i}", "attribute": "age", "answer": answer, "subject_ids": pair, "paradigm": "comparative",
+                     "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor, collator):
+    """With a comparative readout, the age head's comparative column is written along " first" - " second" (the
+    first token where "The first" and "The second" differ), at a scale chosen on the comparisons' margins."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    report = fit_readout(model, collator, _age_rows() + _comparison_rows(), kinds=("continuous",), per_class=6,
+                         scales=(1.0, 3.0))
+    assert "comparative" in report["auc"] and set(report["auc"]["comparative"]) == {0.0, 1.0, 3.0}
+    conditioning = model.model.instruction_conditioning
+    column = conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")]
+    embeddings = model.get_input_embeddings().weight.detach()
+    first, second = (processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ("The first", "The second"))
+    k = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    direction = embeddings[first[k]] - embeddings[second[k]]
+    scale = report["scale"].get("comparative", 0.0)
+    torch.testing.assert_close(column, scale * embeddings.norm(dim=-1).mean() * direction / direction.norm())
+    # without comparative rows nothing is written there
+    plain = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    fit_readout(plain, collator, _age_rows(), kinds=("continuous",), per_class=6, scales=(1.0,))
+    assert not plain.model.instruction_conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")].any()
