@@ -666,7 +666,6 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("graph", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
 
@@ -851,6 +850,16 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
         self.post_init()
+
+    def init_parallel_plans(self) -> None:
+        """The tensor-parallel plan: the language model's, plus `lm_head` sharded over the vocabulary when that
+        plan shards the word embeddings (as the backbones' own causal-LM heads are); a tied head and its
+        embeddings are sharded both or neither."""
+        super().init_parallel_plans()
+        embeddings = self.get_input_embeddings()
+        name = next(n for n, m in self.named_modules() if m is embeddings)
+        if name in self._tp_plan:
+            self._tp_plan.setdefault("lm_head", "colwise_gather_output")
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
