@@ -26,6 +26,8 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
 
@@ -780,6 +782,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         tokens = self.instruction_tokens(input_ids == self.config.graph_token_id, attention_mask, instruction_mask)
         return self.instruction_conditioning.routing_features(self.get_input_embeddings()(input_ids), tokens)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -889,6 +893,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     def graph_attribute_heads(self) -> GraphAttributeHeads | None:
         return self.model.graph_attribute_heads
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -907,6 +913,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     ) -> FCNLLMCausalLMOutputWithPast:
         """Args:
         labels: `(B, L)` target ids, -100 where no loss is wanted; `<graph>` positions never get loss.
+            (`shift_labels` `(B, L)` in kwargs: targets already shifted, position i predicting token i + 1, as
+            sequence-parallel training passes them.)
         graph_attribute_labels: `(num_graphs, A)` targets of the auxiliary heads (NaN = unknown); their
             loss, times `config.auxiliary_loss_weight`, is added to the LM loss.
         routing_labels: `(B,)` the index (in `config.auxiliary_heads`) of the attribute each instruction
@@ -918,8 +926,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
             labelled tokens are always left out.
         """
-        if labels is not None:  # instruction conditioning never reads the answer
-            prompt = labels == -100
+        shift_labels = kwargs.pop("shift_labels", None)
+        if labels is not None or shift_labels is not None:  # instruction conditioning never reads the answer
+            prompt = labels == -100 if labels is not None else F.pad(shift_labels[:, :-1] == -100, (1, 0), value=True)
             instruction_mask = prompt if instruction_mask is None else prompt & instruction_mask.bool()
         outputs = self.model(
             input_ids=input_ids,
@@ -935,18 +944,22 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None and input_ids is not None:
             labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
-        if labels is not None and self.training and not logits_to_keep:
+        if shift_labels is not None and input_ids is not None:  # pre-shifted targets: position i predicts token i + 1
+            shift_labels = shift_labels.masked_fill(F.pad(input_ids[:, 1:] == self.config.graph_token_id, (0, 1)), -100)
+        if (labels is not None or shift_labels is not None) and self.training and not logits_to_keep:
             # training: logits only at the positions that predict a label `(num_labelled, V)`, not at every
             # prompt position (the same loss, without the largest tensors of a step)
-            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+            if shift_labels is None:
+                shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
             labelled = shift_labels != -100
             logits = self.lm_head(outputs.last_hidden_state[labelled])
             loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.text_config.vocab_size,
                                       shift_labels=shift_labels[labelled])
         else:
             logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-            if labels is not None:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            if labels is not None or shift_labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                          shift_labels=shift_labels)
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")

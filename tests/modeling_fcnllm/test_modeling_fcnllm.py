@@ -660,3 +660,19 @@ def test_a_comparison_reads_the_difference_between_its_two_graphs(processor):
     bias = conditioning.out.bias
     torch.testing.assert_close(flipped[1] - bias, -(evidence[1] - bias), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(flipped[0], evidence[0])  # the single-graph row is untouched
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pre_shifted_labels_give_the_same_loss(processor, model, training):
+    """`shift_labels` (position i predicts token i + 1, as sequence-parallel training passes them) and `labels`
+    give one loss, in evaluation and in training mode (logits only where a label is predicted)."""
+    batch = _batch(processor, [QUESTION + " Yes", COMPARE + " The first"], num_graphs=3)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, :-3] = -100
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    model.train(training)
+    torch.manual_seed(0)
+    expected = model(**batch, labels=labels).loss
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(**batch, shift_labels=shifted).loss, expected)
+    model.eval()
