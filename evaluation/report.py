@@ -6,6 +6,11 @@ results.json::
      "results": {"<attribute>/<paradigm>[/held_out]": {"attribute", "name", "kind", "paradigm", "forms", "target", "n",
                  "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
 
+With ``fcn_llm`` evaluated, results.json also has ``parsability`` (`answer_forms.parsability_report`),
+``consistency`` (`consistency.agreement_report`), ``real_data`` (`real_data.real_data_report`),
+``known_attributes`` (the model's attribute heads, or null) and ``untrained_attributes`` (attributes asked
+about that the model has no head for, with their answers' confidence); rows then carry ``trained``.
+
 A method absent from a row's ``metrics`` could not be run for it (the row's notes say why).
 NaN metrics are written as null.
 """
