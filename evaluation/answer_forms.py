@@ -78,7 +78,8 @@ def parsability_report(questions: Sequence[Question], texts: dict[str, str], reg
         total[1] += 1
         if not ok and len(examples) < 8:
             examples.append({"id": q.id, "row": keys["rows"], "answer": texts[q.id]})
-    out = {"target": PARSABILITY_TARGET, "overall": _rate(*total)}
+    out = {"target": PARSABILITY_TARGET, "overall": _rate(*total),
+           "meets_target": total[1] > 0 and total[0] / total[1] >= PARSABILITY_TARGET}
     for part, groups in counts.items():
         out[part] = {k: _rate(*v) for k, v in sorted(groups.items())}
     out["unparsable_examples"] = examples

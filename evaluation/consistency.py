@@ -206,7 +206,8 @@ def agreement_report(questions: Sequence[Question], answers: dict[str, dict], re
         pairs = per_check.get(check, [])
         agree = [a for _, a in pairs]
         report[check] = {
-            "overall": {"n": len(agree), "agree": int(sum(agree)), "rate": float(np.mean(agree)) if agree else math.nan},
+            "overall": {"n": len(agree), "agree": int(sum(agree)), "rate": float(np.mean(agree)) if agree else math.nan,
+                        "meets_target": bool(agree) and float(np.mean(agree)) >= CONSISTENCY_TARGET},
             "by_attribute": _rates([(q.group[0], a) for q, a in pairs]),
             "by_form": _rates([(_form_kind(q), a) for q, a in pairs]),
             "by_wording": _rates([("held_out" if q.held_out else "training", a) for q, a in pairs]),

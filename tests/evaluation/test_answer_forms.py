@@ -43,7 +43,7 @@ def test_report_counts_per_paradigm_wording_and_row():
                  _question("e", "adhd", "judgment", "binary", ("Yes", "No"))]
     texts = {"a": "30", "b": "300", "c": "No", "d": "I cannot tell"}  # e: not generated, not counted
     report = parsability_report(questions, texts, REGISTRY)
-    assert report["overall"] == {"n": 4, "parsable": 2, "rate": 0.5}
+    assert report["overall"] == {"n": 4, "parsable": 2, "rate": 0.5} and report["meets_target"] is False
     assert report["by_paradigm"]["judgment"]["rate"] == 0.5 and report["by_paradigm"]["predictive"]["rate"] == 0.5
     assert report["by_forms"] == {"held_out": {"n": 2, "parsable": 0, "rate": 0.0},
                                   "training": {"n": 2, "parsable": 2, "rate": 1.0}}

@@ -34,10 +34,11 @@ def test_judgments_answered_from_the_generated_number_agree_and_negated_forms_fl
     assert all(20 <= q.threshold <= 70 and q.threshold == round(q.threshold) for q in questions)
     consistent = {q.id: {"prediction": int(_plain_yes(q) != q.negated)} for q in questions}
     report = agreement_report(questions, consistent, REGISTRY)["threshold_vs_number"]
-    assert report["overall"] == {"n": 32, "agree": 32, "rate": 1.0}
+    assert report["overall"] == {"n": 32, "agree": 32, "rate": 1.0, "meets_target": True}
     deaf = {q.id: {"prediction": int(_plain_yes(q))} for q in questions}  # answers as if nothing were negated
     report = agreement_report(questions, deaf, REGISTRY)["threshold_vs_number"]
     assert report["overall"]["agree"] == sum(not q.negated for q in questions)
+    assert report["overall"]["meets_target"] is False
     assert report["by_form"]["negated"]["rate"] == 0.0 and report["by_form"]["plain"]["rate"] == 1.0
 
 
