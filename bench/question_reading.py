@@ -4,7 +4,7 @@
 
 For a sample of the `train` split (training forms) and of `validation` (held-out frames and terms): the
 router's accuracy (the asked attribute's head gets the largest weight) overall and per attribute, the
-paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments), and, for
+paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments and comparisons), and, for
 continuous judgments, how far the threshold the evidence subtracts is from the one the question names
 (in the evidence's standard units). Needs a model whose evidence token reads the attribute heads.
 Reads prompts only: no FCN is encoded.
@@ -30,14 +30,14 @@ from training.router_fitting import question_sign
 @torch.no_grad()
 def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64) -> dict[str, np.ndarray]:
     """The evidence token's reading of each row's prompt: `routing` `(S, heads)` softmax weights, `paradigm`
-    `(S, P)`, `signs` `(S, A)` and `thresholds` `(S, A)`."""
+    `(S, P)`, `turned` `(S,)` P(asked the other way round), `signs` `(S, A)` and `thresholds` `(S, A)`."""
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
         raise ValueError("read_questions needs a model whose evidence token reads the attribute heads "
                          "(instruction_evidence='attributes').")
     tokenizer = processor.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: dict[str, list] = {"routing": [], "paradigm": [], "signs": [], "thresholds": []}
+    out: dict[str, list] = {"routing": [], "paradigm": [], "turned": [], "signs": [], "thresholds": []}
     for start in range(0, len(rows), batch_size):
         ids = []
         for row in rows[start : start + batch_size]:
@@ -54,6 +54,8 @@ def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64)
         numbers = conditioning.question_numbers(input_ids, instruction, placeholders) if conditioning.numerals else None
         out["routing"].append(conditioning.route_features(features, instruction).softmax(-1).numpy())
         out["paradigm"].append(conditioning.paradigm_weights(features).numpy())
+        out["turned"].append(torch.sigmoid(features.float() @ conditioning.turn_weight.float()
+                                           + conditioning.turn_bias.float()).numpy())
         out["signs"].append(conditioning.signs(features).numpy())
         out["thresholds"].append(conditioning.threshold_features(features, numbers).numpy())
     return {key: np.concatenate(value) for key, value in out.items()}
@@ -81,12 +83,12 @@ def reading_accuracy(model, processor, rows: Sequence[dict]) -> dict:
         truth = np.array([paradigms.index(rows[i]["paradigm"]) for i in known])
         report["paradigm_accuracy"] = float((read["paradigm"][known].argmax(1) == truth).mean())
     judged = [i for i, row in enumerate(rows) if row.get("paradigm") == "judgment"]
-    if judged:
-        column = offsets[asked[judged]]
-        turned = np.sign(read["signs"][judged, column]) == np.array([question_sign(rows[i]) for i in judged])
-        report["turn_accuracy"] = float(turned.mean())
-        reversed_rows = [k for k, i in enumerate(judged) if question_sign(rows[i]) == -1]
-        report["turn_accuracy_turned_questions"] = float(turned[reversed_rows].mean()) if reversed_rows else None
+    asked_round = [i for i, row in enumerate(rows) if row.get("paradigm") in ("judgment", "comparative")]
+    if asked_round:
+        truth = np.array([question_sign(rows[i]) == -1 for i in asked_round])
+        right = (read["turned"][asked_round] > 0.5) == truth
+        report["turn_accuracy"] = float(right.mean())
+        report["turn_accuracy_turned_questions"] = float(right[truth].mean()) if truth.any() else None
     errors = [abs(float(read["thresholds"][i, offsets[asked[i]]]) - standardised_threshold(model, asked[i], named))
               for i in judged if model.config.auxiliary_heads[asked[i]]["kind"] == "continuous"
               and (named := named_threshold(rows[i])) is not None]

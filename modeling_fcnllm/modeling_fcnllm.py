@@ -333,13 +333,14 @@ class InstructionConditioning(nn.Module):
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
             # with `config.numeral_tokens`, the threshold is the number the question spells, read as a number `v`:
-            # `threshold_scale * v + threshold_offset` per head output (trained; `calibrate` starts them at the
-            # exact conversion of a continuous head's units into the evidence's), and the map above stays zero
+            # `threshold_scale * v + threshold_offset` per head output, the exact conversion of a continuous head's
+            # units into the evidence's (set by `calibrate`; buffers, never trained: see docs/design.md), and the map
+            # above stays zero
             self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
             self.head_units = [(float(h.get("mean", 0.0)), float(h.get("std", 1.0)), h["kind"] == "continuous")
                                for h in config.auxiliary_heads for _ in range(int(h["num_outputs"]))]
-            self.threshold_scale = nn.Parameter(torch.zeros(sum(self.head_sizes)))
-            self.threshold_offset = nn.Parameter(torch.zeros(sum(self.head_sizes)))
+            self.register_buffer("threshold_scale", torch.zeros(sum(self.head_sizes)))
+            self.register_buffer("threshold_offset", torch.zeros(sum(self.head_sizes)))
             # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
             # another class of its head ("female?" reads the sex head's Female output up and its Male output down); a
             # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted

@@ -614,7 +614,8 @@ def test_thresholds_read_as_numbers_compare_any_number_exactly(processor):
     column = conditioning.out.weight[:, age]
     moved = column * (w_age[1] * expected[1] - w_age[0] * expected[0])
     torch.testing.assert_close(shift, moved.expand_as(shift), atol=1e-5, rtol=1e-4)
-    assert dict(conditioning.named_parameters())["threshold_scale"].requires_grad  # trained by the recipe
+    assert "threshold_scale" not in dict(conditioning.named_parameters())  # arithmetic, never trained
+    assert "model.instruction_conditioning.threshold_scale" in model.state_dict()  # saved with the model
 
 
 def test_numeral_tokens_bad_input():
