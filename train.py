@@ -580,7 +580,10 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         processing_class=processor, callbacks=callbacks,
         optimizers=(evidence_optimizer(trainable_model, training_args, recipe_args.evidence_lr_multiplier), None),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)  # train_results.json, all_results.json (rank 0)
+    trainer.save_state()  # trainer_state.json: the log history, for resuming and plotting
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_model(trainable_model, processor, out, lora=recipe_args.stage == "joint" and model_args.lora)

@@ -60,6 +60,9 @@ def test_stage1_trains_encoder_and_projector_only(workspace):
     changed = [k for k, v in encoder0.items() if not torch.equal(stage1[f"model.graph_encoder.{k}"], v)]
     assert changed, "stage 1 did not train the encoder"
     summary = json.loads((workspace["stage1"] / "train_summary.json").read_text())
+    # the Trainer's own records, as run_clm.py writes them
+    assert json.loads((workspace["stage1"] / "train_results.json").read_text())["train_runtime"] > 0
+    assert json.loads((workspace["stage1"] / "trainer_state.json").read_text())["global_step"] > 0
     assert summary["stage"] == "align" and "graph_token_spread" in summary
 
 
