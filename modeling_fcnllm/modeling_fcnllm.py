@@ -296,12 +296,14 @@ class InstructionConditioning(nn.Module):
       (`route`: a bag-of-words linear classifier over the instruction), and the evidence is
       `out(w * (z - t))`, with `z` `(num_graphs, A)` the attribute heads' outputs, each standardised
       over subjects and weighted by its head's `w`, and `t` `(B, A)` the threshold the question names
-      (`thresholds`, a linear map of the same bag of words: "older than 30?"): the LLM is handed the
+      ("older than 30?": with `config.numeral_tokens` the number read as a number, `question_numbers`, in
+      the head's units; else a linear map of the same bag of words, `thresholds`): the LLM is handed the
       prediction for the attribute it is asked about, relative to the question's threshold, on
       every graph token. The router can be supervised with the instruction's attribute
       (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs are read as the
       question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
-      the others (`signs`, fitted like the thresholds). With `config.evidence_paradigms` (P > 1), `out`
+      the others, times -1 for a question asked the other way round ("Can ADHD be ruled out?", "younger
+      than 40?"; `signs`, bag-of-words classifiers fitted before stage 1, buffers). With `config.evidence_paradigms` (P > 1), `out`
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
       the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
       `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
