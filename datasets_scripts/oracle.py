@@ -185,6 +185,20 @@ def _laplace_chunk(g1, psi_site, c, nu, timepoints, iterations, tol, act, design
     if design is not None:
         units = units @ design.abs() / design.abs().sum(0)
     phi = torch.zeros(s, d, dtype=torch.float64)
+    # Start at the maximiser over all entries, Psi = nu Q / (c T) (where a0 Psi^-1 = a1 c (Q + c Psi)^-1),
+    # moved along the active coordinates only, wherever it is valid and improves on the site's Psi.
+    full = nu * q_all / (c * t_all[:, None, None])
+    offset = full[:, ra, rb] - psi[:, ra, rb]
+    phi0 = offset if design is None else offset @ torch.linalg.pinv(design).T
+    off0 = phi0 if design is None else phi0 @ design.T
+    start = psi.clone()
+    start[:, ra, rb] += off0
+    start[:, rb, ra] = start[:, ra, rb]
+    f_site, _, _ = _f_grad_hess(psi, q_all, c_all, nu_all, t_all, act, derivatives=False)
+    f_start, _, _ = _f_grad_hess(start, q_all, c_all, nu_all, t_all, act, derivatives=False)
+    better = torch.isfinite(f_start) & (f_start > f_site)
+    psi[better] = start[better]
+    phi[better] = phi0[better]
     active = torch.arange(s)
     for it in range(iterations + 1):
         args = (q_all[active], c_all[active], nu_all[active], t_all[active], act)
