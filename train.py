@@ -41,7 +41,7 @@ from training.collator import FCNInstructionCollator
 from training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
 from training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
 from training.readout_fitting import READABLE_KINDS, fit_readout
-from training.router_fitting import fit_paradigms, fit_router
+from training.router_fitting import fit_paradigms, fit_router, fit_turns
 from training.trainer import FCNTrainer
 
 logger = logging.getLogger("fcn_llm.train")
@@ -76,6 +76,12 @@ class ModelArguments:
         metadata={"help": "What the evidence token carries: 'attributes' (the attribute heads' outputs, routed by the "
                           "question; needs the auxiliary loss, else 'tokens' is used) or 'tokens' (the pooled graph "
                           "tokens, gated by the question)."},
+    )
+    read_numbers: bool = field(
+        default=True,
+        metadata={"help": "With 'attributes' evidence: read the threshold a judgment names as a number from the "
+                          "question's number tokens (false: a linear map of the question's bag of words, fitted to "
+                          "the training questions)."},
     )
     evidence_per_paradigm: bool = field(
         default=True,
@@ -391,6 +397,7 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         instruction_conditioning=model_args.instruction_conditioning,
         instruction_evidence=evidence,
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
+        **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if encoder_weights is not None:
         model.model.graph_encoder.load_state_dict(encoder_weights)
@@ -555,6 +562,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
         if len(model.config.evidence_paradigms or []) > 1:
             fitted["paradigm_accuracy"] = fit_paradigms(model, collator, train, seed=training_args.seed)
+        fitted["turn_accuracy"] = fit_turns(model, collator, train, seed=training_args.seed)
         kinds = readout_kinds(recipe_args.fit_readout)
         readable = {h["key"] for h in model.config.auxiliary_heads if h["kind"] in kinds}
         if readable & set(train.unique("attribute")):

@@ -1,6 +1,19 @@
 """Build an FCN instruction dataset folder that `datasets.load_dataset(DIR, "subjects"|"instructions")` reads.
 
     python datasets_scripts/build_instructions.py --out DIR [--subjects N] [--atlas schaefer100-7] [--seed S] [--harmonize]
+    python datasets_scripts/build_instructions.py --source timeseries --timeseries DIR --phenotypes CSV [CSV ...] \
+        --mapping abide1 --atlas aal116 --out DIR [--zero-shot-sites SITE ...]
+    python datasets_scripts/build_instructions.py --source braingb abide.npy --atlas cc200 --atlas-table cc200.csv --out DIR
+    python datasets_scripts/build_instructions.py --source fcn-stack fcns.npz --phenotypes CSV --atlas aal116 --out DIR \
+        [--zero-shot-datasets NAME ...]
+
+Real cohorts (`load_cohort`): the time-series files are found by the public releases' names for the
+atlas (ABIDE PCP ``*_rois_aal.1D``, ADHD-200 ``*_rest_1_aal_TCs.1D``) unless ``--pattern`` says;
+atlases that are not bundled are described by ``--atlas-table`` (subnetworks derived from its
+coordinates, or ``--networks MAPPING``). ``zero_shot`` holds whole sites (``--zero-shot-sites``) or
+whole datasets (``--zero-shot-datasets``), never random subjects; without them there is no
+``zero_shot`` split. The card gains the split rule, the loaded / unmatched / excluded counts and the
+subnetworks, and ``DIR/atlas.csv`` holds the atlas with its network per ROI.
 
 Layout: ``DIR/subjects/{split}.parquet`` (subject_id, dataset, site, atlas, num_rois, oracle_<key> (the
 simulator's oracle scores, simulated sets only), fcn = upper
@@ -41,7 +54,7 @@ from threadpoolctl import threadpool_limits
 from datasets_scripts.attributes import AttributeRegistry, load_registry
 from datasets_scripts.instructions import build_instruction_set
 from datasets_scripts.subjects import REQUIRED_COLUMNS, SubjectTable
-from processing.atlases import load_atlas
+from processing.atlases import Atlas, available_atlases, load_atlas, read_atlas_table
 
 SPLITS = ("train", "validation", "zero_shot")
 DEFAULT_SUBJECTS = 1500
@@ -55,9 +68,10 @@ class EmptyInstructionSetError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Checks and splits
 # --------------------------------------------------------------------------------------------------
-def check_table(table: SubjectTable, atlas_name: str, registry: AttributeRegistry) -> None:
-    """FCN size vs atlas, attribute keys vs registry, and values vs attribute kinds."""
-    atlas = load_atlas(atlas_name)
+def check_table(table: SubjectTable, atlas_name: str | Atlas, registry: AttributeRegistry) -> None:
+    """FCN size vs atlas (a bundled atlas' name or an `Atlas`), attribute keys vs registry, and values vs
+    attribute kinds."""
+    atlas = atlas_name if isinstance(atlas_name, Atlas) else load_atlas(atlas_name)
     if table.num_rois != atlas.num_rois:
         raise ValueError(f"FCNs have N={table.num_rois} ROIs but atlas {atlas.name!r} has N={atlas.num_rois} ROIs.")
     for key in table.attribute_columns():
@@ -455,14 +469,16 @@ class BuildResult:
     harmonization: dict | None = None  # what --harmonize did (sites, covariates kept/dropped, splits), else None
 
 
-def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, validation_fraction: float = 0.15,
+def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 0, validation_fraction: float = 0.15,
           registry: AttributeRegistry | None = None, check_train: int = 1000,
           split: np.ndarray | None = None, harmonize: bool = False) -> BuildResult:
     """Write the dataset folder for a subject table (simulated or real); `harmonize`: ComBat on the
-    seen cohorts' sites (see `harmonize_splits`)."""
+    seen cohorts' sites (see `harmonize_splits`); `atlas`: a bundled atlas' name or an `Atlas` (e.g.
+    from `read_atlas_table`)."""
     t0 = time.perf_counter()
     registry = registry or load_registry()
     check_table(table, atlas, registry)
+    atlas = atlas.name if isinstance(atlas, Atlas) else atlas
     attrs = table.attribute_columns()
     usable = [a for a in attrs if any(not registry[a].is_missing(v) for v in table.meta[a])]
     if not usable:
@@ -518,11 +534,174 @@ def build(out: str | Path, table: SubjectTable, atlas: str, seed: int = 0, valid
     return BuildResult(out, count_table, baselines, seconds, timings, harmonization)
 
 
-def main(argv: list[str] | None = None) -> BuildResult:
+# --------------------------------------------------------------------------------------------------
+# Real cohorts: atlas, loading, held-out split, card sections
+# --------------------------------------------------------------------------------------------------
+SOURCES = ("simulate", "timeseries", "braingb", "fcn-stack")
+
+
+def resolve_atlas(name: str, table: str | Path | None = None, networks: str | Path | None = None) -> Atlas:
+    """The atlas of a build: a user's table (`table`), else a bundled atlas; `networks` as in `load_atlas`."""
+    if table is not None:
+        return read_atlas_table(table, name=name.lower(), networks=networks)
+    if name.lower().replace("_", "-") in available_atlases():
+        return load_atlas(name, networks)
+    raise ValueError(
+        f"Atlas {name!r} is not bundled (bundled: {', '.join(available_atlases())}). Describe it with "
+        "--atlas-table FILE: one row per ROI in the files' column order, columns region, x, y, z (MNI mm) and "
+        "optionally structure (cortical/subcortical/cerebellum) and network; without coordinates also give "
+        "--networks MAPPING (region,network).")
+
+
+def held_out_split(meta: pd.DataFrame, zero_shot_sites=(), zero_shot_datasets=(), validation_fraction: float = 0.15,
+                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, str]:
+    """`(S,)` split per subject and the rule in words: whole sites (``SITE`` or ``DATASET/SITE``, case
+    ignored) and whole datasets go to ``zero_shot``; the other subjects are split by subject into
+    ``train`` / ``validation``. Raises ValueError naming a site or dataset the cohort lacks, with the
+    ones it has, or a hold-out that leaves no training subject."""
+    rng = rng or np.random.default_rng(0)
+    sites = meta["site"].astype(str).str.casefold().to_numpy()
+    dataset_sites = (meta["dataset"].astype(str) + "/" + meta["site"].astype(str)).str.casefold().to_numpy()
+    datasets = meta["dataset"].astype(str).str.casefold().to_numpy()
+    held = np.zeros(len(meta), dtype=bool)
+    for names, keys, what, known in (
+            (zero_shot_sites, (sites, dataset_sites), "site", sorted(set(meta["site"].astype(str)))),
+            (zero_shot_datasets, (datasets,), "dataset", sorted(set(meta["dataset"].astype(str))))):
+        unknown = []
+        for name in names:
+            hit = np.logical_or.reduce([k == str(name).casefold() for k in keys])
+            if not hit.any():
+                unknown.append(str(name))
+            held |= hit
+        if unknown:
+            raise ValueError(f"--zero-shot-{what}s names {what}(s) {unknown} that the cohort does not have; its "
+                             f"{what}s: {known}.")
+    if held.all():
+        raise ValueError(f"The held-out sites/datasets hold all {len(meta)} subjects: no training subject is left.")
+    split = np.where(held, "zero_shot", "train").astype(object)
+    seen = np.flatnonzero(~held)
+    split[rng.permutation(seen)[:int(round(validation_fraction * len(seen)))]] = "validation"
+    units = [f"site {n}" for n in zero_shot_sites] + [f"dataset {n}" for n in zero_shot_datasets]
+    if units:
+        rule = (f"`zero_shot` holds whole sites/datasets never seen in training ({', '.join(units)}: "
+                f"{int(held.sum())} subjects); the other {len(seen)} subjects are split by subject into `train` and "
+                f"`validation` ({validation_fraction:.0%}). No subject is held out at random for `zero_shot`.")
+    else:
+        rule = (f"No site or dataset held out (--zero-shot-sites / --zero-shot-datasets), so there is no `zero_shot` "
+                f"split; the {len(seen)} subjects are split by subject into `train` and `validation` "
+                f"({validation_fraction:.0%}).")
+    return split, rule
+
+
+def load_cohort(args: argparse.Namespace, atlas: Atlas) -> SubjectTable:
+    """The subject table of a real cohort source (`args.source` timeseries, braingb, fcn-stack)."""
+    from datasets_scripts.loaders import load_braingb, load_fcn_stack, load_timeseries_folder
+    from datasets_scripts.load_timeseries_folder import release_pattern
+
+    path = args.path
+    if path is None:
+        raise ValueError(f"--source {args.source} needs its input: --source {args.source} PATH"
+                         + (" or --timeseries DIR" if args.source == "timeseries" else "") + ".")
+    phenotypes = [Path(p) for p in args.phenotypes] if args.phenotypes else None
+    common = {"atlas": atlas.name, "num_rois": atlas.num_rois, "dataset": args.dataset}
+    if args.source == "timeseries":
+        release, pattern = ("--pattern", args.pattern) if args.pattern else release_pattern(path, atlas.name)
+        table = load_timeseries_folder(path, phenotypes, args.mapping, pattern=pattern, kind=args.connectivity,
+                                       fisher_z=args.fisher_z, min_timepoints=args.min_timepoints, **common)
+        description = f"ROI time series in `{path}` (files `{pattern}`: {release})"
+    elif args.source == "braingb":
+        codes = json.loads(args.label_codes) if args.label_codes else None
+        table = load_braingb(path, args.label_attribute, label_codes=codes, use_timeseries=args.use_timeseries,
+                             kind=args.connectivity, fisher_z=args.fisher_z, min_timepoints=args.min_timepoints,
+                             **common)
+        description = f"the BrainGB/BNT file `{path}` (label -> `{args.label_attribute}`)"
+    else:
+        table = load_fcn_stack(path, phenotypes[0] if phenotypes else None, args.mapping, **common)
+        description = f"the FCN stack `{path}`"
+    if phenotypes:
+        description += " with phenotypes " + ", ".join(f"`{p.name}`" for p in phenotypes)
+    if args.mapping:
+        description += f" (mapping `{args.mapping}`)"
+    table.info["loader"] = table.info.pop("source", {})
+    table.info["source"] = description
+    return table
+
+
+def cohort_card_section(table: SubjectTable, atlas: Atlas, rule: str) -> str:
+    """The card's account of a real cohort: the split rule, what was loaded and skipped, the subnetworks."""
+    info = table.info
+    counts = info.get("counts", {})
+    lines = ["## Split rule", "", rule, "", "## Cohort: loaded and skipped", "",
+             "| step | count |", "|---|---|", *[f"| {k.replace('_', ' ')} | {v} |" for k, v in counts.items()], ""]
+    unmatched = {k: v for k, v in info.get("unmatched", {}).items() if (v if isinstance(v, int) else len(v))}
+    if unmatched:
+        lines += ["Not matched (skipped):", ""]
+        for what, items in unmatched.items():
+            n = items if isinstance(items, int) else len(items)
+            example = "" if isinstance(items, int) else f" (e.g. {', '.join(f'`{x}`' for x in list(items)[:5])})"
+            lines.append(f"- {what.replace('_', ' ')}: {n}{example}")
+        lines.append("")
+    excluded = info.get("excluded", {})
+    if excluded:
+        lines += ["Excluded subjects per site and reason:", "", "| site | reason | subjects |", "|---|---|---|"]
+        lines += [f"| {site} | {reason} | {n} |" for site, reasons in sorted(excluded.items())
+                  for reason, n in sorted(reasons.items())]
+        lines.append("")
+    else:
+        lines += ["No subject was excluded for its data (too short, constant ROIs, NaN).", ""]
+    sizes = pd.Series([atlas.network_names[i] for i in atlas.network_assignment]).value_counts()
+    lines += ["## Atlas and subnetworks", "",
+              f"Atlas `{atlas.name}` ({atlas.num_rois} ROIs), {atlas.num_networks} subnetworks from "
+              f"{atlas.network_source}; the assignment is in `atlas.csv` (region, x, y, z, structure, network).", "",
+              "| network | ROIs |", "|---|---|", *[f"| {n} | {int(sizes[n])} |" for n in atlas.network_names], ""]
+    return "\n".join(lines)
+
+
+def write_atlas_table(path: Path, atlas: Atlas) -> None:
+    """The atlas with its subnetworks as a CSV (region, x, y, z, structure, network), one row per ROI."""
+    pd.DataFrame({"region": atlas.labels, "x": atlas.coords[:, 0], "y": atlas.coords[:, 1], "z": atlas.coords[:, 2],
+                  "structure": atlas.structures or [""] * atlas.num_rois,
+                  "network": [atlas.network_names[i] for i in atlas.network_assignment]}).to_csv(path, index=False)
+
+
+def add_card_section(out: Path, section: str) -> None:
+    """Insert a section into the written card, before its ``## Build`` section."""
+    card = (out / "README.md").read_text()
+    marker = "\n## Build\n"
+    card = card.replace(marker, "\n" + section + marker, 1) if marker in card else card + "\n" + section
+    (out / "README.md").write_text(card)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--source", nargs="+", default=["simulate"], metavar=("KIND", "PATH"),
+                        help=f"where the subjects come from: {', '.join(SOURCES)}; the real sources take their input "
+                             "path: timeseries DIR, braingb FILE (.npy dict / .npz), fcn-stack FILE (.npy / .npz)")
+    parser.add_argument("--timeseries", help="the folder of ROI time-series files (--source timeseries)")
+    parser.add_argument("--phenotypes", nargs="+", help="phenotype table(s) (CSV/TSV; several are stacked)")
+    parser.add_argument("--mapping", help="phenotype mapping: abide1, adhd200 or a JSON file; default: the table "
+                                          "already uses the attribute keys (subject_id, site, age, sex, ...)")
+    parser.add_argument("--atlas", default="schaefer100-7",
+                        help="atlas name: bundled (schaefer100-7, aal116, power264, ...) or the name of --atlas-table")
+    parser.add_argument("--atlas-table", help="table of an atlas that is not bundled (e.g. cc200): region, x, y, z "
+                                              "[, structure, network], one row per ROI in the files' column order")
+    parser.add_argument("--networks", help="subnetworks: yeo7 / yeo17 (derived from coordinates) or a mapping file "
+                                           "(region,network); default: the atlas' own labels, else yeo7")
+    parser.add_argument("--pattern", help="glob of the time-series files; default: the public release names for the "
+                                          "atlas (ABIDE PCP *_rois_aal.1D, ADHD-200 *_rest_1_aal_TCs.1D), else all")
+    parser.add_argument("--dataset", help="cohort name (default: the mapping's, else the file's name)")
+    parser.add_argument("--zero-shot-sites", nargs="+", default=[], metavar="SITE",
+                        help="whole sites held out as the zero_shot split (SITE or DATASET/SITE)")
+    parser.add_argument("--zero-shot-datasets", nargs="+", default=[], metavar="DATASET",
+                        help="whole datasets held out as the zero_shot split")
+    parser.add_argument("--label-attribute", default="autism", help="braingb: the attribute its 'label' array holds")
+    parser.add_argument("--label-codes", help='braingb: JSON of label -> value, e.g. \'{"0": 1, "1": 0}\'')
+    parser.add_argument("--use-timeseries", action="store_true", help="braingb: FCNs from its time series")
+    parser.add_argument("--connectivity", default="correlation", help="FCN kind computed from time series")
+    parser.add_argument("--fisher-z", action="store_true", help="Fisher-z FCNs computed from time series")
+    parser.add_argument("--min-timepoints", type=int, default=20, help="shorter time series exclude their subject")
     parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="simulated subjects")
-    parser.add_argument("--atlas", default="schaefer100-7", help="Schaefer atlas, e.g. schaefer100-7, schaefer400-17")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--check-train", type=int, default=1000, help="train subjects for the edge-model check")
@@ -530,11 +709,41 @@ def main(argv: list[str] | None = None) -> BuildResult:
                         help="ComBat site harmonisation (neuroHarmonize) of the seen cohorts: learned on train, "
                              "applied to validation; zero_shot untouched")
     args = parser.parse_args(argv)
-    from datasets_scripts.simulate import SimulationConfig, simulate
+    kind, *rest = args.source
+    if kind not in SOURCES or len(rest) > 1:
+        parser.error(f"--source takes one of {', '.join(SOURCES)} and, for a real source, its path; got {args.source}.")
+    args.source, args.path = kind, Path(rest[0]) if rest else (Path(args.timeseries) if args.timeseries else None)
+    if kind == "simulate" and (args.path or args.phenotypes or args.atlas_table):
+        parser.error("--timeseries / --phenotypes / --atlas-table / a path are for the real sources "
+                     "(--source timeseries|braingb|fcn-stack).")
+    return args
 
-    table = simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed))
-    result = build(args.out, table, args.atlas, args.seed, args.validation_fraction, check_train=args.check_train,
-                   harmonize=args.harmonize)
+
+def main(argv: list[str] | None = None) -> BuildResult:
+    args = parse_args(argv)
+    zero_shot = args.zero_shot_sites or args.zero_shot_datasets
+    if args.source == "simulate":
+        from datasets_scripts.simulate import SimulationConfig, simulate
+
+        atlas, table = args.atlas, simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed))
+        split = rule = None
+        if zero_shot:
+            split, rule = held_out_split(table.meta, args.zero_shot_sites, args.zero_shot_datasets,
+                                         args.validation_fraction, np.random.default_rng(args.seed))
+            table.info["zero_shot_datasets"] = [*args.zero_shot_datasets, *args.zero_shot_sites]
+    else:
+        atlas = resolve_atlas(args.atlas, args.atlas_table, args.networks)
+        table = load_cohort(args, atlas)
+        split, rule = held_out_split(table.meta, args.zero_shot_sites, args.zero_shot_datasets,
+                                     args.validation_fraction, np.random.default_rng(args.seed))
+        table.info["zero_shot_datasets"] = [*args.zero_shot_datasets, *args.zero_shot_sites]
+    result = build(args.out, table, atlas, args.seed, args.validation_fraction, check_train=args.check_train,
+                   split=split, harmonize=args.harmonize)
+    if isinstance(atlas, Atlas):
+        write_atlas_table(Path(args.out) / "atlas.csv", atlas)
+        add_card_section(Path(args.out), cohort_card_section(table, atlas, rule))
+    elif rule is not None:
+        add_card_section(Path(args.out), "\n".join(["## Split rule", "", rule, ""]))
     size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     print(f"Wrote {args.out}: {len(table)} subjects, {int(result.counts['total'].sum())} instructions, "
           f"{size / 1e6:.1f} MB, {result.seconds:.1f} s.")

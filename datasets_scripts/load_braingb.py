@@ -5,13 +5,16 @@ These files are a pickled dict (``np.load(path, allow_pickle=True).item()``) wit
 or ``timeseries`` `(S, N, T)`, sometimes ``pcorr``. The label becomes the attribute the user names
 (e.g. ``"autism"``), through `label_codes`.
 
-Security: unpickling runs whatever code the file's author put in it. Only load files you trust;
-`allow_pickle` is False by default and a pickled file is then refused with an error saying so. The
-same keys in a ``.npz`` (``np.savez``) load without pickle.
+Security: full unpickling runs whatever code the file's author put in it. By default a pickled
+``.npy`` is read with a restricted unpickler that rebuilds only numpy arrays, dtypes and scalars inside
+plain containers (dict, list, str, numbers); a file referring to anything else is refused with an
+error naming it, and nothing in it runs. ``allow_pickle=True`` unpickles fully (trusted files only).
+The same keys in a ``.npz`` (``np.savez``) load without pickle.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -30,14 +33,49 @@ TIMESERIES_KEYS = ("timeseires", "timeseries")  # BNT spells it "timeseires"
 SUBJECT_ID_KEYS = ("subject_id", "subject_ids", "id", "ids")
 
 _PICKLE_REFUSED = (
-    "{name} is a pickled Python object (a BrainGB/BNT dict). Unpickling can execute arbitrary code "
-    "hidden in the file, so it is refused by default. If you trust where the file comes from, pass "
-    "allow_pickle=True; or re-save its arrays without pickle: np.savez('{stem}.npz', **dict) and load that."
+    "{name} is a pickled Python object that refers to {what}, not only numpy arrays. Unpickling it can "
+    "execute arbitrary code hidden in the file, so it is refused by default. If you trust where the file "
+    "comes from, pass allow_pickle=True; or re-save its arrays without pickle: np.savez('{stem}.npz', **dict) "
+    "and load that."
 )
+# The globals a pickled dict of numpy arrays needs (numpy 1.x and 2.x module names).
+_SAFE_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+    ("numpy.dtypes", name) for name in dir(np.dtypes) if name.endswith("DType")
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in plain containers; any other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_pickled_arrays(path: Path):
+    """The object a pickled ``.npy`` holds, rebuilt by `_ArrayUnpickler` (no arbitrary code runs)."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"{path.name}: unsupported .npy format version {version}.")
+        shape, _, dtype = readers[version](handle)
+        if not dtype.hasobject:
+            return np.load(path, allow_pickle=False)
+        try:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+        except pickle.UnpicklingError as err:
+            raise ValueError(_PICKLE_REFUSED.format(name=path.name, stem=path.stem, what=f"{err}")) from None
 
 
 def read_braingb(path: str | Path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """The dict of arrays stored in a BrainGB/BNT ``.npy`` (pickled; needs `allow_pickle`) or ``.npz``."""
+    """The dict of arrays stored in a BrainGB/BNT ``.npy`` (pickled dict: restricted unpickling unless
+    `allow_pickle`) or ``.npz``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -45,12 +83,7 @@ def read_braingb(path: str | Path, allow_pickle: bool = False) -> dict[str, np.n
             return {k: data[k] for k in data.files}
     if suffix != ".npy":
         raise ValueError(f"A BrainGB/BNT file is .npy (pickled dict) or .npz, got {path.name!r}.")
-    try:
-        data = np.load(path, allow_pickle=allow_pickle)
-    except ValueError as err:
-        if not allow_pickle and "allow_pickle" in str(err):
-            raise ValueError(_PICKLE_REFUSED.format(name=path.name, stem=path.stem)) from None
-        raise
+    data = np.load(path, allow_pickle=True) if allow_pickle else _load_pickled_arrays(path)
     if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
         data = data.item()
     if not isinstance(data, Mapping):
@@ -83,7 +116,8 @@ def load_braingb(
     Args:
         label_attribute: the registry key the ``label`` array fills (e.g. ``"autism"``); None drops it.
         atlas: atlas name stored with each subject; FCN sizes are checked against it.
-        allow_pickle: unpickle a ``.npy`` dict. Only for trusted files (see the module docstring).
+        allow_pickle: fully unpickle a ``.npy`` dict (trusted files only); by default only numpy
+            arrays in plain containers are rebuilt (see the module docstring).
         label_codes: raw label -> attribute value. Default for a binary attribute ``{0: 0, 1: 1}``
             (1 = has the condition; check your file: e.g. ``{0: 1, 1: 0}`` if 0 marks patients),
             none (numbers) for a continuous one; a categorical one needs codes.

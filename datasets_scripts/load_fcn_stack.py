@@ -5,7 +5,8 @@ Inputs:
 - ``.npz`` holding ``fcns`` `(S, N, N)` and optionally ``subject_ids`` `(S,)`;
 - optionally a phenotype table (CSV/TSV path or DataFrame). With ``subject_ids`` in the stack, rows
   are matched by id (zero-padding tolerant) and the leftovers on either side are counted in
-  ``info["unmatched"]``; without them, row i belongs to FCN i and the counts must agree.
+  ``info["unmatched"]``; without them, row i belongs to FCN i and the counts must agree. A
+  ``dataset`` column (or a mapping's ``dataset``) names each row's cohort, for stacks of several.
 
 `fcn_stack_to_table` is the common last step of every real-cohort loader, and
 `load_hcp_individuals` runs brainspace's 24 real HCP FCNs through it as a real-data check.
@@ -37,7 +38,7 @@ def fcn_stack_to_table(
     subject_ids: Sequence[str],
     *,
     atlas: str,
-    dataset: str,
+    dataset: str | Sequence[str],
     sites: Sequence[str] | str = "unknown",
     attributes: pd.DataFrame | None = None,
     num_rois: int | None = None,
@@ -47,6 +48,7 @@ def fcn_stack_to_table(
 
     Args:
         subject_ids: S ids.
+        dataset: the cohort name, or S of them.
         sites: S sites, or one site for all.
         attributes: S rows in FCN order, columns = attribute keys (no id / site columns).
         num_rois: the atlas size when `atlas` is not one `processing.atlases` knows.
@@ -55,7 +57,8 @@ def fcn_stack_to_table(
     ids = [str(s) for s in subject_ids]
     fcns = check_fcn_stack(fcns, ids, atlas, num_rois)
     site_list = [sites] * len(ids) if isinstance(sites, str) else [str(s) for s in sites]
-    meta = pd.DataFrame({"subject_id": ids, "dataset": dataset, "site": site_list, "atlas": atlas})
+    datasets = [dataset] * len(ids) if isinstance(dataset, str) else [str(d) for d in dataset]
+    meta = pd.DataFrame({"subject_id": ids, "dataset": datasets, "site": site_list, "atlas": atlas})
     if attributes is not None:
         if len(attributes) != len(ids):
             raise ValueError(f"{len(ids)} FCNs but {len(attributes)} attribute rows.")
@@ -165,9 +168,9 @@ def load_fcn_stack(
         fcns[keep],
         rows["subject_id"].tolist(),
         atlas=atlas,
-        dataset=dataset,
+        dataset=rows["dataset"].tolist() if "dataset" in rows.columns else dataset,
         sites=rows["site"].tolist(),
-        attributes=rows.drop(columns=["subject_id", "site"]),
+        attributes=rows.drop(columns=[c for c in ("subject_id", "site", "dataset") if c in rows.columns]),
         num_rois=num_rois,
         info=info,
     )

@@ -105,6 +105,28 @@ def list_time_series_files(folder: str | Path, pattern: str = "*", exclude: Sequ
     return files
 
 
+# Atlas names -> the name the public releases give their ROI time-series files.
+RELEASE_ATLAS_NAMES = {"aal116": "aal", "cc200": "cc200", "cc400": "cc400", "dosenbach160": "dosenbach160",
+                       "ho": "ho", "tt": "tt", "ez": "ez"}
+# File-name patterns of the public releases, tried in order ({atlas}: the release's atlas name).
+RELEASE_PATTERNS = (
+    ("ABIDE preprocessed (PCP)", "**/*_rois_{atlas}.1D"),  # Pitt_0050003_rois_cc200.1D
+    ("ADHD-200 preprocessed (Athena), first rest run", "**/*_rest_1_{atlas}_TCs.1D"),  # ..._session_1_rest_1_aal_TCs.1D
+)
+
+
+def release_pattern(folder: str | Path, atlas: str) -> tuple[str, str]:
+    """(release, glob) of the first public release layout with files for `atlas` under `folder`,
+    else ``("any time-series file", "*")``."""
+    key = atlas.lower().replace("_", "-")
+    name = RELEASE_ATLAS_NAMES.get(key, key)
+    for release, pattern in RELEASE_PATTERNS:
+        glob = pattern.format(atlas=name)
+        if any(p.is_file() for p in Path(folder).glob(glob)):
+            return release, glob
+    return "any time-series file", "*"
+
+
 def load_timeseries_folder(
     folder: str | Path,
     phenotype: str | Path | pd.DataFrame | Sequence[str | Path] | None = None,
@@ -170,6 +192,13 @@ def load_timeseries_folder(
         dataset = dataset or mapping.name
         mapped = mapping.apply(table, default_site=site)
         match = match_files(files, mapped.frame["subject_id"].tolist(), id_pattern)
+        if not match.files:
+            raise ValueError(
+                f"None of the {len(files)} time-series file(s) in {str(folder)!r} (pattern {pattern!r}) matches a "
+                f"phenotype row: {len(mapped.frame)} phenotype row(s) with a subject id (column "
+                f"{mapping.subject_id!r}, e.g. {mapped.frame['subject_id'].head(3).tolist()}), files e.g. "
+                f"{[p.name for p in files[:3]]}. Check the mapping, the phenotype file and `id_pattern`."
+            )
         frame = mapped.frame[mapped.frame["subject_id"].isin(list(match.files))].reset_index(drop=True)
         subject_files = match.files
         unmatched = {
@@ -225,9 +254,9 @@ def load_timeseries_folder(
         fcns,
         kept["subject_id"].tolist(),
         atlas=atlas,
-        dataset=dataset,
+        dataset=kept["dataset"].tolist() if "dataset" in kept.columns else dataset,
         sites=kept["site"].tolist(),
-        attributes=kept.drop(columns=["subject_id", "site"]),
+        attributes=kept.drop(columns=[c for c in ("subject_id", "site", "dataset") if c in kept.columns]),
         num_rois=expected,
         info=info,
     )

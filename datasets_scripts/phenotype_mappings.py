@@ -116,7 +116,8 @@ class MappedPhenotypes:
     """A phenotype table in our conventions.
 
     Attributes:
-        frame: one row per subject; columns `subject_id` (str), `site` (str), then attributes.
+        frame: one row per subject; columns `subject_id` (str), `site` (str), `dataset` (str; only when
+            the mapping names a dataset column), then attributes.
         rows_without_id: phenotype rows dropped because their subject id cell was empty.
     """
 
@@ -136,6 +137,8 @@ class PhenotypeMapping:
         missing: raw values meaning "missing" in every column.
         site_codes: raw site value -> site name (e.g. ADHD-200's numeric site codes); values not
             listed keep their raw text.
+        dataset: the column holding each row's cohort name, for a table of several cohorts; None: one
+            cohort (`name`).
     """
 
     name: str
@@ -144,6 +147,7 @@ class PhenotypeMapping:
     columns: tuple[ColumnMapping, ...] = ()
     missing: tuple[Any, ...] = DEFAULT_MISSING
     site_codes: Mapping[Any, str] | None = None
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.columns))
@@ -157,10 +161,11 @@ class PhenotypeMapping:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> "PhenotypeMapping":
         """Build a mapping from a plain dict (see the module docstring for the layout)."""
-        unknown = sorted(set(spec) - {"name", "subject_id", "site", "columns", "missing", "site_codes"})
+        unknown = sorted(set(spec) - {"name", "subject_id", "site", "columns", "missing", "site_codes", "dataset"})
         if unknown:
             raise ValueError(
-                f"Unknown mapping key(s) {unknown}; allowed: name, subject_id, site, columns, missing, site_codes."
+                f"Unknown mapping key(s) {unknown}; allowed: name, subject_id, site, columns, missing, site_codes, "
+                "dataset."
             )
         if "subject_id" not in spec:
             raise ValueError("A phenotype mapping needs `subject_id`: the column holding subject ids.")
@@ -192,6 +197,7 @@ class PhenotypeMapping:
             columns=tuple(columns),
             missing=tuple(spec.get("missing", DEFAULT_MISSING)),
             site_codes=spec.get("site_codes"),
+            dataset=spec.get("dataset"),
         )
 
     @classmethod
@@ -201,7 +207,8 @@ class PhenotypeMapping:
         """The mapping of a table already in our conventions: every other column is an attribute key.
 
         Default keys are checked against their conventions (e.g. sex must read Female/Male, binary
-        conditions 0/1); other columns are numeric when every value parses as a number.
+        conditions 0/1); other columns are numeric when every value parses as a number. A ``dataset``
+        column names each row's cohort.
         """
         mapped = []
         for column in columns:
@@ -216,7 +223,8 @@ class PhenotypeMapping:
                 mapped.append(ColumnMapping(column, column, codes={0: 0.0, 1: 1.0}))
             else:
                 mapped.append(ColumnMapping(column, column))
-        return cls(name=name, subject_id=subject_id, site=site, columns=tuple(mapped))
+        return cls(name=name, subject_id=subject_id, site=site, columns=tuple(mapped),
+                   dataset="dataset" if "dataset" in columns else None)
 
     def apply(self, table: pd.DataFrame, default_site: str = "unknown") -> MappedPhenotypes:
         """Translate a raw phenotype table into `MappedPhenotypes` (our columns and conventions)."""
@@ -240,6 +248,9 @@ class PhenotypeMapping:
                 default_site if code_key(v) is None else site_codes.get(code_key(v), str(v).strip())
                 for v in raw_sites
             ]
+        if self.dataset is not None:
+            out["dataset"] = [self.name if code_key(v) is None else str(v).strip()
+                              for v in rows[resolve(self.dataset, "datasets")]]
         global_missing = {code_key(m) for m in self.missing} - {None}
         for col in self.columns:
             values = rows[resolve(col.column, f"attribute {col.attribute!r}")]

@@ -6,6 +6,11 @@ results.json::
      "results": {"<attribute>/<paradigm>[/held_out]": {"attribute", "name", "kind", "paradigm", "forms", "target", "n",
                  "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
 
+With ``fcn_llm`` evaluated, results.json also has ``parsability`` (`answer_forms.parsability_report`),
+``consistency`` (`consistency.agreement_report`), ``real_data`` (`real_data.real_data_report`),
+``known_attributes`` (the model's attribute heads, or null) and ``untrained_attributes`` (attributes asked
+about that the model has no head for, with their answers' confidence); rows then carry ``trained``.
+
 A method absent from a row's ``metrics`` could not be run for it (the row's notes say why).
 NaN metrics are written as null.
 """
@@ -200,6 +205,7 @@ def write_markdown(report: dict, path: str | Path) -> Path:
     if unparseable:
         parts.append("\nFCN-LLM answers with no number (excluded from its MAE/r): "
                      + ", ".join(f"{k} {u}/{n}" for k, u, n in unparseable) + ".\n")
+    parts.extend(answer_check_sections(report))
     notes = list(report.get("notes", [])) + [f"{k}: {n}" for k, r in results.items() for n in r["notes"]]
     if notes:
         parts.append("\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
@@ -211,3 +217,62 @@ def write_markdown(report: dict, path: str | Path) -> Path:
         parts.append("\n## Timings (s)\n\n" + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + "\n")
     path.write_text("".join(parts))
     return path
+
+
+def _pct(rate) -> str:
+    return "–" if rate is None or (isinstance(rate, float) and not math.isfinite(rate)) else f"{100 * rate:.1f} %"
+
+
+def _counts(entry: dict, hit: str) -> str:
+    return f"{_pct(entry['rate'])} ({entry[hit]}/{entry['n']})"
+
+
+def answer_check_sections(report: dict) -> list[str]:
+    """results.md sections (lists, the results table stays the only table) of FCN-LLM's own answers:
+    parsability, consistency, the real HCP FCNs."""
+    parts = []
+    parsing = report.get("parsability")
+    if parsing:
+        lines = [f"\n## Answers in the asked form (greedy generation; target {_pct(parsing['target'])})\n\n",
+                 f"- overall: {_counts(parsing['overall'], 'parsable')} ({parsing['generated_numbers']} generated "
+                 f"numbers, {parsing['sampled_choice_questions']} scored-choice questions generated as well)\n"]
+        lines += [f"- {k}: {_counts(v, 'parsable')}\n" for k, v in {**parsing["by_paradigm"], **parsing["by_forms"]}.items()]
+        if parsing["unparsable_examples"]:
+            lines.append("- unparsable, e.g.: " + "; ".join(f"{e['row']} {e['answer']!r}"
+                                                           for e in parsing["unparsable_examples"][:4]) + "\n")
+        parts.append("".join(lines))
+    consistency = report.get("consistency")
+    if consistency:
+        lines = [f"\n## Consistency across paradigms ({len(consistency['subjects'])} subjects; target "
+                 f"{_pct(consistency['target'])})\n\n",
+                 "Each judgment or comparative checked against the answer that the model's own predictive answers "
+                 "(generated numbers, predicted classes) imply.\n\n"]
+        for check in ("threshold_vs_number", "class_vs_prediction", "comparative_vs_values"):
+            entry = consistency[check]
+            lines.append(f"- {check}: {_counts(entry['overall'], 'agree')}"
+                         + "".join(f"; {k} {_counts(v, 'agree')}" for k, v in entry["by_attribute"].items()) + "\n")
+        if consistency.get("unparsable_numbers"):
+            lines.append("- generated numbers missing or outside the valid range (not checked): "
+                         + ", ".join(f"{k} {v}" for k, v in consistency["unparsable_numbers"].items()) + "\n")
+        parts.append("".join(lines))
+    real = report.get("real_data")
+    if real:
+        if real["status"] != "done":
+            parts.append(f"\n## Real HCP FCNs\n\nSkipped: {real['reason']}.\n")
+        else:
+            lines = [f"\n## Real HCP FCNs ({len(real['subjects'])} healthy young adults, {real['parcellation']}, "
+                     "brainspace; no labels)\n\n- answers in the asked form: "
+                     + "; ".join(f"{k} {_pct(v['in_form_rate'])} ({v['in_form']}/{v['n']})"
+                                 for k, v in real["answers_in_form"].items()) + "\n",
+                     "- conditions, judgments answered No / predictive answers naming no condition: "
+                     + "; ".join(f"{k} {_pct(v['no_rate'])} of {v['judgments']} / {_pct(v['negative_label_rate'])} "
+                                 f"of {v['predictive_labels']}" for k, v in real["conditions"].items()) + "\n"]
+            age = real.get("age")
+            if age:
+                lines.append(f"- generated ages: {age['numbers']}/{age['answers']} numbers, median {age['median']:.0f}; "
+                             f"inside the valid range {_pct(age['in_valid_range'])}, inside 18-40 "
+                             f"{_pct(age['in_18_40'])}, inside 22-35 {_pct(age['in_22_35'])}; per subject: "
+                             + "; ".join(f"{s}: {', '.join(repr(a) for a in v)}" for s, v in age["generated"].items())
+                             + "\n")
+            parts.append("".join(lines))
+    return parts

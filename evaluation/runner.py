@@ -5,6 +5,11 @@ the training set of `edge_regression_in_domain`) and the evaluation part; every 
 the questions whose subjects all lie in the evaluation part (so on the same subjects).
 `max_subjects` caps the evaluation part (a seeded random subset) for quick runs; the in-domain part
 is drawn from the whole zero-shot cohort first, so it does not shrink with it.
+
+With `fcn_llm` among the methods, the report also checks FCN-LLM's own answers (`_answer_checks`):
+their parsability (`answer_forms`), their consistency across paradigms (`consistency`) and a sanity
+report on real HCP FCNs (`real_data`); rows about attributes the model has no head for are flagged
+(`known_attributes`).
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ import numpy as np
 import torch
 
 from datasets_scripts.attributes import load_registry
+from datasets_scripts.question_bank import threshold_span
 
 from . import baselines
 from .controls import shuffled_partners, without_graphs
 from .data import TRAIN_SPLIT, EvaluationData, in_domain_split, load_evaluation_data
+from .answer_forms import generate_texts, parsability_report, sample_questions
+from .consistency import run_consistency
 from .fcn_llm import answer_questions
+from .known_attributes import model_attributes, untrained_note, untrained_report
 from .model_io import load_model_and_processor
 from .plots import write_plots
 from .questions import Question, baseline_answer, build_question
+from .real_data import real_data_report
 from .report import LLM_METHODS, METHODS, build_results, markdown_table, write_json, write_markdown
 
 
@@ -103,6 +113,48 @@ def _distinct_texts(questions: list[Question]) -> dict[str, Question]:
     return out
 
 
+def _answer_checks(model, processor, questions: list[Question], answers: dict[str, dict], data: EvaluationData,
+                   eval_rows: np.ndarray, registry, keys: list[str], known: list[str] | None, *, seed: int,
+                   batch_size: int, max_new_tokens: int, parsability_questions: int, consistency_subjects: int,
+                   real_data: bool, log: Callable[[str], None]) -> dict:
+    """{"parsability", "consistency", "real_data"}: FCN-LLM's generated answers to the zero-shot questions (its
+    numbers, plus `parsability_questions` scored-choice questions generated too), its answers' agreement on
+    `consistency_subjects` evaluated subjects, and its answers on the real HCP FCNs of its atlas."""
+    _, fcns_of = _llm_inputs("fcn_llm", questions, data, eval_rows, processor, seed)
+
+    def answer(m, p, asked, lookup):
+        return answer_questions(m, p, asked, lookup, batch_size=batch_size, max_new_tokens=max_new_tokens, log=log)
+
+    def generate(m, p, asked, lookup):
+        return generate_texts(m, p, asked, lookup, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+    out: dict = {}
+    texts = {q.id: answers[q.id]["text"] for q in questions if q.target == "regression" and q.id in answers}
+    sampled = sample_questions([q for q in questions if q.target != "regression"], parsability_questions, seed)
+    texts.update(generate(model, processor, sampled, fcns_of))
+    out["parsability"] = {**parsability_report(questions, texts, registry), "generated_numbers": len(texts) - len(sampled),
+                          "sampled_choice_questions": len(sampled)}
+    attributes = [registry[k] for k in keys if known is None or k in known]
+    if consistency_subjects > 0:
+        ids = list(data.subjects["subject_id"].iloc[eval_rows])
+        chosen = [ids[i] for i in sorted(np.random.default_rng(seed).permutation(len(ids))[:consistency_subjects])]
+        spans = {}
+        for a in attributes:
+            if a.kind == "continuous" and a.key in data.subjects.columns:
+                values = data.subjects[a.key].iloc[eval_rows].to_numpy(dtype=float)
+                if np.isfinite(values).any():
+                    spans[a.key] = threshold_span(a, values[np.isfinite(values)])
+        out["consistency"] = run_consistency(model, processor, attributes, chosen, fcns_of, registry, answer,
+                                             seed=seed, spans=spans)
+    if real_data:
+        atlases = sorted(set(data.subjects["atlas"].astype(str))) if "atlas" in data.subjects.columns else []
+        out["real_data"] = (real_data_report(model, processor, atlases[0], attributes, registry, answer, generate,
+                                             seed=seed) if len(atlases) == 1 else
+                            {"status": "skipped", "reason": f"the evaluation data names {len(atlases)} atlases "
+                                                            f"({', '.join(atlases) or 'none'}), not one"})
+    return out
+
+
 def run_zero_shot_evaluation(
     model: str | Path | torch.nn.Module,
     data: str | Path | EvaluationData,
@@ -119,6 +171,9 @@ def run_zero_shot_evaluation(
     seed: int = 0,
     bf16: bool = False,
     plots: bool = True,
+    parsability_questions: int = 200,
+    consistency_subjects: int = 8,
+    real_data: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate an FCN-LLM zero-shot on the `zero_shot` split next to the baselines and the oracle.
@@ -135,6 +190,10 @@ def run_zero_shot_evaluation(
             `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
         bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).
+        parsability_questions: scored-choice zero-shot questions also answered by greedy generation (spread
+            over the results rows) for the parsability report; the generated numbers are always counted.
+        consistency_subjects: evaluated subjects asked the consistency report's questions (0: no report).
+        real_data: the sanity report on brainspace's real HCP FCNs (where the model's atlas matches).
     Returns:
         the report written to results.json: {"results": {"<attr>/<paradigm>": {..., "metrics": {method: {...}}}},
         "methods", "settings", "timings", "notes", "files", "table" (the markdown table)}.
@@ -214,6 +273,24 @@ def run_zero_shot_evaluation(
         log(f"[eval] {method}: {timings[method]:.1f}s")
 
     results = build_results(questions, answers, registry, method_notes)
+    known = model_attributes(model)
+    untrained = untrained_report(questions, answers.get("fcn_llm", {}), known)
+    for row in results.values():
+        if known is not None:
+            row["trained"] = row["attribute"] in known
+    if untrained:
+        notes.append(untrained_note(untrained, known))
+        log(f"[eval] warning: {notes[-1]}")
+    checks = {}
+    if "fcn_llm" in answers:
+        start = time.perf_counter()
+        with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
+            checks = _answer_checks(model, processor, questions, answers["fcn_llm"], data, eval_rows, registry, keys,
+                                    known, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                    parsability_questions=parsability_questions,
+                                    consistency_subjects=consistency_subjects, real_data=real_data, log=log)
+        timings["answer_checks"] = time.perf_counter() - start
+        log(f"[eval] parsability, consistency, real data: {timings['answer_checks']:.1f}s")
     notes.extend(n for ns in method_notes.values() for n in ns if n.split(":")[0] not in keys)
     report = {
         "model": model_name,
@@ -222,9 +299,14 @@ def run_zero_shot_evaluation(
         "settings": {"max_subjects": max_subjects, "evaluated_subjects": int(len(eval_rows)),
                      "in_domain_subjects": int(len(in_domain_rows)), "in_domain_fraction": in_domain_fraction,
                      "train_subjects": int(len(train_rows)), "questions": len(questions), "batch_size": batch_size,
-                     "normalization": normalization, "seed": seed, "bf16": bf16},
+                     "normalization": normalization, "seed": seed, "bf16": bf16,
+                     "parsability_questions": parsability_questions, "consistency_subjects": consistency_subjects,
+                     "real_data": real_data},
         "notes": notes,
         "results": results,
+        "known_attributes": known,
+        "untrained_attributes": untrained,
+        **checks,
     }
     files = [out_dir / "results.json", out_dir / "results.md"]
     if plots:

@@ -145,6 +145,12 @@ class FCNLLMConfig(PreTrainedConfig):
             and a predictive question ("ADHD"/"Control") need different words from the same head, so
             each paradigm has its own columns in the evidence token's `out`, picked by a bag-of-words
             classifier of the question's paradigm. None or one paradigm: one readout shared by all.
+        numeral_tokens: with ``"attributes"``, the tokenizer's tokens that spell a number, `{token id: its
+            text}` (digits, with a leading space where the token starts a word, or ``"."``): the evidence
+            token reads the number a judgment names ("older than 37?") as a number from them, so any
+            threshold is compared exactly. None: the threshold is a linear map of the question's bag of
+            words (fitted to the training questions). `FCNLLMForCausalLM.from_text_model` fills it from the
+            tokenizer (`numeral_tokens_of`).
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -170,6 +176,7 @@ class FCNLLMConfig(PreTrainedConfig):
     instruction_rank: int = 256
     instruction_evidence: str = "tokens"
     evidence_paradigms: list[str] | None = None
+    numeral_tokens: dict[str, str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -191,6 +198,11 @@ class FCNLLMConfig(PreTrainedConfig):
         paradigms = list(self.evidence_paradigms or [])
         if len(set(paradigms)) != len(paradigms) or not all(isinstance(p, str) and p for p in paradigms):
             raise ValueError(f"evidence_paradigms must be distinct paradigm names, got {self.evidence_paradigms!r}.")
+        for token, text in (self.numeral_tokens or {}).items():
+            if not str(token).isdigit() or not (text.strip().isdigit() or text == "."):
+                raise ValueError(
+                    f"numeral_tokens maps token ids to the number text they spell (digits or '.'), got {token!r}: {text!r}."
+                )
         for head in self.auxiliary_heads or []:
             if set(head) < {"key", "kind", "num_outputs"} or head["kind"] not in ("binary", "categorical", "continuous"):
                 raise ValueError(
@@ -203,4 +215,16 @@ class FCNLLMConfig(PreTrainedConfig):
         return self.encoder_config.graph_seq_length
 
 
-__all__ = ["FCNEncoderConfig", "FCNLLMConfig"]
+def numeral_tokens_of(tokenizer, max_digits: int = 4) -> dict[str, str]:
+    """`{token id: text}` of the tokenizer's tokens that spell a number of at most `max_digits` digits (with an
+    optional leading space) or a decimal point: `FCNLLMConfig.numeral_tokens`."""
+    numerals = {}
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        digits = text[1:] if text.startswith(" ") else text
+        if (digits.isascii() and digits.isdigit() and len(digits) <= max_digits) or text == ".":
+            numerals[str(token_id)] = text
+    return numerals
+
+
+__all__ = ["FCNEncoderConfig", "FCNLLMConfig", "numeral_tokens_of"]

@@ -26,8 +26,13 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
-from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig
+from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
+
+# The turn classifier's logit before it is fitted: every question asks the plain way.
+PLAIN_LOGIT = -30.0
 
 # Scale ids of the learned scale embedding.
 ROI_SCALE, NETWORK_SCALE, GLOBAL_SCALE = 0, 1, 2
@@ -300,6 +305,8 @@ class InstructionConditioning(nn.Module):
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
       the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
       `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
+      A row with two graphs (a comparison) reads `(z_first - z_second) / 2` on both instead of `z - t`
+      (`pair_difference`), so "which is older, the first or the second?" gets the difference between them.
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
     `training/readout_fitting.py` fits the thresholds and signs and writes the heads' judgment columns
@@ -310,9 +317,11 @@ class InstructionConditioning(nn.Module):
         super().__init__()
         width = config.text_config.hidden_size
         self.reads_attributes = config.instruction_evidence == "attributes"
+        self.graph_len = config.graph_seq_length
         if self.reads_attributes:
             self.head_sizes = [int(head["num_outputs"]) for head in config.auxiliary_heads]
-            self.router_norm = nn.LayerNorm(width)
+            # no gain or bias: every question map below reads the same features after stage 1 as when fitted
+            self.router_norm = nn.LayerNorm(width, elementwise_affine=False)
             self.router = nn.Linear(width, len(self.head_sizes))
             # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
             # learns from how a subject differs from others, not from the outputs' common offset
@@ -323,11 +332,23 @@ class InstructionConditioning(nn.Module):
             # thresholds drifted to +-20-80 standard deviations within stage 1)
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
+            # with `config.numeral_tokens`, the threshold is the number the question spells, read as a number `v`:
+            # `threshold_scale * v + threshold_offset` per head output (trained; `calibrate` starts them at the
+            # exact conversion of a continuous head's units into the evidence's), and the map above stays zero
+            self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
+            self.head_units = [(float(h.get("mean", 0.0)), float(h.get("std", 1.0)), h["kind"] == "continuous")
+                               for h in config.auxiliary_heads for _ in range(int(h["num_outputs"]))]
+            self.threshold_scale = nn.Parameter(torch.zeros(sum(self.head_sizes)))
+            self.threshold_offset = nn.Parameter(torch.zeros(sum(self.head_sizes)))
             # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
             # another class of its head ("female?" reads the sex head's Female output up and its Male output down); a
             # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted
             self.register_buffer("sign_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("sign_bias", torch.ones(sum(self.head_sizes)))
+            # whether a question asks the other way round ("Can ADHD be ruled out?", "younger than 40?"), for every
+            # head alike: a logistic classifier of the same features, fitted in closed form (buffers); plain until fitted
+            self.register_buffer("turn_weight", torch.zeros(width))
+            self.register_buffer("turn_bias", torch.full((), PLAIN_LOGIT))
             # which paradigm a question is (judgment, predictive, ...): a bag-of-words classifier fitted in closed form,
             # never trained (buffers); uniform until fitted
             self.paradigms = list(config.evidence_paradigms or [])
@@ -352,8 +373,12 @@ class InstructionConditioning(nn.Module):
         else:
             self.threshold_weight.zero_()
             self.threshold_bias.zero_()
+            self.threshold_scale.zero_()
+            self.threshold_offset.zero_()
             self.sign_weight.zero_()
             self.sign_bias.fill_(1.0)
+            self.turn_weight.zero_()
+            self.turn_bias.fill_(PLAIN_LOGIT)
             if len(self.paradigms) > 1:
                 self.paradigm_weight.zero_()
                 self.paradigm_bias.zero_()
@@ -369,10 +394,55 @@ class InstructionConditioning(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, attribute_outputs: torch.Tensor) -> None:
-        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`."""
-        if self.reads_attributes:
-            self.evidence_norm.running_mean.copy_(attribute_outputs.float().mean(0))
-            self.evidence_norm.running_var.copy_(attribute_outputs.float().var(0))
+        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`, and (when
+        numbers are read) each continuous output's threshold map to the number's value in those units: the
+        number in the head's target units `(v - mean) / std`, standardised like the output."""
+        if not self.reads_attributes:
+            return
+        mean, var = attribute_outputs.float().mean(0), attribute_outputs.float().var(0)
+        self.evidence_norm.running_mean.copy_(mean)
+        self.evidence_norm.running_var.copy_(var)
+        if self.numerals:
+            spread = (var + self.evidence_norm.eps).sqrt()
+            for k, (unit_mean, unit_std, continuous) in enumerate(self.head_units):
+                self.threshold_scale[k] = 1.0 / (unit_std * spread[k]) if continuous else 0.0
+                self.threshold_offset[k] = -(unit_mean / unit_std + mean[k]) / spread[k] if continuous else 0.0
+
+    def question_numbers(self, input_ids: torch.Tensor, instruction_mask: torch.Tensor,
+                         placeholder_mask: torch.Tensor) -> torch.Tensor:
+        """The number each question names, `(B, L)` ids and masks -> `(B,)` (NaN where it names none).
+
+        Read from `config.numeral_tokens` in the instruction tokens after the row's last graph (the question
+        of "<graph> Is this subject older than 37?"), or before its graph when a single graph ends the
+        question; the first number there counts ("27.5": digits, one decimal point, digits).
+        """
+        numbers = torch.full((input_ids.shape[0],), float("nan"))
+        if not self.numerals:
+            return numbers.to(input_ids.device)
+        for row, (ids, readable, graphs) in enumerate(zip(input_ids.tolist(), instruction_mask.tolist(),
+                                                          placeholder_mask.tolist())):
+            at = [i for i, is_graph in enumerate(graphs) if is_graph]
+            after = [t for i, (t, ok) in enumerate(zip(ids, readable)) if ok and (not at or i > at[-1])]
+            number = self._first_number(after)
+            if number is None and at and len(at) == self.graph_len:
+                number = self._first_number([t for i, (t, ok) in enumerate(zip(ids, readable)) if ok and i < at[0]])
+            if number is not None:
+                numbers[row] = number
+        return numbers.to(input_ids.device)
+
+    def _first_number(self, token_ids: list[int]) -> float | None:
+        """The first number `token_ids` spell (None if none)."""
+        text = ""
+        for token_id in token_ids:
+            piece = self.numerals.get(token_id)
+            starts_word = piece is not None and piece.startswith(" ")
+            if piece is None or (text and starts_word) or (piece == "." and (not text or "." in text)):
+                if text:
+                    break
+                continue
+            text += piece.strip()
+        text = text.rstrip(".")
+        return float(text) if text else None
 
     def routing_features(self, word_embeds: torch.Tensor, instruction_mask: torch.Tensor) -> torch.Tensor:
         """`(B, L, D)` embeddings, `(B, L)` mask -> `(B, D)` sum of the instruction tokens' layer-normed embeddings."""
@@ -400,17 +470,25 @@ class InstructionConditioning(nn.Module):
         """The threshold the instruction names per head output, standardised: `(B, L, D)`, `(B, L)` -> `(B, A)`."""
         return self.threshold_features(self.routing_features(word_embeds, instruction_mask))
 
-    def threshold_features(self, features: torch.Tensor) -> torch.Tensor:
+    def threshold_features(self, features: torch.Tensor, numbers: torch.Tensor | None = None) -> torch.Tensor:
         """`thresholds` on precomputed `routing_features` `(B, D)`: `threshold_weight` `(A, D)` and
-        `threshold_bias` `(A,)` applied to them (zero until fitted) -> `(B, A)`."""
-        features = features.to(self.threshold_weight.dtype)
-        return F.linear(features, self.threshold_weight, self.threshold_bias).float()
+        `threshold_bias` `(A,)` applied to them (zero until fitted), plus, for questions that name a number
+        (`numbers` `(B,)`, NaN: none; `question_numbers`), `threshold_scale * number + threshold_offset` -> `(B, A)`."""
+        thresholds = F.linear(features.to(self.threshold_weight.dtype), self.threshold_weight, self.threshold_bias).float()
+        if numbers is None:
+            return thresholds
+        named = ~torch.isnan(numbers)
+        value = torch.where(named, numbers, torch.zeros_like(numbers)).float()[:, None]
+        read = value * self.threshold_scale.float() + self.threshold_offset.float()
+        return thresholds + named[:, None].float() * read
 
     def signs(self, features: torch.Tensor) -> torch.Tensor:
         """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
-        `(B, A)` (`sign_weight`, `sign_bias`; +1 until fitted)."""
+        `(B, A)`: the class asked (`sign_weight`, `sign_bias`: +1 for it, -1 for the head's other classes) times
+        `1 - 2 P(turned)` (`turn_weight`, `turn_bias`), +1 until fitted."""
         features = features.to(self.sign_weight.dtype)
-        return F.linear(features, self.sign_weight, self.sign_bias).float()
+        turned = torch.sigmoid(features.float() @ self.turn_weight.float() + self.turn_bias.float())
+        return (1.0 - 2.0 * turned)[:, None] * F.linear(features, self.sign_weight, self.sign_bias).float()
 
     def paradigm_weights(self, features: torch.Tensor) -> torch.Tensor:
         """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> softmax weights `(B, P)`
@@ -419,6 +497,20 @@ class InstructionConditioning(nn.Module):
             return features.new_ones(features.shape[0], 1, dtype=torch.float32)
         logits = F.linear(features.to(self.paradigm_weight.dtype), self.paradigm_weight, self.paradigm_bias)
         return logits.float().softmax(-1)
+
+    @staticmethod
+    def pair_difference(standard: torch.Tensor, graph_rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """For the graphs of rows that hold two (a comparison): `(z_first - z_second) / 2` on both graphs, so both
+        carry "the first scores higher" the same way; NaN for the graphs of other rows. `standard` `(num_graphs,
+        A)`, `graph_rows` `(num_graphs,)` in placeholder order -> `(num_graphs, A)`."""
+        counts = torch.bincount(graph_rows, minlength=batch_size)
+        first = torch.ones_like(graph_rows, dtype=torch.bool)
+        first[1:] = graph_rows[1:] != graph_rows[:-1]
+        row_mean = standard.new_zeros(batch_size, standard.shape[1]).index_add_(0, graph_rows, standard)
+        row_mean = row_mean / counts.clamp(min=1)[:, None].to(standard.dtype)
+        order = torch.where(first, 1.0, -1.0).to(standard.dtype)[:, None]
+        paired = (counts[graph_rows] == 2)[:, None]
+        return torch.where(paired, order * (standard - row_mean[graph_rows]), torch.full_like(standard, float("nan")))
 
     def evidence_column(self, output: int, paradigm: str | None = None) -> int:
         """The column of `out` that reads head output `output` (of A) in questions of `paradigm` (ignored, and
@@ -436,6 +528,7 @@ class InstructionConditioning(nn.Module):
         instruction_mask: torch.Tensor,
         graph_rows: torch.Tensor,
         attribute_outputs: torch.Tensor | None = None,
+        numbers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
         graph_features: `(num_graphs, G, D)` projected graph tokens.
@@ -443,6 +536,7 @@ class InstructionConditioning(nn.Module):
         instruction_mask: `(B, L)` True on the instruction's tokens (no graph, answer or padding tokens).
         graph_rows: `(num_graphs,)` the batch row each graph belongs to.
         attribute_outputs: `(num_graphs, A)` the attribute heads' outputs (needed with `"attributes"`).
+        numbers: `(B,)` the number each question names (NaN: none; `question_numbers`), read as its threshold.
         Returns: `graph_features` with the evidence added (see the class docstring), and the router's
         logits `(B, num_heads)` (None with `"tokens"`).
         """
@@ -453,11 +547,15 @@ class InstructionConditioning(nn.Module):
             features = self.routing_features(embeds, instruction_mask)  # the router and the thresholds read it
             routing_logits = self.route_features(features, instruction_mask)
             sizes = torch.tensor(self.head_sizes, device=embeds.device)
-            weights = routing_logits.float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
+            # the router learns from the routing loss only: the answer loss would route a question to any head
+            # that helps its answer
+            weights = routing_logits.detach().float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
             norm = self.evidence_norm
             standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
                                     training=False, eps=norm.eps)
-            asked = self.signs(features)[graph_rows] * (standard - self.threshold_features(features)[graph_rows])
+            compared = self.pair_difference(standard, graph_rows, embeds.shape[0])
+            named = standard - self.threshold_features(features, numbers)[graph_rows]
+            asked = self.signs(features)[graph_rows] * torch.where(compared.isnan(), named, compared)
             relative = weights * asked  # (num_graphs, A)
             paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
             evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))
@@ -570,7 +668,6 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("graph", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
 
@@ -645,16 +742,22 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         attention_mask: torch.Tensor | None,
         instruction_mask: torch.Tensor | None,
         attribute_outputs: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, and the
         router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
-        (needed when the evidence reads them).
+        (needed when the evidence reads them). `input_ids` `(B, L)`: where the evidence reads the numbers
+        questions name (`config.numeral_tokens`).
         """
         instruction = self.instruction_tokens(placeholder_mask, attention_mask, instruction_mask)
         graph_rows = placeholder_mask.nonzero()[:, 0].view(graph_features.shape[0], -1)[:, 0]
-        return self.instruction_conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs)
+        conditioning = self.instruction_conditioning
+        numbers = None
+        if conditioning.reads_attributes and conditioning.numerals and input_ids is not None:
+            numbers = conditioning.question_numbers(input_ids, instruction, placeholder_mask)
+        return conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
 
     @staticmethod
     def instruction_tokens(placeholder_mask: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -679,6 +782,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         tokens = self.instruction_tokens(input_ids == self.config.graph_token_id, attention_mask, instruction_mask)
         return self.instruction_conditioning.routing_features(self.get_input_embeddings()(input_ids), tokens)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -711,7 +816,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             attribute_outputs = self.get_attribute_outputs(encoded)
             if self.instruction_conditioning is not None:
                 graph_features, routing_logits = self.condition_on_instruction(
-                    graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs
+                    graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs, input_ids
                 )
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
@@ -750,6 +855,16 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
         self.post_init()
 
+    def init_parallel_plans(self) -> None:
+        """The tensor-parallel plan: the language model's, plus `lm_head` sharded over the vocabulary when that
+        plan shards the word embeddings (as the backbones' own causal-LM heads are); a tied head and its
+        embeddings are sharded both or neither."""
+        super().init_parallel_plans()
+        embeddings = self.get_input_embeddings()
+        name = next(n for n, m in self.named_modules() if m is embeddings)
+        if name in self._tp_plan:
+            self._tp_plan.setdefault("lm_head", "colwise_gather_output")
+
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
@@ -778,6 +893,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     def graph_attribute_heads(self) -> GraphAttributeHeads | None:
         return self.model.graph_attribute_heads
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -796,6 +913,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     ) -> FCNLLMCausalLMOutputWithPast:
         """Args:
         labels: `(B, L)` target ids, -100 where no loss is wanted; `<graph>` positions never get loss.
+            (`shift_labels` `(B, L)` in kwargs: targets already shifted, position i predicting token i + 1, as
+            sequence-parallel training passes them.)
         graph_attribute_labels: `(num_graphs, A)` targets of the auxiliary heads (NaN = unknown); their
             loss, times `config.auxiliary_loss_weight`, is added to the LM loss.
         routing_labels: `(B,)` the index (in `config.auxiliary_heads`) of the attribute each instruction
@@ -807,8 +926,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         instruction_mask: `(B, L)` tokens instruction conditioning may read (see `FCNLLMModel`);
             labelled tokens are always left out.
         """
-        if labels is not None:  # instruction conditioning never reads the answer
-            prompt = labels == -100
+        shift_labels = kwargs.pop("shift_labels", None)
+        if labels is not None or shift_labels is not None:  # instruction conditioning never reads the answer
+            prompt = labels == -100 if labels is not None else F.pad(shift_labels[:, :-1] == -100, (1, 0), value=True)
             instruction_mask = prompt if instruction_mask is None else prompt & instruction_mask.bool()
         outputs = self.model(
             input_ids=input_ids,
@@ -824,18 +944,22 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None and input_ids is not None:
             labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
-        if labels is not None and self.training and not logits_to_keep:
+        if shift_labels is not None and input_ids is not None:  # pre-shifted targets: position i predicts token i + 1
+            shift_labels = shift_labels.masked_fill(F.pad(input_ids[:, 1:] == self.config.graph_token_id, (0, 1)), -100)
+        if (labels is not None or shift_labels is not None) and self.training and not logits_to_keep:
             # training: logits only at the positions that predict a label `(num_labelled, V)`, not at every
             # prompt position (the same loss, without the largest tensors of a step)
-            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+            if shift_labels is None:
+                shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
             labelled = shift_labels != -100
             logits = self.lm_head(outputs.last_hidden_state[labelled])
             loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.text_config.vocab_size,
                                       shift_labels=shift_labels[labelled])
         else:
             logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-            if labels is not None:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            if labels is not None or shift_labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                          shift_labels=shift_labels)
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")
@@ -891,7 +1015,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         Args:
             text_model: a causal LM instance, or a local folder / Hub id for `AutoModelForCausalLM`.
             encoder_config: the FCN encoder's configuration.
-            tokenizer: the LM's tokenizer; `<graph>` is added to it in place.
+            tokenizer: the LM's tokenizer; `<graph>` is added to it in place. With `instruction_evidence=
+                "attributes"`, its number tokens become `numeral_tokens` unless given (None: not read).
         """
         if isinstance(text_model, str):
             text_model = AutoModelForCausalLM.from_pretrained(text_model)
@@ -904,6 +1029,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             graph_token_id = config_kwargs.pop("graph_token_id", vocab_size)
         if graph_token_id >= vocab_size:
             text_model.resize_token_embeddings(graph_token_id + 1, mean_resizing=True)
+        if tokenizer is not None and config_kwargs.get("instruction_evidence") == "attributes":
+            config_kwargs.setdefault("numeral_tokens", numeral_tokens_of(tokenizer))
         config = FCNLLMConfig(
             text_config=text_model.config.to_dict(),
             encoder_config=encoder_config,

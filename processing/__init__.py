@@ -1,6 +1,6 @@
 """Turning raw inputs (ROI time series, FCNs, prompts) into FCN-LLM inputs."""
 
-from .atlases import Atlas, available_atlases, load_atlas
+from .atlases import Atlas, available_atlases, load_atlas, read_atlas_table
 from .connectivity import compute_fcn, compute_fcns, validate_fcn, validate_time_series
 from .processing_fcnllm import DEFAULT_CHAT_TEMPLATE, FCNProcessor, normalize_fcn
 
@@ -15,6 +15,7 @@ __all__ = [
     "compute_fcns",
     "load_atlas",
     "normalize_fcn",
+    "read_atlas_table",
     "validate_fcn",
     "validate_time_series",
 ]

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 from modeling_fcnllm import FCNEncoderConfig, FCNLLMConfig, FCNLLMForCausalLM
+from modeling_fcnllm.configuration_fcnllm import numeral_tokens_of
 from processing import FCNProcessor
 
 NUM_ROIS = 12
@@ -106,6 +107,23 @@ def make_tiny_model(
             if hasattr(conditioning, "query"):
                 conditioning.query.normal_()
             conditioning.out.weight.normal_(std=0.5)
+    return model
+
+
+def make_number_reading_model(processor, heads=None):
+    """A tiny attribute-evidence model that reads numbers with `processor`'s tokenizer, calibrated on 6 FCNs."""
+    torch.manual_seed(0)
+    heads = heads or [dict(h, **({"mean": 40.0, "std": 20.0} if h["kind"] == "continuous" else {})) for h in TINY_HEADS]
+    config = FCNLLMConfig(
+        text_config=tiny_text_config("llama", len(processor.tokenizer)), encoder_config=tiny_encoder_config(),
+        graph_token_id=processor.graph_token_id, auxiliary_heads=heads, auxiliary_loss_weight=0.5,
+        instruction_evidence="attributes", numeral_tokens=numeral_tokens_of(processor.tokenizer),
+    )
+    model = FCNLLMForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.instruction_conditioning.out.weight.normal_(std=0.5)
+        encoded = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(random_fcns(6)))))[1]
+        model.model.instruction_conditioning.calibrate(model.model.get_attribute_outputs(encoded))
     return model
 
 

@@ -51,7 +51,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.attributes import load_registry
-from evaluation.questions import YES, build_question, row_value
+from evaluation.questions import FIRST, SECOND, YES, build_question, row_value
 from evaluation.scoring import choice_log_likelihoods
 
 from .collator import prompt_messages
@@ -78,12 +78,17 @@ def paradigm_answers(rows: Sequence[dict], label: np.ndarray) -> dict[str, tuple
 
 
 def answer_directions(embeddings: torch.Tensor, tokenizer, answers: dict[str, tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) (first tokens); paradigms whose two
-    answers start with the same token are left out."""
+    """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) at the first token where the two
+    answers differ ("The first" / "The second": " first" - " second"); paradigms whose answers never differ
+    token for token are left out."""
     directions = {}
     for paradigm, (positive, negative) in answers.items():
-        first = [tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in (positive, negative)]
-        difference = (embeddings[first[0]] - embeddings[first[1]]).float()
+        ids = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in (positive, negative)]
+        differ = [a != b for a, b in zip(*ids)]
+        if True not in differ:
+            continue
+        k = differ.index(True)
+        difference = (embeddings[ids[0][k]] - embeddings[ids[1][k]]).float()
         if difference.norm() > 0:
             directions[paradigm] = difference / difference.norm()
     return directions
@@ -230,38 +235,23 @@ def asked_class(row: dict, spec: dict) -> int | None:
 
 
 def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 512,
-              seed: int = 0, grouped: dict[str, list[dict]] | None = None,
-              kinds: Sequence[str] = ("categorical",)) -> dict[str, float]:
-    """For each head of `kinds` whose questions ask some way round: ridge regression (alpha by CV) of which
-    way each question asks about each of its outputs on the router's bag-of-words features of up to
-    `max_rows` instructions about it; written into `instruction_conditioning.sign_weight` / `sign_bias`
-    (buffers). The way: categorical heads +1 for the asked class and -1 for the others (+1 for questions
-    that ask no class), every head times `question_sign` (-1 for negated and reversed questions). Heads
-    whose questions all ask the plain way keep +1. Returns per fitted head the fit's R^2.
+              seed: int = 0, grouped: dict[str, list[dict]] | None = None) -> dict[str, float]:
+    """For each categorical head whose judgments ask about a class: ridge regression (alpha by CV) of which way
+    each question asks about each of its outputs (+1 for the asked class, -1 for the others; +1 for questions
+    that ask no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written
+    into `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Negated and reversed questions are
+    the turn classifier's (`router_fitting.fit_turns`). Returns per fitted head the fit's R^2.
     `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 
     def ways(j: int, spec: dict, about: list[dict]) -> np.ndarray | None:
         outputs = np.arange(int(spec["num_outputs"]))
-        turned = np.array([question_sign(row) for row in about], dtype=float)
-        if spec["kind"] == "categorical":
-            asked = [asked_class(row, spec) for row in about]
-            if all(c is None for c in asked) and (turned == 1).all():
-                return None
-            way = np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
-            return way * turned[:, None]
-        return None if (turned == 1).all() else turned[:, None]
+        asked = [asked_class(row, spec) for row in about]
+        if all(c is None for c in asked):
+            return None
+        return np.array([np.ones(len(outputs)) if c is None else np.where(outputs == c, 1.0, -1.0) for c in asked])
 
     grouped = rows_by_attribute(rows) if grouped is None else grouped
-    return {key: r2 for kind in kinds
-            for key, r2 in _fit_question_maps(model, collate, grouped, kind, ways, "sign", max_rows, seed).items()}
-
-
-def question_sign(row: dict) -> int:
-    """-1 where the question asks the other way round (its `direction` column -1: "younger than", "less likely
-    to have"; or `negated`: "Can ADHD be ruled out?"; both: +1), else +1 (rows without those columns too)."""
-    direction = row_value(row, "direction")
-    sign = -1 if direction is not None and int(direction) == -1 else 1
-    return -sign if row_value(row, "negated") else sign
+    return _fit_question_maps(model, collate, grouped, "categorical", ways, "sign", max_rows, seed)
 
 
 def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dict], np.ndarray]:
@@ -285,13 +275,23 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
     return known, np.array([said_yes(row) for row in known])
 
 
+def comparison_rows(rows: Sequence[dict]) -> tuple[list[dict], np.ndarray]:
+    """The comparative instructions of `rows` (two subjects) and their labels (1: the answer is the first)."""
+    pairs = [row for row in rows if row.get("paradigm") == "comparative" and len(row["subject_ids"]) == 2
+             and str(row["answer"]).strip() in (FIRST, SECOND)]
+    return pairs, np.array([float(str(row["answer"]).strip() == FIRST) for row in pairs])
+
+
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
                 kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
-    """Fit the continuous heads' thresholds (`fit_thresholds`) and the categorical heads' signs (`fit_signs`),
+    """Fit the continuous heads' thresholds (`fit_thresholds`, unless the model reads them as numbers: its
+    `config.numeral_tokens`) and the categorical heads' signs (`fit_signs`),
     then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
-    scale per kind.
+    scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
+    comparative columns in the direction of "The first" - "The second" (the evidence of a pair reads the
+    difference between its subjects), their scale chosen as a kind of its own, `comparative`.
 
     Args:
         collate: the training collator, built with the heads' `attribute_targets` (its labels are the classes)
@@ -319,8 +319,9 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         raise ValueError(f"fit_readout reads out {', '.join(READABLE_KINDS)} heads, not {sorted(unknown)}.")
     readable = {spec["key"]: j for j, spec in enumerate(specs) if spec["kind"] in kinds}
     grouped = rows_by_attribute(rows)
-    thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds else {}
-    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped, kinds=kinds)
+    reads_numbers = bool(getattr(conditioning, "numerals", None))  # thresholds read as numbers: nothing to fit
+    thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds and not reads_numbers else {}
+    signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
     directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)
@@ -347,6 +348,14 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         for value in (1, 0):
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
                 compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"])))
+        pairs, first = comparison_rows(grouped.get(key, []))
+        if "comparative" in getattr(conditioning, "paradigms", []) and 0 < first.sum() < len(first):
+            said = answer_directions(embeddings, collate.processor.tokenizer, {"comparative": (FIRST, SECOND)})
+            directions.update({column: ("comparative", direction) for output in range(offsets[j], offsets[j + 1])
+                               for column, direction in evidence_columns(conditioning, output, said).items()})
+            for value in (1, 0):
+                for i in rng.permutation(np.flatnonzero(first == value))[:per_class]:
+                    compared.append((pairs[i], value, (FIRST, SECOND), "comparative"))
     if not directions:
         raise ValueError(f"fit_readout found no instructions about a {' or '.join(kinds)} attribute head "
                          f"({sorted(readable)}) with a known label.")

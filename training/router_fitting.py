@@ -7,7 +7,8 @@ logistic regression on those features, instead of being learned from scratch by 
 (which, with the earlier log-sum-exp pooling, sent half the demo's anxiety questions to the ADHD
 head after 400 steps). Stage 1 then fine-tunes it with the routing loss. With one readout per
 paradigm (`evidence_paradigms`), the question's paradigm (judgment, predictive, comparative) is
-classified the same way (`fit_paradigms`; buffers, never trained).
+classified the same way (`fit_paradigms`; buffers, never trained), and so is whether a judgment asks the
+other way round ("Can ADHD be ruled out?", "younger than 40?": `fit_turns`, one classifier for every head).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+
+from evaluation.questions import row_value
 
 from .encoder_pretraining import ABSENT_LOGIT, class_logits
 
@@ -128,4 +131,44 @@ def fit_paradigms(model, collate: Callable[[Sequence[dict]], dict], rows: Sequen
         conditioning.paradigm_bias.copy_(torch.from_numpy(bias))
     logger.info("paradigm classifier fitted on %d instructions (%s): accuracy %.3f", len(y),
                 ", ".join(f"{p} {int((y == k).sum())}" for k, p in enumerate(paradigms)), accuracy)
+    return accuracy
+
+
+def question_sign(row: dict) -> int:
+    """-1 where the question asks the other way round (its `direction` column -1: "younger than", "less likely
+    to have"; or `negated`: "Can ADHD be ruled out?"; both: +1), else +1 (rows without those columns too)."""
+    direction = row_value(row, "direction")
+    sign = -1 if direction is not None and int(direction) == -1 else 1
+    return -sign if row_value(row, "negated") else sign
+
+
+def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
+              seed: int = 0, c: float = 1.0) -> float | None:
+    """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment or a comparison ask
+    the other way round, `question_sign` -1: "younger than 40?", "which is younger?") to a logistic regression
+    on the router features of up to `max_rows` training judgments and comparisons about any attribute (a
+    seeded sample). Questions that all ask the plain way leave it plain.
+
+    Returns:
+        the fitted classifier's accuracy on those judgments (None when nothing was fitted).
+    """
+    conditioning = model.model.instruction_conditioning
+    if conditioning is None or not conditioning.reads_attributes:
+        raise ValueError("fit_turns needs instruction_evidence='attributes' (an evidence token over the attribute heads).")
+    judgments = [row for row in rows if row.get("paradigm") in ("judgment", "comparative")]
+    chosen = _sample(judgments, max_rows, seed)
+    turned = np.array([question_sign(row) == -1 for row in chosen], dtype=int)
+    if not 0 < turned.sum() < len(turned):
+        return None
+    was_training = model.training
+    model.eval()
+    x, _ = instruction_features(model, collate, chosen)
+    model.train(was_training)
+    classifier = _logistic_regression(x, turned, c, seed)
+    with torch.no_grad():
+        conditioning.turn_weight.copy_(torch.from_numpy(classifier.coef_[0].astype(np.float32)))
+        conditioning.turn_bias.fill_(float(classifier.intercept_[0]))
+    accuracy = float((classifier.predict(x) == turned).mean())
+    logger.info("turn classifier fitted on %d judgments (%d asked the other way round): accuracy %.3f",
+                len(turned), int(turned.sum()), accuracy)
     return accuracy

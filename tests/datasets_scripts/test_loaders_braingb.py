@@ -1,6 +1,7 @@
 """Loader (b): BrainGB / Brain Network Transformer .npy dicts (pickled, opt-in) and .npz."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,10 +28,30 @@ def _save_dict(path, data):
     return path
 
 
-def test_pickled_dict_is_refused_by_default_with_the_reason(tmp_path):
+class _Payload:
+    """Unpickling it would call `marker.touch()`: the code a hostile file could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_dict_of_arrays_loads_without_full_unpickling(tmp_path):
     path = _save_dict(tmp_path / "abide.npy", _cohort())
-    with pytest.raises(ValueError, match=r"pickled.*arbitrary code.*allow_pickle=True.*np.savez"):
+    table = load_braingb(path, "autism", atlas="toy10")
+    np.testing.assert_allclose(table.fcns, _cohort()["corr"], atol=1e-6)
+    assert table.meta["site"].tolist() == ["NYU", "NYU", "UCLA_1", "UCLA_1"]
+
+
+def test_pickled_file_with_other_objects_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    data = {**_cohort(), "extra": np.array([_Payload(marker)], dtype=object)}
+    path = _save_dict(tmp_path / "abide.npy", data)
+    with pytest.raises(ValueError, match=r"refers to pathlib.*touch.*arbitrary code.*allow_pickle=True.*np.savez"):
         load_braingb(path, "autism", atlas="toy10")
+    assert not marker.exists()
 
 
 def test_trusted_pickled_dict_loads_with_label_as_named_attribute(tmp_path):

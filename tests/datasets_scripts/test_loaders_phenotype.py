@@ -216,3 +216,12 @@ def test_attributes_outside_the_registry_pass_through_as_numbers_or_text():
     assert frame["iq_z"].tolist() == [0.5, -1.0] and frame["scanner"].tolist() == ["007", "008"]
     native = PhenotypeMapping.native(["id", "notes"], subject_id="id", site=None).apply(raw).frame
     assert native["notes"].tolist() == ["a", None] and native["site"].tolist() == ["unknown", "unknown"]
+
+
+def test_dataset_column_names_each_rows_cohort():
+    table = pd.DataFrame({"id": ["1", "2", "3"], "cohort": ["A", "", "B"], "age": ["20", "30", "40"]})
+    mapping = PhenotypeMapping.from_dict({"name": "mixed", "subject_id": "id", "dataset": "cohort",
+                                          "columns": {"age": "age"}})
+    assert mapping.apply(table).frame["dataset"].tolist() == ["A", "mixed", "B"]
+    native = PhenotypeMapping.native(["subject_id", "dataset", "age"])
+    assert native.dataset == "dataset" and [c.attribute for c in native.columns] == ["age"]

@@ -5,9 +5,10 @@ from peft import LoraConfig, get_peft_model
 
 from modeling_fcnllm import FCNEncoder, FCNLLMConfig, FCNLLMForCausalLM
 from processing import FCNProcessor
-from tests.conftest import NUM_ROIS, TINY_HEADS, make_tiny_model, random_fcns, tiny_encoder_config
+from tests.conftest import NUM_ROIS, TINY_HEADS, make_number_reading_model, make_tiny_model, random_fcns, tiny_encoder_config
 
 QUESTION = "<graph>\nDoes this subject have ADHD? Answer yes or no."
+OLDER = "<graph>\nIs this subject older than 30 years? Answer yes or no."
 COMPARE = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
 
 
@@ -422,7 +423,7 @@ def test_routed_evidence_is_the_asked_heads_output(processor):
     with torch.no_grad():
         conditioning.router.weight.zero_()
         conditioning.router.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))  # always "sex" (outputs 1 and 2)
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     out = model(**batch)
     plain, _ = model.model.get_graph_features(batch["graph_values"])
     z = out.graph_attribute_outputs
@@ -441,12 +442,12 @@ def test_evidence_subtracts_the_thresholds_the_instruction_names(processor):
     conditioning = model.model.instruction_conditioning
     assert (conditioning.threshold_weight == 0).all() and (conditioning.threshold_bias == 0).all()
     assert "threshold_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     before = model(**batch)
     conditioning.threshold_weight.normal_(std=0.1)
     conditioning.threshold_bias.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5]))
     after = model(**batch)
-    rows = torch.tensor([0, 1, 1])  # QUESTION has one graph, COMPARE two
+    rows = torch.tensor([0, 1])
     mask = (batch["input_ids"] != processor.graph_token_id) & batch["attention_mask"].bool()
     features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], mask)
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
@@ -500,11 +501,11 @@ def test_class_judgments_read_the_asked_class_through_the_signs(processor):
     conditioning = model.model.instruction_conditioning
     assert (conditioning.sign_weight == 0).all() and (conditioning.sign_bias == 1).all()
     assert "sign_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
-    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     before = model(**batch)
     conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
     after = model(**batch)
-    rows = torch.tensor([0, 1, 1])
+    rows = torch.tensor([0, 1])
     z = conditioning.evidence_norm(before.graph_attribute_outputs)  # eval mode: the running statistics
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
     flipped = torch.zeros_like(z)
@@ -537,9 +538,13 @@ def test_attribute_evidence_is_trained_through_a_frozen_llm(processor):
     labels[0, -1] = batch["input_ids"][0, -1]
     model(**batch, labels=labels).loss.backward()  # the LM loss alone, no auxiliary labels
     conditioning = model.model.instruction_conditioning
-    for param in (conditioning.router.weight, conditioning.out.weight,
-                  model.graph_attribute_heads.heads["adhd"].weight):
+    for param in (conditioning.out.weight, model.graph_attribute_heads.heads["adhd"].weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
+    # the router learns which attribute is asked from the routing loss, never from the answer
+    assert conditioning.router.weight.grad is None or not conditioning.router.weight.grad.any()
+    model.zero_grad()
+    model(**batch, labels=labels, routing_labels=torch.tensor([0])).loss.backward()
+    assert conditioning.router.weight.grad.abs().sum() > 0
 
 
 def test_a_checkpoint_without_the_threshold_weights_loads_with_zero_thresholds(processor, tmp_path):
@@ -563,3 +568,111 @@ def test_attribute_evidence_runs_in_bfloat16(processor):
     out = model(**_batch(processor, [QUESTION], num_graphs=1))
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
     assert out.instruction_routing_logits.dtype == torch.float32
+
+
+# --- thresholds read as numbers ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, number",
+    [
+        ("<graph>\nIs this subject older than 37 years?", 37.0),
+        ("<graph>\nIs this subject older than 73 years? Answer yes or no.", 73.0),
+        ("<graph>\nIs the BMI of this subject above 27.5?", 27.5),
+        ("Is this subject older than 40? <graph>", 40.0),  # a single graph after the question
+        ("<graph>\nDoes this subject have ADHD?", float("nan")),
+        ("Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two is older?", float("nan")),  # labels, not thresholds
+        ("Subject 1: <graph>\nSubject 2: <graph>\nIs the first older than the second by 5 years?", 5.0),
+    ],
+)
+def test_question_numbers_are_read_from_the_question(processor, text, number):
+    model = make_number_reading_model(processor)
+    batch = processor(text=[text], fcns=random_fcns(text.count("<graph>")))
+    placeholders = batch["input_ids"] == processor.graph_token_id
+    read = model.model.instruction_conditioning.question_numbers(batch["input_ids"], ~placeholders, placeholders)
+    torch.testing.assert_close(read, torch.tensor([number]), equal_nan=True)
+
+
+def test_thresholds_read_as_numbers_compare_any_number_exactly(processor):
+    """"older than 37" and "older than 73" (the same words, the digits swapped) get thresholds 36 years apart in
+    the age head's units: `((v - mean) / std - output mean) / output sd`, set by `calibrate`."""
+    model = make_number_reading_model(processor)
+    conditioning = model.model.instruction_conditioning
+    questions = ["<graph>\nIs this subject older than 37 years?", "<graph>\nIs this subject older than 73 years?"]
+    batch = processor(text=questions, fcns=random_fcns(1).repeat(2, axis=0))
+    out = model(**batch)
+    norm = conditioning.evidence_norm
+    age = 3  # TINY_HEADS: adhd (1 output), sex (2), age (1)
+    spread = (norm.running_var[age] + norm.eps).sqrt()
+    numbers = torch.tensor([37.0, 73.0])
+    expected = ((numbers - 40.0) / 20.0 - norm.running_mean[age]) / spread
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"])
+    thresholds = conditioning.threshold_features(features, numbers)
+    torch.testing.assert_close(thresholds[:, age], expected)
+    assert (thresholds[:, :age] == 0).all()  # other heads name no threshold
+    # the whole path: the two graphs (the same FCN) differ by out(w_age * (t73 - t37)) on every graph token
+    w_age = out.instruction_routing_logits.softmax(-1)[:, 2]
+    shift = out.graph_hidden_states[0] - out.graph_hidden_states[1]
+    column = conditioning.out.weight[:, age]
+    moved = column * (w_age[1] * expected[1] - w_age[0] * expected[0])
+    torch.testing.assert_close(shift, moved.expand_as(shift), atol=1e-5, rtol=1e-4)
+    assert dict(conditioning.named_parameters())["threshold_scale"].requires_grad  # trained by the recipe
+
+
+def test_numeral_tokens_bad_input():
+    with pytest.raises(ValueError, match="numeral_tokens maps token ids"):
+        FCNLLMConfig(auxiliary_heads=[{"key": "age", "kind": "continuous", "num_outputs": 1}],
+                     instruction_evidence="attributes", numeral_tokens={"12": "twelve"})
+
+
+def test_from_text_model_reads_numbers_only_for_attribute_evidence(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_text_config
+
+    lm = AutoModelForCausalLM.from_config(tiny_text_config("llama", len(tokenizer) + 1))
+    plain = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer)
+    assert plain.config.numeral_tokens is None
+    model = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer, auxiliary_heads=TINY_HEADS,
+                                              instruction_evidence="attributes")
+    digits = {text.strip() for text in model.config.numeral_tokens.values()}
+    assert set("0123456789") <= digits and "." in digits
+    assert all(tokenizer.decode([int(t)]) == text for t, text in model.config.numeral_tokens.items())
+    ablation = FCNLLMForCausalLM.from_text_model(lm, tiny_encoder_config(), tokenizer=tokenizer,
+                                                 auxiliary_heads=TINY_HEADS, instruction_evidence="attributes",
+                                                 numeral_tokens=None)
+    assert ablation.config.numeral_tokens is None
+
+
+def test_a_comparison_reads_the_difference_between_its_two_graphs(processor):
+    """A row with two graphs hands both the same evidence, `out(w * (z_first - z_second) / 2)`: swapping the
+    subjects flips it, and a single-graph row next to it keeps `out(w * (z - t))`."""
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
+    conditioning = model.model.instruction_conditioning
+    fcns = random_fcns(3)
+    forward, swapped = (model(**processor(text=[QUESTION, COMPARE], fcns=fcns[order])) for order in ([0, 1, 2], [0, 2, 1]))
+    plain, _ = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(fcns))))
+    evidence = forward.graph_hidden_states[:, -1] - plain[:, -1]
+    torch.testing.assert_close(evidence[1], evidence[2])  # both subjects carry "the first scores higher" alike
+    z = conditioning.evidence_norm(forward.graph_attribute_outputs)
+    weights = forward.instruction_routing_logits.softmax(-1)[1].repeat_interleave(torch.tensor([1, 2, 1]))
+    expected = conditioning.out(weights * (z[1] - z[2]) / 2)
+    torch.testing.assert_close(evidence[1], expected, atol=1e-5, rtol=1e-4)
+    flipped = swapped.graph_hidden_states[:, -1] - plain[[0, 2, 1], -1]
+    bias = conditioning.out.bias
+    torch.testing.assert_close(flipped[1] - bias, -(evidence[1] - bias), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(flipped[0], evidence[0])  # the single-graph row is untouched
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pre_shifted_labels_give_the_same_loss(processor, model, training):
+    """`shift_labels` (position i predicts token i + 1, as sequence-parallel training passes them) and `labels`
+    give one loss, in evaluation and in training mode (logits only where a label is predicted)."""
+    batch = _batch(processor, [QUESTION + " Yes", COMPARE + " The first"], num_graphs=3)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, :-3] = -100
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    model.train(training)
+    torch.manual_seed(0)
+    expected = model(**batch, labels=labels).loss
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(**batch, shift_labels=shifted).loss, expected)
+    model.eval()

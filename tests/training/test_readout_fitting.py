@@ -237,7 +237,7 @@ def _negated_adhd_rows():
 
 
 def test_question_sign_reads_negation_and_direction():
-    from training.readout_fitting import question_sign
+    from training.router_fitting import question_sign
 
     assert question_sign({"negated": False, "direction": 1}) == 1
     assert question_sign({"negated": True, "direction": 1}) == -1
@@ -246,18 +246,23 @@ def test_question_sign_reads_negation_and_direction():
     assert question_sign({}) == 1  # rows built without the columns ask the plain way
 
 
-def test_signs_turn_a_binary_head_for_negated_questions(processor, collator):
+def test_turns_read_negated_questions_for_every_head(processor, collator):
+    """`fit_turns`: negated judgments ("Can ADHD be ruled out?") turn every head's outputs (-1), plain ones keep
+    +1; class judgments keep their asked class (`fit_signs`) under the turn."""
+    from training.router_fitting import fit_turns
+
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
     rows = _negated_adhd_rows()
-    r2 = fit_signs(model, collator, rows, kinds=("binary", "categorical"))
-    assert set(r2) == {"adhd"} and r2["adhd"] > 0.9
+    assert fit_turns(model, collator, rows) > 0.9
     batch = collator(rows)
     features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
-    signs = model.model.instruction_conditioning.signs(features)[:, 0]
+    signs = model.model.instruction_conditioning.signs(features)
     expected = torch.tensor([-1.0 if row["negated"] else 1.0 for row in rows])
-    torch.testing.assert_close(signs, expected, atol=0.2, rtol=0)
-    assert fit_signs(make_tiny_model(processor.tokenizer, attribute_evidence=True), collator, _rows(),
-                     kinds=("binary",)) == {}  # plain questions only: nothing to turn
+    for output in range(signs.shape[1]):
+        torch.testing.assert_close(signs[:, output], expected, atol=0.2, rtol=0)
+    plain = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    assert fit_turns(plain, collator, _rows()) is None  # plain questions only: nothing to turn
+    assert (plain.model.instruction_conditioning.signs(features) == 1).all()
 
 
 def test_readout_rows_label_judgments_by_their_answer(processor):
@@ -267,3 +272,38 @@ def test_readout_rows_label_judgments_by_their_answer(processor):
     assert len(about) == len(rows)
     np.testing.assert_array_equal(label, [float(row["answer"] == "Yes") for row in rows])
     assert any(row["negated"] and label[i] != TARGETS[row["subject_ids"][0]][0] for i, row in enumerate(about))
+
+
+def _comparison_rows():
+    """"Which of the two is older?" about consecutive subjects, answered from their ages."""
+    rows = []
+    for i in range(len(SUBJECTS) - 1):
+        pair = [SUBJECTS[i + 1], SUBJECTS[i]] if i % 2 else [SUBJECTS[i], SUBJECTS[i + 1]]
+        answer = "The first" if TARGETS[pair[0]][2] > TARGETS[pair[1]][2] else "The second"
+        question = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
+        rows.append({"id": f"c{i}", "attribute": "age", "answer": answer, "subject_ids": pair, "paradigm": "comparative",
+                     "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor, collator):
+    """With a comparative readout, the age head's comparative column is written along " first" - " second" (the
+    first token where "The first" and "The second" differ), at a scale chosen on the comparisons' margins."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    report = fit_readout(model, collator, _age_rows() + _comparison_rows(), kinds=("continuous",), per_class=6,
+                         scales=(1.0, 3.0))
+    assert "comparative" in report["auc"] and set(report["auc"]["comparative"]) == {0.0, 1.0, 3.0}
+    conditioning = model.model.instruction_conditioning
+    column = conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")]
+    embeddings = model.get_input_embeddings().weight.detach()
+    first, second = (processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ("The first", "The second"))
+    k = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    direction = embeddings[first[k]] - embeddings[second[k]]
+    scale = report["scale"].get("comparative", 0.0)
+    torch.testing.assert_close(column, scale * embeddings.norm(dim=-1).mean() * direction / direction.norm())
+    # without comparative rows nothing is written there
+    plain = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    fit_readout(plain, collator, _age_rows(), kinds=("continuous",), per_class=6, scales=(1.0,))
+    assert not plain.model.instruction_conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")].any()

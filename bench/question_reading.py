@@ -1,0 +1,116 @@
+"""How the evidence token reads questions, in the wording it was trained on and in held-out wording.
+
+    python -m bench.question_reading --model outputs/demo/model --data outputs/demo/data [--rows 1500]
+
+For a sample of the `train` split (training forms) and of `validation` (held-out frames and terms): the
+router's accuracy (the asked attribute's head gets the largest weight) overall and per attribute, the
+paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments), and, for
+continuous judgments, how far the threshold the evidence subtracts is from the one the question names
+(in the evidence's standard units). Needs a model whose evidence token reads the attribute heads.
+Reads prompts only: no FCN is encoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modeling_fcnllm import FCNLLMForCausalLM
+from processing import FCNProcessor
+from training.collator import prompt_messages
+from training.readout_fitting import named_threshold, standardised_threshold
+from training.router_fitting import question_sign
+
+
+@torch.no_grad()
+def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The evidence token's reading of each row's prompt: `routing` `(S, heads)` softmax weights, `paradigm`
+    `(S, P)`, `signs` `(S, A)` and `thresholds` `(S, A)`."""
+    conditioning = model.model.instruction_conditioning
+    if conditioning is None or not conditioning.reads_attributes:
+        raise ValueError("read_questions needs a model whose evidence token reads the attribute heads "
+                         "(instruction_evidence='attributes').")
+    tokenizer = processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: dict[str, list] = {"routing": [], "paradigm": [], "signs": [], "thresholds": []}
+    for start in range(0, len(rows), batch_size):
+        ids = []
+        for row in rows[start : start + batch_size]:
+            prompt = processor.apply_chat_template(prompt_messages(list(row["messages"])), add_generation_prompt=True)
+            ids.append(tokenizer(prompt.replace(processor.graph_token, processor.graph_token * processor.num_graph_tokens))["input_ids"])
+        input_ids = torch.full((len(ids), max(map(len, ids))), pad)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, row_ids in enumerate(ids):
+            input_ids[i, : len(row_ids)] = torch.tensor(row_ids)
+            attention_mask[i, : len(row_ids)] = 1
+        placeholders = input_ids == processor.graph_token_id
+        instruction = model.model.instruction_tokens(placeholders, attention_mask, None)
+        features = model.model.routing_features(input_ids, attention_mask)
+        numbers = conditioning.question_numbers(input_ids, instruction, placeholders) if conditioning.numerals else None
+        out["routing"].append(conditioning.route_features(features, instruction).softmax(-1).numpy())
+        out["paradigm"].append(conditioning.paradigm_weights(features).numpy())
+        out["signs"].append(conditioning.signs(features).numpy())
+        out["thresholds"].append(conditioning.threshold_features(features, numbers).numpy())
+    return {key: np.concatenate(value) for key, value in out.items()}
+
+
+def reading_accuracy(model, processor, rows: Sequence[dict]) -> dict:
+    """Router, paradigm and turn accuracy and threshold error of the evidence token on `rows` (those about an
+    attribute the model has a head for)."""
+    if not model.config.auxiliary_heads or model.config.instruction_evidence != "attributes":
+        raise ValueError("reading_accuracy needs a model whose evidence token reads the attribute heads "
+                         "(instruction_evidence='attributes').")
+    keys = [head["key"] for head in model.config.auxiliary_heads]
+    rows = [row for row in rows if row.get("attribute") in keys]
+    if not rows:
+        raise ValueError(f"No instructions about the model's attributes ({', '.join(keys)}).")
+    read = read_questions(model, processor, rows)
+    asked = np.array([keys.index(row["attribute"]) for row in rows])
+    offsets = np.cumsum([0] + [int(head["num_outputs"]) for head in model.config.auxiliary_heads])
+    routed = read["routing"].argmax(1) == asked
+    report = {"rows": len(rows), "routing_accuracy": float(routed.mean()),
+              "routing_by_attribute": pd.Series(routed).groupby([row["attribute"] for row in rows]).mean().round(3).to_dict()}
+    paradigms = model.model.instruction_conditioning.paradigms
+    if len(paradigms) > 1:
+        known = [i for i, row in enumerate(rows) if row.get("paradigm") in paradigms]
+        truth = np.array([paradigms.index(rows[i]["paradigm"]) for i in known])
+        report["paradigm_accuracy"] = float((read["paradigm"][known].argmax(1) == truth).mean())
+    judged = [i for i, row in enumerate(rows) if row.get("paradigm") == "judgment"]
+    if judged:
+        column = offsets[asked[judged]]
+        turned = np.sign(read["signs"][judged, column]) == np.array([question_sign(rows[i]) for i in judged])
+        report["turn_accuracy"] = float(turned.mean())
+        reversed_rows = [k for k, i in enumerate(judged) if question_sign(rows[i]) == -1]
+        report["turn_accuracy_turned_questions"] = float(turned[reversed_rows].mean()) if reversed_rows else None
+    errors = [abs(float(read["thresholds"][i, offsets[asked[i]]]) - standardised_threshold(model, asked[i], named))
+              for i in judged if model.config.auxiliary_heads[asked[i]]["kind"] == "continuous"
+              and (named := named_threshold(rows[i])) is not None]
+    report["threshold_error_median"] = float(np.median(errors)) if errors else None
+    return report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="instruction-set folder (instructions/{train,validation}.parquet)")
+    parser.add_argument("--rows", type=int, default=1500, help="rows sampled per split")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    model = FCNLLMForCausalLM.from_pretrained(args.model).eval()
+    processor = FCNProcessor.from_pretrained(args.model)
+    report = {}
+    for split, wording in (("train", "training_forms"), ("validation", "held_out_forms")):
+        frame = pd.read_parquet(f"{args.data}/instructions/{split}.parquet")
+        frame = frame.sample(min(args.rows, len(frame)), random_state=args.seed)
+        report[wording] = reading_accuracy(model, processor, frame.to_dict("records"))
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
