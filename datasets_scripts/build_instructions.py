@@ -367,11 +367,10 @@ def _truth_section(truth: dict | None) -> list[str]:
             "attributes not listed have no effect.", "", _markdown_table(pd.DataFrame(rows)), ""]
 
 
-def _realism_section(table: SubjectTable, split: np.ndarray, atlas_name: str, rng: np.random.Generator,
+def _realism_section(table: SubjectTable, split: np.ndarray, atlas: Atlas, rng: np.random.Generator,
                      per_split: int = 200) -> list[str]:
     from datasets_scripts.realism import realism_tables
 
-    atlas = load_atlas(atlas_name)
     groups = {}
     for s in ("train", "zero_shot"):
         rows = np.flatnonzero(split == s)
@@ -478,7 +477,8 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
     t0 = time.perf_counter()
     registry = registry or load_registry()
     check_table(table, atlas, registry)
-    atlas = atlas.name if isinstance(atlas, Atlas) else atlas
+    atlas_object = atlas if isinstance(atlas, Atlas) else load_atlas(atlas)
+    atlas = atlas_object.name
     attrs = table.attribute_columns()
     usable = [a for a in attrs if any(not registry[a].is_missing(v) for v in table.meta[a])]
     if not usable:
@@ -528,7 +528,7 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
                "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
                "build_seconds": seconds, "timings": timings, "forms_table": _forms_table(forms)}
     truth = write_truth(out, table.info)
-    realism = _realism_section(table, split, atlas, np.random.default_rng(seed))
+    realism = _realism_section(table, split, atlas_object, np.random.default_rng(seed))
     (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization, truth,
                                                  realism))
     return BuildResult(out, count_table, baselines, seconds, timings, harmonization)
