@@ -316,6 +316,76 @@ def _forms_table(forms: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TRUTH_DIR = "truth"
+TRUTH_JSON = "effects.json"
+TRUTH_ARRAYS = "effects.safetensors"
+
+
+def write_truth(out: Path, info: dict) -> dict | None:
+    """Write the simulator's planted effects into ``out/truth/``: ``effects.json`` (per attribute its code,
+    d' per component and the ROI-, block- and whole-brain components as readable lists) and
+    ``effects.safetensors`` (``<attribute>.<component>``: `(E,)` float32 covariance change per unit code on
+    the upper-triangle edges i < j, in `numpy.triu_indices(N, 1)` order). Returns the JSON payload, or None
+    for a table without planted effects (real cohorts)."""
+    from safetensors.numpy import save_file
+
+    planted = info.get("planted")
+    if not planted:
+        return None
+    folder = out / TRUTH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{key}.{comp}": np.ascontiguousarray(v, dtype=np.float32)
+              for key, comps in planted["edge_maps"].items() for comp, v in comps.items()}
+    save_file(arrays, str(folder / TRUTH_ARRAYS))
+    payload = {"atlas": planted["atlas"], "num_rois": planted["num_rois"],
+               "edges": "upper triangle i < j in numpy.triu_indices(num_rois, 1) order",
+               "units": "covariance change per unit code (binary/categorical: the level vs others; continuous: "
+                        "(value - center) / scale)",
+               "arrays": {key: sorted(comps) for key, comps in planted["edge_maps"].items()},
+               "attributes": planted["attributes"]}
+    (folder / TRUTH_JSON).write_text(json.dumps(payload, indent=2, default=float))
+    return payload
+
+
+def _truth_section(truth: dict | None) -> list[str]:
+    if truth is None:
+        return []
+    rows = []
+    for key, entry in truth["attributes"].items():
+        sep = entry["separability"]
+        roi = "; ".join(f"{r['region']} -> {'all' if len(r['targets']) == 7 else '/'.join(r['targets'])} "
+                        f"({r['weight']:+.1f})" for r in entry.get("roi", []))
+        blocks = "; ".join(f"{a}-{b} ({w:+.1f})" for a, b, w, _ in entry.get("blocks", []))
+        whole = "; ".join(f"{t} ({w:+.1f})" for t, w in entry.get("whole_brain", {}).items())
+        rows.append({"attribute": key, "ROI level": roi or "-", "d' ROI": f"{sep.get('roi', 0):.2f}",
+                     "block level": blocks or "-", "d' block": f"{sep.get('blocks', 0):.2f}",
+                     "whole-brain level": whole or "-", "d' whole-brain": f"{sep.get('whole_brain', 0):.2f}"})
+    return ["## Planted effects (ground truth)", "",
+            f"The simulator's effects, also in `{TRUTH_DIR}/{TRUTH_JSON}` (readable) and `{TRUTH_DIR}/{TRUTH_ARRAYS}` "
+            "(`<attribute>.<component>`: covariance change per unit code on the upper-triangle edges). d' is each "
+            "component's separability in SDs of subject variability per unit code (before the global effect scale); "
+            "attributes not listed have no effect.", "", _markdown_table(pd.DataFrame(rows)), ""]
+
+
+def _realism_section(table: SubjectTable, split: np.ndarray, atlas: Atlas, rng: np.random.Generator,
+                     per_split: int = 200) -> list[str]:
+    from datasets_scripts.realism import realism_tables
+
+    groups = {}
+    for s in ("train", "zero_shot"):
+        rows = np.flatnonzero(split == s)
+        if len(rows):
+            pick = np.sort(rng.choice(rows, min(per_split, len(rows)), replace=False))
+            groups[f"{s} (n={len(pick)})"] = table.fcns[pick]
+    if not groups:
+        return []
+    dist, edges = realism_tables(groups, atlas.name, atlas.coords)
+    return ["## Realism: distance profile and edge values next to real HCP FCNs", "",
+            "Mean FC (r) by inter-ROI distance (MNI centroids of the atlas), this dataset's FCNs (a random sample per "
+            "split) beside the real individual HCP FCNs of the same parcellation (brainspace):", "",
+            _markdown_table(dist), "", "Edge values (upper-triangle r):", "", _markdown_table(edges), ""]
+
+
 def _yaml_configs(splits: list[str]) -> str:
     lines = ["---", "configs:"]
     for config in ("subjects", "instructions"):
@@ -334,7 +404,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, baselines: list[BaselineRow],
-                 harmonization: dict | None = None) -> str:
+                 harmonization: dict | None = None, truth: dict | None = None, realism: list[str] | None = None) -> str:
     parts = [_yaml_configs(summary["splits"]), "", "# FCN instruction dataset", "",
              f"Built by `datasets_scripts/build_instructions.py` from {summary['source']} "
              f"({summary['subjects']} subjects, atlas `{summary['atlas']}`, {summary['num_rois']} ROIs, seed {summary['seed']}).",
@@ -379,6 +449,8 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
                   f"upper-triangle edges, trained on up to {summary['check_train']} `train` subjects. AUC for "
                   "binary (categorical: macro one-vs-rest), Pearson r for continuous attributes.", "",
                   _markdown_table(table), "", verdict, ""]
+    parts += _truth_section(truth)
+    parts += realism or []
     parts += ["## Build", "", f"Build time {summary['build_seconds']:.1f} s ({json.dumps(summary['timings'])}).", ""]
     return "\n".join(parts)
 
@@ -405,7 +477,8 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
     t0 = time.perf_counter()
     registry = registry or load_registry()
     check_table(table, atlas, registry)
-    atlas = atlas.name if isinstance(atlas, Atlas) else atlas
+    atlas_object = atlas if isinstance(atlas, Atlas) else load_atlas(atlas)
+    atlas = atlas_object.name
     attrs = table.attribute_columns()
     usable = [a for a in attrs if any(not registry[a].is_missing(v) for v in table.meta[a])]
     if not usable:
@@ -454,7 +527,10 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
                "zero_shot_datasets": table.info.get("zero_shot_datasets", []), "check_train": check_train,
                "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
                "build_seconds": seconds, "timings": timings, "forms_table": _forms_table(forms)}
-    (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization))
+    truth = write_truth(out, table.info)
+    realism = _realism_section(table, split, atlas_object, np.random.default_rng(seed))
+    (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization, truth,
+                                                 realism))
     return BuildResult(out, count_table, baselines, seconds, timings, harmonization)
 
 

@@ -6,24 +6,34 @@ Generative model for subject s of site k (N ROIs, K = 7 Yeo networks, L the `(N,
    (IQ subscales share a general factor; education follows age in children and IQ in adults;
    conditions come from correlated liabilities with sex-dependent prevalence; ADOS and the ADHD
    index follow the diagnoses; BMI follows age and diagnoses). Cohorts measure only some of them.
+   Head motion (`sample_motion`) is a per-subject nuisance, higher in children, ADHD and autism.
 2. Site covariance C_k `(N, N)`: the real HCP group FCN (brainspace; *main* group for training
    cohorts, *holdout* for zero-shot ones), plus a scanner-specific smooth spatial edge bias, plus a
    network-specific shared signal u L L^T (each network's common fluctuation; it gives the network
    level room to vary, and brings within-network FC to the level of real individual HCP FCNs), plus
-   white-noise variance; made positive definite by eigenvalue clipping. Its network-level matrix
-   is Psi_k = (L^T C_k^-1 L)^-1 `(K, K)` (C_k + L D L^T is positive definite iff Psi_k + D is).
-3. Network level: Psi_s = Psi_k + g_k J + sum_a code_a(value) E_a + D_s, where E_a `(K, K)` are
-   literature-style effects on named Yeo-7 network blocks (`EFFECTS`; several attributes have none),
-   g_k the site's global signal, and D_s subject variability (Wishart-like around Psi_k plus a
-   subject global-signal term). Psi_s is clipped to positive definite (rare; counted).
-4. Subject covariance M_s = C_k + L (Psi_s - Psi_k) L^T; Sigma_s ~ InverseWishart(nu, c M_s) with
+   white-noise variance; made positive definite by eigenvalue clipping.
+3. The effect basis B `(N, m)` (`EffectModel`): L, one indicator per planted region, seeded
+   distributed loadings and smooth head-motion fields; Psi_k = (B^T C_k^-1 B)^-1 `(m, m)`
+   (C_k + B D B^T is positive definite iff Psi_k + D is). A subject's Psi_s differs from Psi_k on p
+   entries (network pairs, planted regions' couplings to their target networks, the distributed
+   block, the motion fields): Psi_s = Psi_k + g_k G + sum_a code_a(value) E_a + motion_s F + D_s, where
+   E_a are the attributes' effects at three scales (`effects.json`: ROI-level region profiles,
+   network blocks, whole-brain global coupling / segregation / distributed pattern; several
+   attributes have none), G the site's global signal on every network pair, F the motion fields, and
+   D_s subject variability (Wishart-like around the network-level matrix plus a global-signal term;
+   independent on region couplings and distributed coefficients). Psi_s is clipped to positive
+   definite (counted).
+4. Subject covariance M_s = C_k + B (Psi_s - Psi_k) B^T; Sigma_s ~ InverseWishart(nu, c M_s) with
    c = nu - N - 1 (edge-level subject idiosyncrasy, E Sigma_s = M_s); a T_k x N time series
-   X ~ N(0, Sigma_s) is drawn and its Pearson correlation is the subject's FCN, so estimation noise
-   behaves like real data.
+   X ~ N(0, Sigma_s), AR(1)-correlated over time with the site's coefficient (effective T shorter
+   than T), is drawn and its Pearson correlation is the subject's FCN, so estimation noise behaves
+   like real data.
 
-The oracle (`oracle.py`) scores every attribute by its posterior under this exact model. Zero-shot
-cohorts differ by more than the template: unseen scanners with stronger biases, other scan lengths,
-noise, global signal, age ranges and prevalences.
+The oracle (`oracle.py`) scores every attribute by its posterior under this model: the likelihood
+of Psi_s's p varying entries (with the motion fields tied to one motion coordinate) given the FCN as
+a Wishart with the site's effective T, with a Gaussian prior per hypothesis whose mean holds every
+effect. Zero-shot cohorts differ by more than the template: unseen scanners with stronger biases,
+other scan lengths, autocorrelation, motion, noise, global signal, age ranges and prevalences.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ import torch
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
+from scipy.signal import lfilter
+
+from datasets_scripts.effects import EFFECT_SET, EFFECTS, YEO7, Effect, EffectSet, resolve_regions
 from datasets_scripts.hcp import load_group_fcn
 from datasets_scripts.oracle import Hypotheses, LaplaceFit, laplace_fit, posterior, vech, wishart_like_cov
 from datasets_scripts.subjects import SubjectTable
@@ -60,11 +73,13 @@ class SiteSpec:
 
     Attributes:
         name: unique site name.
-        timepoints: scan length T (effective independent timepoints).
+        timepoints: scan length T (volumes).
         noise_var: extra white-noise variance per ROI (lowers all correlations).
         global_signal: added to every network coupling (raises all correlations).
         bias_scale: amplitude of the scanner's smooth spatial edge bias (see `simulate.site_edge_bias`).
         eyes_closed: fraction of subjects scanned with eyes closed.
+        ar1: lag-1 temporal autocorrelation of the time series (effective T = T (1 - ar1^2) / (1 + ar1^2)).
+        motion: typical subject head motion (the median motion amplitude, see `sample_motion`).
     """
 
     name: str
@@ -73,6 +88,13 @@ class SiteSpec:
     global_signal: float
     bias_scale: float
     eyes_closed: float
+    ar1: float = 0.0
+    motion: float = 0.0
+
+    @property
+    def effective_timepoints(self) -> float:
+        """T_eff = tr(R)^2 / tr(R^2) of the AR(1) correlation R over time: the Wishart dof of the scan."""
+        return self.timepoints * (1 - self.ar1 ** 2) / (1 + self.ar1 ** 2)
 
 @dataclass(frozen=True)
 class CohortSpec:
@@ -97,36 +119,36 @@ def _sites(prefix: str, specs: list[tuple]) -> tuple[SiteSpec, ...]:
 _ALL = ("age", "sex", "handedness", "education_years", "fiq", "viq", "piq", "bmi", "eye_status")
 DEFAULT_COHORTS: tuple[CohortSpec, ...] = (
     CohortSpec("SimASD", "main", False, 0.22,
-               _sites("ASD", [(240, 0.30, 0.02, 0.04, 0.2), (180, 0.40, 0.06, 0.05, 0.5), (300, 0.25, 0.00, 0.03, 0.8),
-                              (200, 0.35, 0.04, 0.06, 0.2)]),
+               _sites("ASD", [(310, 0.30, 0.02, 0.04, 0.2, 0.35, 0.06), (270, 0.40, 0.06, 0.05, 0.5, 0.45, 0.08), (340, 0.25, 0.00, 0.03, 0.8, 0.25, 0.05),
+                              (330, 0.35, 0.04, 0.06, 0.2, 0.5, 0.07)]),
                (6, 40), 0.8, {"autism": 0.45, "adhd": 0.12, "anxiety": 0.12, "ocd": 0.04, "depression": 0.05},
                _ALL + ("ados_total", "autism", "adhd", "anxiety", "ocd")),
     CohortSpec("SimADHD", "main", False, 0.18,
-               _sites("ADHD", [(170, 0.35, 0.05, 0.05, 0.2), (260, 0.30, 0.02, 0.04, 0.8), (220, 0.40, 0.03, 0.05, 0.3)]),
+               _sites("ADHD", [(230, 0.35, 0.05, 0.05, 0.2, 0.4, 0.09), (310, 0.30, 0.02, 0.04, 0.8, 0.3, 0.07), (370, 0.40, 0.03, 0.05, 0.3, 0.5, 0.08)]),
                (7, 22), 0.65, {"adhd": 0.45, "autism": 0.06, "anxiety": 0.12, "depression": 0.06},
                _ALL + ("adhd_index", "adhd", "autism", "anxiety")),
     CohortSpec("SimPsych", "main", False, 0.22,
-               _sites("PSY", [(300, 0.30, 0.03, 0.04, 0.2), (400, 0.25, 0.02, 0.03, 0.2), (200, 0.40, 0.05, 0.06, 0.8),
-                              (250, 0.35, 0.04, 0.05, 0.5)]),
+               _sites("PSY", [(360, 0.30, 0.03, 0.04, 0.2, 0.3, 0.05), (450, 0.25, 0.02, 0.03, 0.2, 0.25, 0.04), (330, 0.40, 0.05, 0.06, 0.8, 0.5, 0.06),
+                              (350, 0.35, 0.04, 0.05, 0.5, 0.4, 0.05)]),
                (18, 65), 0.5, {"depression": 0.3, "schizophrenia": 0.18, "bipolar": 0.15, "anxiety": 0.3, "ocd": 0.12,
                                "ptsd": 0.18, "adhd": 0.06},
                _ALL + ("depression", "schizophrenia", "bipolar", "anxiety", "ocd", "ptsd", "adhd")),
     CohortSpec("SimLifespan", "main", False, 0.13,
-               _sites("LIFE", [(400, 0.25, 0.02, 0.03, 0.2), (300, 0.30, 0.04, 0.04, 0.5), (250, 0.30, 0.03, 0.05, 0.8)]),
+               _sites("LIFE", [(430, 0.25, 0.02, 0.03, 0.2, 0.2, 0.05), (380, 0.30, 0.04, 0.04, 0.5, 0.35, 0.06), (380, 0.30, 0.03, 0.05, 0.8, 0.45, 0.05)]),
                (8, 85), 0.48, {"depression": 0.12, "anxiety": 0.15, "adhd": 0.08, "ptsd": 0.08, "ocd": 0.04,
                                "autism": 0.03, "bipolar": 0.03, "schizophrenia": 0.02},
                _ALL + CONDITIONS + ("adhd_index",)),
     # Zero-shot cohorts: holdout template, unseen sites, stronger scanner biases, other T/noise/ages/prevalences.
     CohortSpec("SimASD-Z", "holdout", True, 0.09,
-               _sites("ZASD", [(150, 0.45, 0.08, 0.10, 0.2), (500, 0.22, 0.01, 0.09, 0.8)]),
+               _sites("ZASD", [(280, 0.45, 0.08, 0.10, 0.2, 0.55, 0.11), (540, 0.22, 0.01, 0.09, 0.8, 0.2, 0.06)]),
                (10, 50), 0.75, {"autism": 0.4, "adhd": 0.15, "anxiety": 0.2, "ocd": 0.06, "depression": 0.1},
                _ALL + ("ados_total", "autism", "adhd", "anxiety", "ocd", "depression")),
     CohortSpec("SimADHD-Z", "holdout", True, 0.07,
-               _sites("ZADHD", [(140, 0.45, 0.07, 0.10, 0.2), (350, 0.28, 0.00, 0.09, 0.8)]),
+               _sites("ZADHD", [(230, 0.45, 0.07, 0.10, 0.2, 0.5, 0.1), (420, 0.28, 0.00, 0.09, 0.8, 0.3, 0.07)]),
                (8, 30), 0.6, {"adhd": 0.4, "autism": 0.08, "anxiety": 0.15, "depression": 0.08},
                _ALL + ("adhd_index", "adhd", "autism", "anxiety", "depression")),
     CohortSpec("SimPsych-Z", "holdout", True, 0.09,
-               _sites("ZPSY", [(600, 0.20, 0.06, 0.10, 0.2), (160, 0.45, 0.02, 0.09, 0.6)]),
+               _sites("ZPSY", [(680, 0.20, 0.06, 0.10, 0.2, 0.25, 0.05), (300, 0.45, 0.02, 0.09, 0.6, 0.55, 0.09)]),
                (25, 80), 0.45, {"depression": 0.35, "schizophrenia": 0.2, "bipolar": 0.2, "anxiety": 0.25, "ocd": 0.15,
                                 "ptsd": 0.25, "adhd": 0.08},
                _ALL + CONDITIONS),
@@ -205,67 +227,9 @@ def apply_missingness(true: pd.DataFrame, cohort: CohortSpec, rng: np.random.Gen
 
 
 # --------------------------------------------------------------------------------------------------
-# Effects on Yeo-7 network blocks
+# Effects (`effects.py` reads them from `effects.json`)
 # --------------------------------------------------------------------------------------------------
-YEO7 = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 _YEO17_TO_7 = {"TempPar": "Default"}
-
-
-@dataclass(frozen=True)
-class Effect:
-    """How one attribute changes network couplings.
-
-    code(value) = (value - center) / scale for continuous attributes, 1 for `level` (a binary 1 or a
-    categorical class), else 0. The pattern P has ``weight * sqrt(Psi_aa Psi_bb)`` at each pair
-    (network_a, network_b, weight) (within-network connectivity when a == b), Psi the main
-    template's network-level matrix. The effect per unit code is E = P * separability / ||P||_Omega,
-    with Omega the reference subject variability: one unit of code shifts a subject by
-    `separability` standard deviations of subject variability (d'), so difficulty is set by this
-    number and does not depend on the atlas.
-    """
-
-    pairs: tuple[tuple[str, str, float], ...]
-    separability: float
-    center: float = 0.0
-    scale: float = 1.0
-    level: str | float | None = None
-
-    def code(self, values: pd.Series | np.ndarray) -> np.ndarray:
-        values = np.asarray(values)
-        if self.level is None:
-            return (values.astype(float) - self.center) / self.scale
-        if isinstance(self.level, str):
-            return (values == self.level).astype(float)
-        return (values.astype(float) == float(self.level)).astype(float)
-
-
-# Literature-style effects (reviews of rs-fMRI case-control and lifespan studies): ageing lowers
-# within-network and raises between-network coupling; autism shows DMN hypoconnectivity and
-# sensory over-connectivity; ADHD a weaker DMN/task-positive segregation; depression DMN and
-# DMN-limbic hyperconnectivity with fronto-parietal hypoconnectivity; schizophrenia widespread
-# fronto-parietal/DMN dysconnectivity; bipolar limbic-DMN; anxiety and PTSD salience-limbic
-# hyperconnectivity; eyes closed raises visual-somatomotor coupling. No effect: handedness,
-# education, verbal/performance IQ, BMI, OCD (sanity checks; they may still be predictable
-# through their correlations with attributes that have effects).
-EFFECTS: dict[str, Effect] = {
-    "age": Effect((("Default", "Default", -1.0), ("SalVentAttn", "SalVentAttn", -0.7),
-                   ("Default", "DorsAttn", 0.7), ("SomMot", "SomMot", -0.5)), 0.9, center=40, scale=20),
-    "sex": Effect((("SomMot", "SomMot", 1.0), ("Vis", "Vis", 0.7), ("Default", "Default", -0.7)), 1.3, level="Male"),
-    "fiq": Effect((("Cont", "Cont", 1.0), ("Cont", "DorsAttn", 0.8)), 0.55, center=100, scale=15),
-    "eye_status": Effect((("Vis", "Vis", 1.0), ("Vis", "SomMot", 0.8), ("Vis", "DorsAttn", -0.8)), 1.2, level="Closed"),
-    "ados_total": Effect((("Default", "SalVentAttn", 1.0), ("Default", "Default", -0.6)), 0.5, center=6, scale=5),
-    "adhd_index": Effect((("Default", "DorsAttn", 0.8), ("Cont", "Default", 0.8)), 0.5, center=50, scale=10),
-    "autism": Effect((("Default", "Default", -1.0), ("Default", "Limbic", -0.7), ("SomMot", "Vis", 0.8)), 1.1, level=1),
-    "adhd": Effect((("Default", "DorsAttn", 1.0), ("Cont", "Cont", -0.8), ("SalVentAttn", "Default", 0.6)), 1.05, level=1),
-    "depression": Effect((("Default", "Default", 1.0), ("Default", "Limbic", 0.8), ("Cont", "Cont", -0.6),
-                          ("Cont", "DorsAttn", -0.6)), 1.4, level=1),
-    "schizophrenia": Effect((("Cont", "Cont", -1.0), ("Default", "Cont", -0.8), ("SomMot", "SomMot", -0.7),
-                             ("Default", "Default", -0.5)), 1.6, level=1),
-    "bipolar": Effect((("Limbic", "Default", 1.0), ("SalVentAttn", "Cont", -0.8), ("Limbic", "Limbic", 0.7)), 1.25, level=1),
-    "anxiety": Effect((("SalVentAttn", "SalVentAttn", 1.0), ("SalVentAttn", "Limbic", 0.8)), 1.3, level=1),
-    "ptsd": Effect((("SalVentAttn", "Limbic", 1.0), ("Default", "Default", -0.6), ("SalVentAttn", "Default", -0.6)),
-                   1.3, level=1),
-}
 
 
 @dataclass(frozen=True)
@@ -288,10 +252,14 @@ class SimulationConfig:
             network-level matrix is nearly singular, so subject variability and effects live in
             tiny contrasts that only a model-whitened score sees: edge regression stayed near chance
             while the oracle reached 0.8-0.9 (calibration 2026-11; see `EFFECTS`).
-        effect_scale: multiplies every effect strength (1.2 with the per-attribute separabilities
-            gives zero-shot edge-regression AUCs of ~0.65-0.80 and oracle AUCs of ~0.78-0.92 at
-            Schaefer-100 with 1,500 subjects).
+        effect_scale: multiplies every effect strength (the separabilities d' of `effects.json`).
         oracle_pool: attribute draws per site used by the oracle for p(h | site) and nuisance moments.
+        roi_variability: SD across subjects of a planted region's coupling to each network (covariance units).
+        distributed_variability: SD across subjects of each coefficient of the distributed pattern.
+        distributed_rank: number of seeded ROI loadings of the distributed pattern.
+        motion_fields: spatial fields of the head-motion artefact (Gaussian bumps at spread ROI centroids).
+        motion_width_mm: width of each motion field.
+        effects: the planted effects (`effects.load_effects`).
     """
 
     subjects: int = 1500
@@ -305,6 +273,12 @@ class SimulationConfig:
     network_signal: float = 0.3
     effect_scale: float = 1.2
     oracle_pool: int = 4000
+    roi_variability: float = 0.03
+    distributed_variability: float = 0.0015
+    distributed_rank: int = 2
+    motion_fields: int = 8
+    motion_width_mm: float = 30.0
+    effects: EffectSet = EFFECT_SET
     cohorts: tuple[CohortSpec, ...] = DEFAULT_COHORTS
 
 
@@ -355,74 +329,298 @@ def site_edge_bias(coords: np.ndarray, scale: float, rng: np.random.Generator, p
 
 
 @dataclass
+class EffectModel:
+    """The low-rank space where attributes and nuisances change a subject's covariance.
+
+    A subject's covariance is C_k + B (Psi_s - Psi_k) B^T with the basis B `(N, m)`: the K Yeo-7
+    network indicators, one indicator per planted region, `distributed_rank` seeded ROI loadings with
+    zero mean inside every network (invisible to network block means), and `motion_fields` smooth
+    spatial fields of the head-motion artefact. Psi_k = (B^T C_k^-1 B)^-1. Only p entries of Psi_s
+    vary (`rows`, `cols`, upper triangle): every network pair, each planted region's coupling to the
+    networks its effects target, the distributed block and the motion fields' variances. Vectors over those p entries
+    ("coordinates") describe every effect.
+
+    Attributes:
+        basis: `(N, m)` B.
+        basis_names: m names (networks, region names, ``distributed_<i>``, ``motion_<i>``).
+        rows, cols: `(p,)` the varying entries of Psi.
+        directions: {attribute: {component: `(p,)` change per unit code}} (components roi, blocks, whole_brain).
+        motion: `(p,)` change per unit of head motion.
+        global_signal: `(p,)` change per unit of site global signal (every network pair).
+        network_entries: `(p,)` bool, the network-pair coordinates.
+        region_columns: {region name: its column in `basis`}.
+        effects: {attribute: its `Effect` definition (the code of its values)}.
+        design: `(p, d)` the oracle's d coordinates phi (entries move as design @ phi: every entry on its
+            own, except the motion fields, which move together by the subject's motion).
+    """
+
+    basis: np.ndarray
+    basis_names: list[str]
+    rows: np.ndarray
+    cols: np.ndarray
+    directions: dict[str, dict[str, np.ndarray]]
+    motion: np.ndarray
+    global_signal: np.ndarray
+    network_entries: np.ndarray
+    region_columns: dict[str, int]
+    effects: dict[str, Effect] = field(default_factory=dict)
+    design: np.ndarray | None = None
+
+    @property
+    def design_pinv(self) -> np.ndarray:
+        """`(d, p)` the pseudo-inverse of `design` (exact on its span)."""
+        return np.linalg.pinv(self.design)
+
+    def total(self, key: str) -> np.ndarray:
+        return sum(self.directions[key].values())
+
+    def edge_map(self, coords: np.ndarray) -> np.ndarray:
+        """`(..., N, N)` covariance change B unvech(coords) B^T of coordinate vectors `(..., p)`."""
+        m = self.basis.shape[1]
+        mat = np.zeros(coords.shape[:-1] + (m, m))
+        mat[..., self.rows, self.cols] = coords
+        mat[..., self.cols, self.rows] = coords
+        return self.basis @ mat @ self.basis.T
+
+
+def _distributed_loadings(net: np.ndarray, rank: int, seed: int) -> np.ndarray:
+    """`(N, rank)` seeded loadings, each with zero mean inside every network and RMS 1."""
+    u = np.random.default_rng(seed).normal(size=(len(net), rank))
+    ind = np.eye(len(YEO7))[net]
+    u -= ind @ np.linalg.lstsq(ind, u, rcond=None)[0]
+    return u / np.sqrt((u ** 2).mean(0))
+
+
+def motion_fields(coords: np.ndarray, fields: int, width_mm: float) -> np.ndarray:
+    """`(N, fields)` Gaussian bumps at spread ROI centroids (farthest-point order from ROI 0), scaled so that
+    the mean over ROIs of the summed squared bumps is 1: motion adds shared variance to nearby regions, which
+    inflates short-distance correlations and, through the larger variances, deflates long-distance ones."""
+    centres = [0]
+    dist = ((coords - coords[0]) ** 2).sum(1)
+    for _ in range(fields - 1):
+        centres.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, ((coords - coords[centres[-1]]) ** 2).sum(1))
+    bumps = np.exp(-((coords[:, None] - coords[centres][None]) ** 2).sum(-1) / (2 * width_mm ** 2))
+    return bumps / np.sqrt((bumps ** 2).sum(1).mean())
+
+
+def effect_basis(atlas: Atlas, net: np.ndarray, config: SimulationConfig) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """(B `(N, m)`, column names, {region name: column}) for an atlas (see `EffectModel`)."""
+    ind = np.eye(len(YEO7))[net]
+    regions = resolve_regions(config.effects, atlas)
+    roi_cols: list[int] = []
+    columns: dict[str, int] = {}
+    for name, idx in regions.items():
+        if idx not in roi_cols:
+            roi_cols.append(idx)
+        columns[name] = len(YEO7) + roi_cols.index(idx)
+    eye = np.eye(atlas.num_rois)[:, roi_cols]
+    dist = _distributed_loadings(net, config.distributed_rank, config.effects.distributed_seed)
+    motion = motion_fields(atlas.coords, config.motion_fields, config.motion_width_mm)
+    basis = np.concatenate([ind, eye, dist, motion], 1)
+    names = (list(YEO7) + [atlas.labels[i] for i in roi_cols] + [f"distributed_{i}" for i in range(dist.shape[1])]
+             + [f"motion_{i}" for i in range(motion.shape[1])])
+    return basis, names, columns
+
+
+def _coordinates(k: int, targets: list[list[int]], d: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """The varying entries of Psi for K networks, region columns coupled to their target networks
+    (`targets[j]`: network indices of region column K + j), d distributed and f motion columns."""
+    rows, cols = [list(x) for x in np.triu_indices(k)]
+    r = len(targets)
+    for j, nets in enumerate(targets):  # a region's coupling to each network its effects target
+        rows += sorted(nets)
+        cols += [k + j] * len(nets)
+    rd, cd = np.triu_indices(d)
+    rows += list(rd + k + r)
+    cols += list(cd + k + r)
+    rows += list(range(k + r + d, k + r + d + f))
+    cols += list(range(k + r + d, k + r + d + f))
+    return np.array(rows), np.array(cols)
+
+
+def subject_variability(psi_net: np.ndarray, model_or_p, config: SimulationConfig) -> np.ndarray:
+    """Prior covariance `(p, p)` of a subject's coordinates: on the network pairs Wishart-like around the
+    site's network-level matrix Psi_net `(K, K)`, a global-signal term and an isotropic floor (a fraction of
+    Psi_net's smallest eigenvalue, so no network contrast is noise-free); independent region couplings
+    (`roi_variability`) and distributed coefficients (`distributed_variability`); none on the motion fields
+    (motion is a per-subject nuisance, see `sample_motion`). With an int instead of a model: the network
+    block only."""
+    q = len(vech(psi_net))
+    floor = (config.isotropic_fraction * np.linalg.eigvalsh(psi_net)[0]) ** 2
+    glob = (config.global_fraction * psi_net.mean()) ** 2
+    net_cov = wishart_like_cov(psi_net, config.network_dof) + glob * np.ones((q, q)) + floor * np.eye(q)
+    if isinstance(model_or_p, int):
+        return net_cov
+    model = model_or_p
+    p = len(model.rows)
+    out = np.zeros((p, p))
+    out[:q, :q] = net_cov
+    names = np.array(model.basis_names)
+    kind_col = np.array([n.split("_")[0] if n.startswith(("distributed_", "motion_")) else "roi" for n in names])
+    kind_col[: len(YEO7)] = "network"
+    kinds = kind_col[model.cols]
+    var = np.where(kinds == "roi", config.roi_variability ** 2, np.where(kinds == "distributed",
+                                                                        config.distributed_variability ** 2, 0.0))
+    var[:q] = 0.0
+    out[np.arange(q, p), np.arange(q, p)] = var[q:]
+    return out
+
+
+def _mahalanobis(v: np.ndarray, omega: np.ndarray) -> float:
+    support = np.flatnonzero(np.abs(v) > 0)
+    sub = v[support]
+    return float(np.sqrt(sub @ np.linalg.solve(omega[np.ix_(support, support)], sub)))
+
+
+def effect_model(atlas: Atlas, net: np.ndarray, psi_ref: np.ndarray, config: SimulationConfig) -> tuple[EffectModel, np.ndarray]:
+    """The `EffectModel` of an atlas and the reference subject variability `(p, p)`.
+
+    Each component of an attribute's effect (see `effects.py`) is a coordinate pattern scaled to
+    ``separability * effect_scale`` in Mahalanobis norm under the reference subject variability (d' per
+    unit code, so difficulty does not depend on the atlas): blocks put ``weight * sqrt(Psi_aa Psi_bb)`` on
+    their network pairs (Psi_ref the main template's network-level matrix); roi puts ``weight`` on the
+    region's coupling to each target network; whole_brain adds unit-d' patterns for global coupling (every
+    network pair, ``sqrt(Psi_aa Psi_bb)``), segregation (+ within, - between) and the distributed pattern
+    (the cross-coupling of the first two distributed loadings), weighted.
+    """
+    k = len(YEO7)
+    basis, names, region_cols = effect_basis(atlas, net, config)
+    r = len(names) - k - config.distributed_rank - config.motion_fields
+    targets: list[set[int]] = [set() for _ in range(r)]
+    for eff in config.effects.effects.values():
+        for reg in eff.regions:
+            targets[region_cols[reg.region] - k] |= {YEO7.index(t) for t in reg.targets}
+    rows, cols = _coordinates(k, [sorted(t) for t in targets], config.distributed_rank, config.motion_fields)
+    p = len(rows)
+    q = k * (k + 1) // 2
+    network = np.zeros(p, bool)
+    network[:q] = True
+    proto = EffectModel(basis, names, rows, cols, {}, np.zeros(p), network.astype(float), network, region_cols)
+    omega = subject_variability(psi_ref, proto, config)
+    d = np.sqrt(np.diag(psi_ref))
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(rows, cols))}
+
+    def net_entry(a: str, b: str) -> int:
+        i, j = sorted((YEO7.index(a), YEO7.index(b)))
+        return index[(i, j)]
+
+    def scaled(v: np.ndarray, sep: float) -> np.ndarray:
+        return v * sep * config.effect_scale / _mahalanobis(v, omega)
+
+    whole = {}
+    g = np.zeros(p)
+    g[:q] = (d[rows[:q]] * d[cols[:q]])
+    whole["global"] = g
+    seg = np.where(rows[:q] == cols[:q], 1.0, -1.0) * d[rows[:q]] * d[cols[:q]]
+    whole["segregation"] = np.concatenate([seg, np.zeros(p - q)])
+    dist = np.zeros(p)
+    dist[index[(k + r, k + r + 1)]] = 1.0
+    whole["distributed"] = dist
+    whole = {t: v / _mahalanobis(v, omega) for t, v in whole.items()}
+
+    directions: dict[str, dict[str, np.ndarray]] = {}
+    for key, eff in config.effects.effects.items():
+        comp = {}
+        if eff.pairs:
+            v = np.zeros(p)
+            for a, b, w in eff.pairs:
+                i, j = YEO7.index(a), YEO7.index(b)
+                v[net_entry(a, b)] = w * d[i] * d[j]
+            comp["blocks"] = scaled(v, eff.block_separability)
+        if eff.regions:
+            v = np.zeros(p)
+            for reg in eff.regions:
+                for t in reg.targets:
+                    v[index[(YEO7.index(t), region_cols[reg.region])]] += reg.weight
+            comp["roi"] = scaled(v, eff.roi_separability)
+        if eff.whole_brain:
+            comp["whole_brain"] = scaled(sum(w * whole[t] for t, w in eff.whole_brain), eff.whole_brain_separability)
+        directions[key] = comp
+    motion = np.zeros(p)
+    motion[p - config.motion_fields:] = 1.0
+    free = np.flatnonzero(motion == 0)
+    design = np.zeros((p, len(free) + 1))
+    design[free, np.arange(len(free))] = 1.0
+    design[:, -1] = motion
+    model = EffectModel(basis, names, rows, cols, directions, motion, network.astype(float), network, region_cols,
+                        dict(config.effects.effects), design)
+    return model, omega
+
+
+@dataclass
 class SiteModel:
-    """One site's fixed parameters: covariance `(N, N)`, network-level Psi `(K, K)`, scan length."""
+    """One site's fixed parameters: covariance `(N, N)`, Psi `(m, m)` in the effect basis, subject variability."""
 
     cohort: CohortSpec
     spec: SiteSpec
     cov: np.ndarray
     psi: np.ndarray
-    subject_cov: np.ndarray  # (q, q) prior covariance of vech(D_s)
+    subject_cov: np.ndarray  # (p, p) prior covariance of a subject's coordinates
+
+    def coordinates(self, model: EffectModel) -> np.ndarray:
+        """`(p,)` the site's Psi at the varying entries."""
+        return self.psi[model.rows, model.cols]
 
 
 def build_site(cohort: CohortSpec, spec: SiteSpec, template: np.ndarray, coords: np.ndarray, net: np.ndarray,
-               config: SimulationConfig, rng: np.random.Generator) -> SiteModel:
+               config: SimulationConfig, rng: np.random.Generator, model: EffectModel) -> SiteModel:
     n = template.shape[0]
     cov, _ = clip_pd(template + site_edge_bias(coords, spec.bias_scale, rng), 0.02)
     ind = np.eye(len(YEO7))[net]
     cov = cov + config.network_signal * ind @ ind.T + spec.noise_var * np.eye(n)
-    psi = np.linalg.inv(ind.T @ np.linalg.solve(cov, ind))
+    psi_net = np.linalg.inv(ind.T @ np.linalg.solve(cov, ind))
+    psi = np.linalg.inv(model.basis.T @ np.linalg.solve(cov, model.basis))
     psi = (psi + psi.T) / 2
-    return SiteModel(cohort, spec, cov, psi, subject_variability(psi, config))
+    return SiteModel(cohort, spec, cov, psi, subject_variability((psi_net + psi_net.T) / 2, model, config))
 
 
-def subject_variability(psi: np.ndarray, config: SimulationConfig) -> np.ndarray:
-    """Prior covariance `(q, q)` of vech(D_s): Wishart-like around Psi, a global-signal term, and an
-    isotropic floor (a fraction of Psi's smallest eigenvalue) so no network contrast is noise-free."""
-    q = len(vech(psi))
-    floor = (config.isotropic_fraction * np.linalg.eigvalsh(psi)[0]) ** 2
-    glob = (config.global_fraction * psi.mean()) ** 2
-    return wishart_like_cov(psi, config.network_dof) + glob * np.ones((q, q)) + floor * np.eye(q)
-
-
-def effect_matrices(psi_ref: np.ndarray, omega_ref: np.ndarray, effects: dict[str, Effect],
-                    scale: float) -> dict[str, np.ndarray]:
-    """`(K, K)` effect per unit code for each attribute with an effect (see `Effect`)."""
-    out = {}
-    d = np.sqrt(np.diag(psi_ref))
-    for key, eff in effects.items():
-        mat = np.zeros((len(YEO7), len(YEO7)))
-        for a, b, w in eff.pairs:
-            i, j = YEO7.index(a), YEO7.index(b)
-            mat[i, j] = mat[j, i] = w * d[i] * d[j]
-        v = vech(mat)
-        out[key] = mat * scale * eff.separability / np.sqrt(v @ np.linalg.solve(omega_ref, v))
-    return out
-
-
-def network_shift(attrs: pd.DataFrame, effect_mats: dict[str, np.ndarray]) -> np.ndarray:
-    """`(S, K, K)` sum of attribute effects for S subjects (true attribute values)."""
-    shift = np.zeros((len(attrs), len(YEO7), len(YEO7)))
-    for key, mat in effect_mats.items():
-        shift += EFFECTS[key].code(attrs[key])[:, None, None] * mat
+def attribute_shift(attrs: pd.DataFrame, model: EffectModel) -> np.ndarray:
+    """`(S, p)` sum of attribute effects for S subjects (true attribute values)."""
+    shift = np.zeros((len(attrs), len(model.rows)))
+    for key in model.directions:
+        shift += model.effects[key].code(attrs[key])[:, None] * model.total(key)[None]
     return shift
+
+
+def sample_motion(attrs: pd.DataFrame, site: SiteSpec, rng: np.random.Generator) -> np.ndarray:
+    """`(S,)` head-motion amplitude per subject: log-normal around the site's typical motion, higher in
+    children and in ADHD and autism (as in real cohorts' mean framewise displacement)."""
+    age = attrs["age"].to_numpy(float)
+    child = np.clip((18 - age) / 12, 0, 1)
+    # Group differences of mean framewise displacement: children move much more; ADHD and autism
+    # somewhat more (d ~ 0.3 and 0.2 on log motion).
+    log_m = (np.log(max(site.motion, 1e-9)) + 0.5 * rng.normal(size=len(attrs)) + 0.4 * child
+             + 0.15 * attrs["adhd"].to_numpy(float) + 0.1 * attrs["autism"].to_numpy(float))
+    return np.exp(log_m) if site.motion > 0 else np.zeros(len(attrs))
 
 
 # --------------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------------
-def sample_time_series(cov: np.ndarray, kappa: float, timepoints: int, rng: np.random.Generator) -> torch.Tensor:
-    """X `(S, T, N)` with Sigma_s ~ InverseWishart(N + 1 + kappa, kappa cov_s) and rows ~ N(0, Sigma_s).
+def ar1_noise(shape: tuple[int, int, int], phi: float, rng: np.random.Generator) -> np.ndarray:
+    """`(S, T, N)` stationary AR(1) series along T with unit variance and lag-1 correlation `phi`."""
+    e = rng.normal(size=shape)
+    if phi == 0:
+        return e
+    e[:, 0] /= np.sqrt(1 - phi ** 2)
+    return lfilter([np.sqrt(1 - phi ** 2)], [1.0, -phi], e, axis=1)
+
+
+def sample_time_series(cov: np.ndarray, kappa: float, timepoints: int, rng: np.random.Generator,
+                       ar1: float = 0.0) -> torch.Tensor:
+    """X `(S, T, N)` with Sigma_s ~ InverseWishart(N + 1 + kappa, kappa cov_s) and rows ~ N(0, Sigma_s),
+    AR(1)-correlated over time with lag-1 correlation `ar1`.
 
     With kappa cov = U U^T (Cholesky) and Bartlett's W = U^-T A A^T U^-1 ~ Wishart(nu, (kappa cov)^-1),
-    Sigma = W^-1 = U A^-T A^-1 U^T, so X = Z A^-1 U^T with Z standard normal `(T, N)`.
+    Sigma = W^-1 = U A^-T A^-1 U^T, so X = Z A^-1 U^T with Z `(T, N)` (independent ROIs, AR(1) in time).
     """
     s, n, _ = cov.shape
     nu = n + 1 + kappa
     upper = torch.linalg.cholesky(torch.as_tensor(kappa * cov, dtype=torch.float64))
     bart = np.tril(rng.normal(size=(s, n, n)), -1)
     bart[:, np.arange(n), np.arange(n)] = np.sqrt(rng.chisquare(nu - np.arange(n), size=(s, n)))
-    z = torch.as_tensor(rng.normal(size=(s, timepoints, n)))
+    z = torch.as_tensor(ar1_noise((s, timepoints, n), ar1, rng))
     # Z A^-1: solve Y A = Z for Y (A lower triangular).
     y = torch.linalg.solve_triangular(torch.as_tensor(bart), z, upper=False, left=False)
     return y @ upper.transpose(-1, -2)
@@ -442,58 +640,65 @@ class _SiteDraw:
     observed: pd.DataFrame
     fcns: np.ndarray
     g1: np.ndarray
+    motion: np.ndarray
 
 
-def _simulate_site(site: SiteModel, n: int, effect_mats, ind, config, rng, chunk: int = 64) -> tuple[_SiteDraw, int]:
+def _simulate_site(site: SiteModel, n: int, model: EffectModel, config, rng, chunk: int = 64) -> tuple[_SiteDraw, int]:
     true = sample_attributes(site.cohort, site.spec, n, rng)
     observed = apply_missingness(true, site.cohort, rng)
-    k = len(YEO7)
-    psi_mean = site.psi + site.spec.global_signal + network_shift(true, effect_mats)
-    noise = rng.normal(size=(n, k, k))
-    noise = (noise + np.swapaxes(noise, 1, 2)) / np.sqrt(2 * config.network_dof)  # GOE: var 1/dof (off-diag)
-    root = np.linalg.cholesky(site.psi)
-    iso = rng.normal(size=(n, k, k)) * config.isotropic_fraction * np.linalg.eigvalsh(site.psi)[0]
-    iso = np.triu(iso) + np.swapaxes(np.triu(iso, 1), 1, 2)  # symmetric, every vech entry var floor
-    d_subj = root @ noise @ root.T + rng.normal(0, config.global_fraction * site.psi.mean(), (n, 1, 1)) + iso
+    motion = sample_motion(true, site.spec, rng)
+    base = site.coordinates(model)
+    mean = (base + site.spec.global_signal * model.global_signal + attribute_shift(true, model)
+            + motion[:, None] * model.motion[None])
+    omega = site.subject_cov
+    sd = np.sqrt(np.diag(omega))
+    dense = np.flatnonzero(model.network_entries)
+    noise = rng.normal(size=(n, len(base))) * sd[None]
+    noise[:, dense] = rng.normal(size=(n, len(dense))) @ np.linalg.cholesky(omega[np.ix_(dense, dense)]).T
+    coords = mean + noise
+    m = model.basis.shape[1]
+    psi_mean = np.broadcast_to(site.psi, (n, m, m)).copy()
+    psi_mean[:, model.rows, model.cols] = coords
+    psi_mean[:, model.cols, model.rows] = coords
     floor = config.clip_fraction * np.linalg.eigvalsh(site.psi)[0]
-    psi_s, _ = clip_pd(psi_mean + d_subj, floor)
-    clipped = int((np.linalg.eigvalsh(psi_mean + d_subj)[:, 0] < floor).sum())
-    cov = site.cov[None] + ind @ (psi_s - site.psi) @ ind.T
+    psi_s, _ = clip_pd(psi_mean, floor)
+    clipped = int((np.linalg.eigvalsh(psi_mean)[:, 0] < floor).sum())
+    cov = site.cov[None] + model.basis @ (psi_s - site.psi) @ model.basis.T
     fcns = np.empty((n,) + site.cov.shape, dtype=np.float32)
-    g1 = np.empty((n, k, k))
+    g1 = np.empty((n, m, m))
     kappa = config.idiosyncrasy
-    base = torch.as_tensor(kappa * site.cov)
-    ind_t = torch.as_tensor(ind, dtype=torch.float64)
+    base_a = torch.as_tensor(kappa * site.cov)
+    basis_t = torch.as_tensor(model.basis, dtype=torch.float64)
     scale = torch.as_tensor(np.sqrt(np.diag(site.cov)))[:, None]
+    t_eff = site.spec.effective_timepoints
     for start in range(0, n, chunk):
-        x = sample_time_series(cov[start:start + chunk], kappa, site.spec.timepoints, rng)
+        x = sample_time_series(cov[start:start + chunk], kappa, site.spec.timepoints, rng, site.spec.ar1)
         fcn = compute_fcns(x.numpy())
         fcns[start:start + chunk] = fcn
-        # The oracle sees what FCN methods see: the correlation matrix, rescaled to the site's
-        # expected ROI variances (the subject's own variances would leak extra information).
-        a = base + site.spec.timepoints * scale * torch.as_tensor(fcn) * scale.T
+        # The oracle sees what FCN methods see: the correlation matrix, rescaled to the site's expected
+        # ROI variances (the subject's own variances would leak extra information), as a Wishart with the
+        # scan's effective T (temporal autocorrelation makes the sample covariance vary as with fewer volumes).
+        a = base_a + t_eff * scale * torch.as_tensor(fcn) * scale.T
         chol = torch.linalg.cholesky(a)
-        g1[start:start + chunk] = (ind_t.T @ torch.cholesky_solve(ind_t.expand(len(x), -1, -1), chol)).numpy()
-    return _SiteDraw(site, true, observed, fcns, g1), clipped
+        g1[start:start + chunk] = (basis_t.T @ torch.cholesky_solve(basis_t.expand(len(x), -1, -1), chol)).numpy()
+    return _SiteDraw(site, true, observed, fcns, g1, motion), clipped
 
 
 # --------------------------------------------------------------------------------------------------
 # Oracle hypotheses
 # --------------------------------------------------------------------------------------------------
-def pooled_effects(pool: pd.DataFrame, effect_mats: dict[str, np.ndarray]) -> np.ndarray:
-    """`(P, q)` summed effect of all attributes for each pooled draw."""
-    total = np.zeros((len(pool), len(vech(next(iter(effect_mats.values()))))))
-    for b, mat in effect_mats.items():
-        total += EFFECTS[b].code(pool[b])[:, None] * vech(mat)[None]
-    return total
+def pooled_effects(pool: pd.DataFrame, motion: np.ndarray, model: EffectModel) -> np.ndarray:
+    """`(P, p)` summed effect of all attributes and head motion for each pooled draw."""
+    return attribute_shift(pool, model) + motion[:, None] * model.motion[None]
 
 
 def build_hypotheses(key: str, kind: str, classes: list, pool: pd.DataFrame, total: np.ndarray, site: SiteModel,
-                     bins: int = 20) -> Hypotheses:
-    """Prior of vech(Psi_s) for each value (class or quantile bin) of `key` at one site.
+                     model: EffectModel, bins: int = 20, gram: np.ndarray | None = None) -> Hypotheses:
+    """Prior of a subject's coordinates for each value (class or quantile bin) of `key` at one site.
 
-    `pool` holds true attribute draws from the site's distribution and `total` `(P, q)` their summed
-    effects: the prior p(h | site) and the conditional mean/covariance of the effects given h come from it.
+    `pool` holds true attribute draws from the site's distribution and `total` `(P, p)` their summed
+    effects (motion included): the prior p(h | site) and the conditional mean/covariance of the effects
+    given h come from it. `gram`: total^T total `(p, p)`, if already computed.
     """
     values = pool[key].to_numpy()
     if kind == "continuous":
@@ -507,16 +712,19 @@ def build_hypotheses(key: str, kind: str, classes: list, pool: pd.DataFrame, tot
         labels = np.arange(len(classes))
         hyp_values = labels.astype(float)
     counts = np.array([(group == h).sum() for h in labels])
-    base = vech(site.psi + site.spec.global_signal)
-    means = np.stack([base + (total[group == h].mean(0) if counts[h] else 0.0) for h in labels])
-    resid = total - means[group] + base
-    cov = site.subject_cov + resid.T @ resid / max(len(pool) - len(labels), 1)
+    base = site.spec.global_signal * model.global_signal
+    sums = np.stack([total[group == h].sum(0) for h in labels])
+    means = base + sums / np.maximum(counts, 1)[:, None]
+    # within-hypothesis scatter: sum of total total^T minus each hypothesis' n_h mean_h mean_h^T
+    scatter = (gram if gram is not None else total.T @ total) - (sums.T / np.maximum(counts, 1)) @ sums
+    cov = site.subject_cov + scatter / max(len(pool) - len(labels), 1)
+    proj = model.design_pinv  # the oracle's coordinates: the change from the site's Psi
     with np.errstate(divide="ignore"):
         log_prior = np.log(counts / counts.sum())
-    return Hypotheses(means=means, cov=cov, log_prior=log_prior, values=hyp_values)
+    return Hypotheses(means=means @ proj.T, cov=proj @ cov @ proj.T, log_prior=log_prior, values=hyp_values)
 
 
-def oracle_scores(draws: list[_SiteDraw], fit: LaplaceFit, effect_mats, config: SimulationConfig,
+def oracle_scores(draws: list[_SiteDraw], fit: LaplaceFit, model: EffectModel, config: SimulationConfig,
                   rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per attribute: log-odds `(S,)` (binary), class posteriors `(S, C)` (categorical), posterior mean `(S,)`."""
     from datasets_scripts.attributes import load_registry
@@ -531,11 +739,12 @@ def oracle_scores(draws: list[_SiteDraw], fit: LaplaceFit, effect_mats, config: 
         rows = np.arange(start, start + len(draw.true))
         start += len(draw.true)
         pool = sample_attributes(draw.site.cohort, draw.site.spec, config.oracle_pool, rng)
-        total_effects = pooled_effects(pool, effect_mats)
+        total_effects = pooled_effects(pool, sample_motion(pool, draw.site.spec, rng), model)
+        gram = total_effects.T @ total_effects
         for key in keys:
             attr = registry[key]
             classes = list(attr.classes) if attr.kind == "categorical" else [0.0, 1.0]
-            hyp = build_hypotheses(key, attr.kind, classes, pool, total_effects, draw.site)
+            hyp = build_hypotheses(key, attr.kind, classes, pool, total_effects, draw.site, model, gram=gram)
             post = posterior(fit, rows, hyp)
             if attr.kind == "binary":
                 scores[key][rows] = np.log(np.clip(post[:, 1], 1e-300, None)) - np.log(np.clip(post[:, 0], 1e-300, None))
@@ -557,19 +766,37 @@ def simulate(config: SimulationConfig = SimulationConfig()) -> SubjectTable:
         return _simulate(config)
 
 
-def _simulate(config: SimulationConfig) -> SubjectTable:
-    """Simulate `config.subjects` subjects; returns a `SubjectTable` whose `info` holds the ground truth.
+def planted_truth(model: EffectModel, effects: dict[str, Effect], atlas: Atlas) -> dict:
+    """The planted effects as data: per attribute its code, components (readable) and edge maps.
 
-    info keys: ``effect_maps`` {attribute: `(N, N)` float32 covariance change per unit code},
-    ``planted_pairs`` {attribute: [(network, network, weight)]}, ``effect_codes`` {attribute:
-    coding}, ``true_attributes`` (frame, no missing values), ``oracle_scores`` {attribute: array},
-    ``zero_shot_datasets`` / ``seen_datasets``, ``sites`` (per-site parameters), ``psd_clips``,
-    ``timings`` (seconds), ``config``.
+    Returns {"attributes": {key: {"code", "separability" {component: d'}, "roi" [{region, roi, targets,
+    weight, amplitude}], "blocks" [[a, b, weight, amplitude]], "whole_brain" {term: weight}}}, "edge_maps":
+    {key: {component: `(E,)` float32 covariance change per unit code on the upper-triangle edges i < j}}}.
     """
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if config.subjects < 1:
-        raise ValueError(f"Need at least one subject, got subjects={config.subjects}.")
+    iu = np.triu_indices(atlas.num_rois, 1)
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(model.rows, model.cols))}
+    readable, maps = {}, {}
+    for key, comps in model.directions.items():
+        eff = effects[key]
+        entry = {"code": ({"level": eff.level} if eff.level is not None else {"center": eff.center, "scale": eff.scale}),
+                 "separability": eff.separabilities}
+        if "roi" in comps:
+            entry["roi"] = [{"region": r.region, "roi": int(np.argmax(model.basis[:, model.region_columns[r.region]])),
+                             "targets": list(r.targets), "weight": r.weight,
+                             "amplitude": [float(comps["roi"][index[(YEO7.index(t), model.region_columns[r.region])]])
+                                           for t in r.targets]} for r in eff.regions]
+        if "blocks" in comps:
+            entry["blocks"] = [[a, b, w, float(comps["blocks"][index[tuple(sorted((YEO7.index(a), YEO7.index(b))))]])]
+                               for a, b, w in eff.pairs]
+        if "whole_brain" in comps:
+            entry["whole_brain"] = dict(eff.whole_brain)
+        readable[key] = entry
+        maps[key] = {c: model.edge_map(v)[iu].astype(np.float32) for c, v in comps.items()}
+    return {"attributes": readable, "edge_maps": maps, "atlas": atlas.name, "num_rois": atlas.num_rois}
+
+
+def _reference_model(config: SimulationConfig) -> tuple[Atlas, np.ndarray, dict[str, np.ndarray], EffectModel]:
+    """(atlas, Yeo-7 assignment, HCP templates per group, effect model) of a configuration."""
     atlas = load_atlas(config.atlas)
     net = yeo7_assignment(atlas)
     ind = np.eye(len(YEO7))[net]
@@ -583,17 +810,41 @@ def _simulate(config: SimulationConfig) -> SubjectTable:
         templates[group] = clip_pd(fcn, 1e-3)[0]
     main = templates.get("main", next(iter(templates.values())))
     psi_ref = np.linalg.inv(ind.T @ np.linalg.solve(main + config.network_signal * ind @ ind.T, ind))
-    effect_mats = effect_matrices(psi_ref, subject_variability(psi_ref, config), EFFECTS, config.effect_scale)
+    model, _ = effect_model(atlas, net, (psi_ref + psi_ref.T) / 2, config)
+    return atlas, net, templates, model
+
+
+def planted_effects(config: SimulationConfig = SimulationConfig()) -> dict:
+    """The planted truth (`planted_truth`) of a configuration's atlas and effects, without simulating subjects."""
+    atlas, _, _, model = _reference_model(config)
+    return planted_truth(model, config.effects.effects, atlas)
+
+
+def _simulate(config: SimulationConfig) -> SubjectTable:
+    """Simulate `config.subjects` subjects; returns a `SubjectTable` whose `info` holds the ground truth.
+
+    info keys: ``effect_maps`` {attribute: `(N, N)` float32 covariance change per unit code},
+    ``planted_pairs`` {attribute: [(network, network, weight)]}, ``planted`` (`planted_truth`: the
+    components per attribute, readable and as edge maps), ``effect_codes`` {attribute: coding},
+    ``true_attributes`` (frame, no missing values), ``motion`` `(S,)`, ``oracle_scores`` {attribute:
+    array}, ``zero_shot_datasets`` / ``seen_datasets``, ``sites`` (per-site parameters), ``psd_clips``,
+    ``timings`` (seconds), ``config``.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if config.subjects < 1:
+        raise ValueError(f"Need at least one subject, got subjects={config.subjects}.")
+    atlas, net, templates, model = _reference_model(config)
 
     rng = np.random.default_rng(config.seed)
     draws: list[_SiteDraw] = []
     clips = 0
     for cohort, n_cohort in zip(config.cohorts, _allocate(config.subjects, [c.weight for c in config.cohorts])):
         for spec, n_site in zip(cohort.sites, _allocate(n_cohort, [1.0] * len(cohort.sites))):
-            site = build_site(cohort, spec, templates[cohort.template], atlas.coords, net, config, rng)
+            site = build_site(cohort, spec, templates[cohort.template], atlas.coords, net, config, rng, model)
             if n_site == 0:
                 continue
-            draw, clipped = _simulate_site(site, n_site, effect_mats, ind, config, rng)
+            draw, clipped = _simulate_site(site, n_site, model, config, rng)
             draws.append(draw)
             clips += clipped
     timings["sample"] = time.perf_counter() - t0
@@ -601,28 +852,32 @@ def _simulate(config: SimulationConfig) -> SubjectTable:
     t1 = time.perf_counter()
     g1 = np.concatenate([d.g1 for d in draws])
     psi_site = np.concatenate([np.broadcast_to(d.site.psi, (len(d.true),) + d.site.psi.shape) for d in draws])
-    timepoints = np.concatenate([np.full(len(d.true), d.site.spec.timepoints) for d in draws])
-    fit = laplace_fit(g1, psi_site, config.idiosyncrasy, atlas.num_rois + 1 + config.idiosyncrasy, timepoints)
-    scores = oracle_scores(draws, fit, effect_mats, config, rng)
+    timepoints = np.concatenate([np.full(len(d.true), d.site.spec.effective_timepoints) for d in draws])
+    fit = laplace_fit(g1, psi_site, config.idiosyncrasy, atlas.num_rois + 1 + config.idiosyncrasy, timepoints,
+                      active=(model.rows, model.cols), design=model.design)
+    scores = oracle_scores(draws, fit, model, config, rng)
     timings["oracle"] = time.perf_counter() - t1
 
     meta = pd.concat([
         pd.DataFrame({"subject_id": [f"{d.site.spec.name}_{i:05d}" for i in range(len(d.true))],
                       "dataset": d.site.cohort.name, "site": d.site.spec.name, "atlas": atlas.name})
         .join(d.observed.reset_index(drop=True)) for d in draws], ignore_index=True)
+    effects = config.effects.effects
     info = {
         "source": "simulator",
-        "config": {k: v for k, v in asdict(config).items() if k != "cohorts"},
-        "effect_maps": {k: (ind @ m @ ind.T).astype(np.float32) for k, m in effect_mats.items()},
-        "planted_pairs": {k: list(EFFECTS[k].pairs) for k in effect_mats},
+        "config": {k: v for k, v in asdict(config).items() if k not in ("cohorts", "effects")},
+        "effect_maps": {k: model.edge_map(model.total(k)).astype(np.float32) for k in model.directions},
+        "planted_pairs": {k: list(effects[k].pairs) for k in model.directions},
+        "planted": planted_truth(model, effects, atlas),
         "effect_codes": {k: ({"level": e.level} if e.level is not None else {"center": e.center, "scale": e.scale})
-                         for k, e in EFFECTS.items()},
+                         for k, e in effects.items()},
         "true_attributes": pd.concat([d.true for d in draws], ignore_index=True),
+        "motion": np.concatenate([d.motion for d in draws]),
         "oracle_scores": scores,
         "zero_shot_datasets": [c.name for c in config.cohorts if c.zero_shot],
         "seen_datasets": [c.name for c in config.cohorts if not c.zero_shot],
-        "sites": {d.site.spec.name: {**asdict(d.site.spec), "dataset": d.site.cohort.name,
-                                     "template": d.site.cohort.template} for d in draws},
+        "sites": {d.site.spec.name: {**asdict(d.site.spec), "effective_timepoints": d.site.spec.effective_timepoints,
+                                     "dataset": d.site.cohort.name, "template": d.site.cohort.template} for d in draws},
         "psd_clips": clips,
         "timings": timings,
     }

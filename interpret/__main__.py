@@ -81,14 +81,14 @@ def run_explain(args) -> dict:
         paradigm=args.paradigm, method=args.method, steps=args.steps, answer=args.answer,
         target_class=args.target_class, threshold=args.threshold, seed=args.seed,
         pattern_subjects=args.pattern_subjects, permutations=args.permutations)
-    truth = score_against_truth(result) if result.question.num_graphs == 1 else None
+    truth = score_against_truth(result, args.data) if result.question.num_graphs == 1 else None
     payload = write_explain_outputs(result, args.out, method=args.method, truth_row=truth)
     print(f"wrote {Path(args.out) / args.attribute}/report.html ({payload['subjects']} subjects, {result.seconds:.0f}s)")
     return payload
 
 
 def run_ground_truth(args) -> dict:
-    from .ground_truth import ground_truth_table
+    from .ground_truth import ground_truth_table, load_truth
     from .questions import check_attribute
     from .runner import explain_attribute, score_against_truth, trained_attributes, write_explain_outputs
 
@@ -97,6 +97,7 @@ def run_ground_truth(args) -> dict:
     keys = allowed if not args.attributes else [a.strip() for a in args.attributes.split(",") if a.strip()]
     for key in keys:
         check_attribute(key, allowed)
+    load_truth(args.data)  # a folder without recorded planted effects: MissingTruthError, before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -112,13 +113,10 @@ def run_ground_truth(args) -> dict:
             results[key] = {"attribute": key, "skipped": str(err)}
             print(f"  {key}: skipped ({err})")
             continue
-        row = score_against_truth(result)
-        if row is None:
-            raise ValueError(f"{args.data}: atlas {result.atlas!r} is not a simulator (Schaefer) atlas, so there is "
-                             "no planted ground truth to check against.")
+        row = score_against_truth(result, args.data)
         row.update(question=result.question.text, seconds=round(result.seconds, 1),
                    mean_margin=float(result.maps[0].margins.mean()))
-        ceiling = _data_ceiling(processor, data, key, result)
+        ceiling = _data_ceiling(processor, data, key, result, args.data)
         if ceiling is not None:
             row["data_ceiling"] = ceiling
         results[key] = row
@@ -142,7 +140,7 @@ def run_ground_truth(args) -> dict:
     return payload
 
 
-def _data_ceiling(processor, data, key: str, result) -> dict | None:
+def _data_ceiling(processor, data, key: str, result, data_dir) -> dict | None:
     """The data's own class-difference map (train split, all subjects) scored like the attribution map."""
     import numpy as np
 
@@ -164,7 +162,7 @@ def _data_ceiling(processor, data, key: str, result) -> dict | None:
     labels = side_labels(attr, values, result.question, cut)
     try:
         importance = class_difference_map(normalize_fcn(data.fcns[rows].copy(), processor.normalization), labels)
-        full = evaluate_map(importance, planted_effect(key, result.atlas))
+        full = evaluate_map(importance, planted_effect(key, data_dir))
     except ValueError:
         return None
     return {k: full[k] for k in ("planted_edge_auc", "planted_pair_rank", "primary_pair_rank", "top_pair",

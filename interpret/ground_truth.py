@@ -1,46 +1,62 @@
-"""Checking attribution maps against the simulator's ground truth.
+"""Checking attribution maps against the ground truth recorded in the dataset folder.
 
-The simulator (`datasets_scripts/simulate.py`) plants each attribute's effect on named Yeo-7 network
-blocks (`EFFECTS[key].pairs`: (network_a, network_b, weight)); at the edge level the effect map is
-L E L^T (L the ROI-to-network indicator), nonzero exactly on the edges whose two ROIs fall in a
-planted pair of networks. The builder's dataset folder does not store these, so they are rebuilt
-here from the simulator's effect definitions and the dataset's atlas (no subject is re-simulated;
-the planted *edges* depend only on the atlas' network assignment).
+The builder writes the simulator's planted effects into ``DIR/truth/`` (`build_instructions.write_truth`):
+``effects.json`` (per attribute: its ROI-, block- and whole-brain components as readable lists) and
+``effects.safetensors`` (``<attribute>.<component>``: the covariance change per unit code on every
+upper-triangle edge). The truth is read from there, so a dataset is checked against the effects it
+was built with; a folder without them (real cohorts, older builds) raises `MissingTruthError`.
+
+Planted edges are those of the localised components: the ROI level (a region's edges to its target
+networks) and the block level (every edge of a planted network pair); whole-brain components (global
+coupling, segregation, the distributed pattern) touch every edge and are kept as maps only.
 
 Metrics for one attribute's cohort edge-importance map W `(N, N)` (e.g. mean |attribution| over subjects):
 - ``planted_edge_auc``: the AUC of W at separating planted edges from all other edges (i < j);
-- ``planted_pair_rank``: the best rank (1 = first) of a planted pair among the K(K+1)/2 network
+- ``planted_pair_rank``: the best rank (1 = first) of a planted block pair among the K(K+1)/2 network
   pairs ranked by a `(K, K)` pair importance (the explain CLI passes the permutation z of the
   cohort's mean |block total| of signed attributions, `CohortMap.network_total_z`; default: the
   block mean of W);
-  ``primary_pair_rank``: the rank of the pair with the largest planted |weight|;
+  ``primary_pair_rank``: the rank of the block pair with the largest planted |weight|;
 - ``spread`` (every attribute, the only check for those with no planted effect): how much the top
   pair stands out: ``top_pair_z`` = (max - mean) / SD of the pair scores and ``top_over_median``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from datasets_scripts.simulate import EFFECTS, YEO7, yeo7_assignment
+from datasets_scripts.effects import YEO7
+from datasets_scripts.simulate import yeo7_assignment
 from processing.atlases import load_atlas
 
 from .attribution import network_block_mean
 
+TRUTH_JSON = Path("truth") / "effects.json"
+TRUTH_ARRAYS = Path("truth") / "effects.safetensors"
+LOCAL_COMPONENTS = ("roi", "blocks")
+
+
+class MissingTruthError(ValueError):
+    """A dataset folder without recorded planted effects."""
+
 
 @dataclass(frozen=True)
 class PlantedEffect:
-    """Ground truth of one attribute on one atlas.
+    """Ground truth of one attribute, as recorded in a dataset folder.
 
     Attributes:
         attribute: registry key.
-        pairs: planted (network_a, network_b, weight), Yeo-7 names ([] when the attribute has no effect).
+        pairs: planted block pairs (network_a, network_b, weight), Yeo-7 names ([] without a block component).
         assignment: `(N,)` Yeo-7 index of every ROI.
-        edge_mask: `(N, N)` bool, True on planted edges (symmetric, diagonal False).
-        edge_weight: `(N, N)` the planted weight of each edge's network pair (0 elsewhere).
+        edge_mask: `(N, N)` bool, True on planted edges of the ROI and block components (symmetric, diagonal False).
+        edge_weight: `(N, N)` the planted change of those components per unit code (0 elsewhere).
+        components: {component: `(N, N)` planted change} for every recorded component (roi, blocks, whole_brain).
+        regions: the ROI-level entries of the truth file ({region, roi, targets, weight, amplitude}).
     """
 
     attribute: str
@@ -48,10 +64,12 @@ class PlantedEffect:
     assignment: np.ndarray
     edge_mask: np.ndarray
     edge_weight: np.ndarray
+    components: dict = field(default_factory=dict)
+    regions: tuple = ()
 
     @property
     def has_effect(self) -> bool:
-        return bool(self.pairs)
+        return bool(self.edge_mask.any())
 
     @property
     def primary_pair(self) -> tuple[str, str] | None:
@@ -61,23 +79,33 @@ class PlantedEffect:
         return a, b
 
 
-def planted_effect(attribute: str, atlas_or_assignment) -> PlantedEffect:
-    """The planted effect of `attribute` for an atlas name, an `Atlas`, or a Yeo-7 assignment `(N,)`."""
-    if isinstance(atlas_or_assignment, str):
-        assignment = yeo7_assignment(load_atlas(atlas_or_assignment))
-    elif hasattr(atlas_or_assignment, "network_assignment"):
-        assignment = yeo7_assignment(atlas_or_assignment)
-    else:
-        assignment = np.asarray(atlas_or_assignment, dtype=int)
-    effect = EFFECTS.get(attribute)
-    pairs = tuple(effect.pairs) if effect is not None else ()
-    block = np.zeros((len(YEO7), len(YEO7)))
-    for a, b, w in pairs:
-        i, j = YEO7.index(a), YEO7.index(b)
-        block[i, j] = block[j, i] = w
-    weight = block[assignment][:, assignment]
-    np.fill_diagonal(weight, 0.0)
-    return PlantedEffect(attribute, pairs, assignment, weight != 0, weight)
+def load_truth(data_dir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the truth JSON, {``<attribute>.<component>``: `(E,)` edge array}) of a dataset folder."""
+    from safetensors.numpy import load_file
+
+    folder = Path(data_dir)
+    if not (folder / TRUTH_JSON).is_file() or not (folder / TRUTH_ARRAYS).is_file():
+        raise MissingTruthError(f"{folder} has no recorded planted effects ({TRUTH_JSON} and {TRUTH_ARRAYS}): only "
+                                "datasets built from the simulator by datasets_scripts/build_instructions.py carry a "
+                                "ground truth; rebuild it, or use a folder that has one.")
+    return json.loads((folder / TRUTH_JSON).read_text()), load_file(str(folder / TRUTH_ARRAYS))
+
+
+def planted_effect(attribute: str, data_dir: str | Path) -> PlantedEffect:
+    """The planted effect of `attribute` recorded in the dataset folder `data_dir` (no effect if not listed)."""
+    meta, arrays = load_truth(data_dir)
+    n = int(meta["num_rois"])
+    assignment = yeo7_assignment(load_atlas(meta["atlas"]))
+    iu = np.triu_indices(n, 1)
+    components = {}
+    for comp in meta["arrays"].get(attribute, []):
+        mat = np.zeros((n, n), dtype=np.float64)
+        mat[iu] = arrays[f"{attribute}.{comp}"]
+        components[comp] = mat + mat.T
+    weight = sum((components[c] for c in LOCAL_COMPONENTS if c in components), np.zeros((n, n)))
+    entry = meta["attributes"].get(attribute, {})
+    pairs = tuple((a, b, float(w)) for a, b, w, *_ in entry.get("blocks", []))
+    return PlantedEffect(attribute, pairs, assignment, weight != 0, weight, components, tuple(entry.get("roi", [])))
 
 
 def edge_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -140,17 +168,21 @@ def evaluate_map(importance: np.ndarray, truth: PlantedEffect, pair_importance: 
     scores = pair_scores(importance, truth.assignment, pair_importance)
     ranked = sorted(scores, key=scores.get, reverse=True)
     out: dict = {"attribute": truth.attribute, "has_effect": truth.has_effect,
-                 "planted_pairs": [list(p) for p in truth.pairs], **spread(scores),
+                 "planted_pairs": [list(p) for p in truth.pairs],
+                 "planted_regions": [r["region"] for r in truth.regions], **spread(scores),
                  "pair_ranking": [[a, b, round(scores[(a, b)], 8)] for a, b in ranked]}
     if truth.has_effect:
         planted = [_key(a, b) for a, b, _ in truth.pairs]
+        if "roi" in truth.components:
+            roi_mask = truth.components["roi"] != 0
+            out["roi_edge_auc"] = edge_auc(importance[iu], roi_mask[iu])
         ranks = {f"{p[0]}-{p[1]}": ranked.index(p) + 1 for p in planted if p in scores}
-        primary = _key(*truth.primary_pair)
+        primary = _key(*truth.primary_pair) if truth.primary_pair else None
         out.update(
             planted_edge_auc=edge_auc(importance[iu], truth.edge_mask[iu]),
             planted_pair_rank=min(ranks.values()) if ranks else None,
-            primary_pair=list(primary),
-            primary_pair_rank=ranks.get(f"{primary[0]}-{primary[1]}"),
+            primary_pair=list(primary) if primary else None,
+            primary_pair_rank=ranks.get(f"{primary[0]}-{primary[1]}") if primary else None,
             planted_pair_ranks=ranks,
             num_pairs=len(scores),
         )
@@ -206,4 +238,4 @@ def ground_truth_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PlantedEffect", "class_difference_map", "edge_auc", "evaluate_map", "ground_truth_table", "pair_scores", "planted_effect", "spread"]
+__all__ = ["MissingTruthError", "PlantedEffect", "load_truth", "class_difference_map", "edge_auc", "evaluate_map", "ground_truth_table", "pair_scores", "planted_effect", "spread"]

@@ -8,7 +8,7 @@ With `pattern_subjects` > 0 it also computes the activation pattern of the model
 subjects of the split (`pattern.model_pattern`: forward passes only, no labels), the cohort's
 forward-model map of where the answer's information lies (the gradient maps are per-subject
 explanations, backward-model weights). `ground_truth` does this for every attribute the model was
-trained on and scores the maps against the simulator's planted effects (`ground_truth.json`,
+trained on and scores the maps against the planted effects recorded in the dataset folder (`ground_truth.json`,
 `ground_truth.md`).
 """
 
@@ -27,7 +27,7 @@ from datasets_scripts.attributes import load_registry
 
 from .attribution import AnswerMargin, AtlasMismatchError, attribute_question, completeness_gap, reference_fcn
 from .cohort import CohortMap, cohort_map, top_edges
-from .ground_truth import PlantedEffect, evaluate_map, planted_effect
+from .ground_truth import MissingTruthError, PlantedEffect, evaluate_map, planted_effect
 from .pattern import MIN_SUBJECTS, ActivationPattern, ConstantMarginsError, model_pattern
 from .questions import AttributionQuestion, check_attribute, make_question
 
@@ -206,22 +206,22 @@ def explain_attribute(
                          time.perf_counter() - t0, gaps, assignment, names, patterns, note)
 
 
-def _ground_truth_assignment(result: ExplainResult):
-    """The planted effect of `result.attribute` on the data's atlas, or None if the atlas is not a simulator one."""
-    if result.atlas is None:
+def _ground_truth_assignment(result: ExplainResult, data_dir):
+    """The planted effect of `result.attribute` recorded in the dataset folder, or None if it has none."""
+    if data_dir is None:
         return None
     try:
-        return planted_effect(result.attribute, result.atlas)
-    except (ValueError, ImportError):
+        return planted_effect(result.attribute, data_dir)
+    except MissingTruthError:
         return None
 
 
-def score_against_truth(result: ExplainResult) -> dict | None:
+def score_against_truth(result: ExplainResult, data_dir=None) -> dict | None:
     """Ground-truth metrics of graph 0: the activation pattern's (primary, `map` = "activation pattern"; edges
     by |correlation|, network pairs by the permutation z of |block mean r|, `pair_rank_by_block_mean` by
     |block mean r|, `top_pair_p_fwe` the top pair's family-wise p) with the gradient maps' under `gradient`
     (`gradient_truth_row`); without a pattern the gradient's numbers are also the primary ones."""
-    truth = _ground_truth_assignment(result)
+    truth = _ground_truth_assignment(result, data_dir)
     if truth is None:
         return None
     gradient = gradient_truth_row(result.maps[0], truth)

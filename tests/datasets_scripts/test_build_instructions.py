@@ -172,3 +172,34 @@ def test_written_rows_are_read_back_as_the_builder_meant(built):
             assert q.template_id == row["template_id"] and q.held_out == bool(row["held_out"])
             checked += 1
     assert checked > 1000
+
+
+def test_planted_truth_travels_with_the_data(built):
+    import json
+
+    from safetensors.numpy import load_file
+
+    out, _ = built
+    meta = json.loads((out / "truth" / "effects.json").read_text())
+    arrays = load_file(str(out / "truth" / "effects.safetensors"))
+    edges = 100 * 99 // 2
+    assert meta["atlas"] == "schaefer100-7" and meta["arrays"]["autism"] == ["blocks", "roi"]
+    assert arrays["autism.roi"].shape == (edges,) and np.abs(arrays["autism.roi"]).max() > 0
+    assert meta["attributes"]["autism"]["roi"][0]["region"] == "7Networks_RH_SalVentAttn_FrOperIns_1"
+    assert meta["attributes"]["sex"]["whole_brain"] == {"distributed": 1.0} and "sex.whole_brain" in arrays
+    assert "handedness" not in meta["arrays"]  # no planted effect
+    card = (out / "README.md").read_text()
+    assert "## Planted effects (ground truth)" in card and "7Networks_LH_Limbic_OFC_1 -> Default" in card
+
+
+def test_card_shows_realism_next_to_real_hcp_fcns(built):
+    out, _ = built
+    card = (out / "README.md").read_text()
+    section = card.split("## Realism")[1].split("\n## ")[0]
+    assert "0-20 mm" in section and "real HCP individuals (schaefer_100, n=3)" in section
+    assert "all real HCP individuals (8 parcellations, n=24)" in section and "q50" in section
+
+
+def test_real_cohort_table_writes_no_truth(tmp_path):
+    bi.build(tmp_path, _table(n=12, age=np.linspace(20, 40, 12)), "schaefer100-7")
+    assert not (tmp_path / "truth").exists() and "## Planted effects" not in (tmp_path / "README.md").read_text()

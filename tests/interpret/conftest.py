@@ -30,8 +30,18 @@ def save_pair(model, processor, folder: Path) -> Path:
     return folder
 
 
+def write_planted_truth(root: Path, atlas_name: str = "schaefer100-7") -> Path:
+    """The simulator's planted effects for `atlas_name`, written into `root/truth/` as the builder does."""
+    from datasets_scripts.build_instructions import write_truth
+    from datasets_scripts.simulate import SimulationConfig, planted_effects
+
+    write_truth(Path(root), {"planted": planted_effects(SimulationConfig(atlas=atlas_name))})
+    return Path(root)
+
+
 def schaefer_folder(root: Path, atlas_name: str = "schaefer100-7", seed: int = 0) -> Path:
-    """The tiny evaluation folder with its FCNs replaced by random `atlas_name`-sized correlation matrices."""
+    """The tiny evaluation folder with its FCNs replaced by random `atlas_name`-sized correlation matrices and
+    the simulator's planted effects recorded in it."""
     write_instruction_folder(root, n_train=24, n_zero_shot=24, seed=seed)
     n = load_atlas(atlas_name).num_rois
     rng = np.random.default_rng(seed)
@@ -42,7 +52,7 @@ def schaefer_folder(root: Path, atlas_name: str = "schaefer100-7", seed: int = 0
         frame["fcn"] = [np.corrcoef(s.T)[r, c].astype(np.float16).tolist() for s in series]
         frame["atlas"], frame["num_rois"] = atlas_name, n
         frame.to_parquet(path)
-    return root
+    return write_planted_truth(root, atlas_name)
 
 
 def schaefer_model(atlas_name: str = "schaefer100-7"):

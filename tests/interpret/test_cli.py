@@ -107,3 +107,12 @@ def test_cli_error_is_one_line(tiny_dirs, tmp_path):
                            str(data_dir), "--attribute", "nope", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "error: Attribute 'nope' is not a known attribute" in proc.stderr
+
+
+def test_ground_truth_on_a_folder_without_recorded_effects_is_a_clear_error(tiny_dirs, tmp_path):
+    from interpret.ground_truth import MissingTruthError
+
+    model_dir, data_dir = tiny_dirs
+    with pytest.raises(MissingTruthError, match=r"has no recorded planted effects"):
+        main(["ground-truth", "--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path),
+              "--subjects", "2", "--attributes", "adhd"])

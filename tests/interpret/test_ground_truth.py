@@ -1,34 +1,57 @@
-"""Ground truth rebuilt from the simulator's effects, and the map metrics."""
+"""Ground truth read from the dataset folder, and the map metrics."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from datasets_scripts.simulate import YEO7
-from interpret.ground_truth import edge_auc, evaluate_map, ground_truth_table, planted_effect
+from datasets_scripts.effects import YEO7
+from interpret.ground_truth import MissingTruthError, edge_auc, evaluate_map, ground_truth_table, planted_effect
+
+from .conftest import write_planted_truth
 
 
-def test_planted_edges_are_the_planted_network_blocks():
-    truth = planted_effect("adhd", "schaefer100-7")
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_planted_truth(tmp_path_factory.mktemp("truth100"))
+
+
+def test_block_edges_are_the_planted_network_blocks(folder):
+    truth = planted_effect("adhd", folder)
     net = truth.assignment
     i, j = np.triu_indices(100, 1)
-    names = {(YEO7[a], YEO7[b]) for a, b in zip(net[i], net[j])}
-    assert ("DorsAttn", "Default") in names
-    expected = {frozenset(p[:2]) for p in truth.pairs}
-    planted = truth.edge_mask[i, j]
-    got = {frozenset((YEO7[net[a]], YEO7[net[b]])) for a, b in zip(i[planted], j[planted])}
-    assert got == expected and truth.primary_pair == ("Default", "DorsAttn")
+    block = truth.components["blocks"][i, j] != 0
+    got = {frozenset((YEO7[net[a]], YEO7[net[b]])) for a, b in zip(i[block], j[block])}
+    assert got == {frozenset(p[:2]) for p in truth.pairs} and truth.primary_pair == ("Default", "DorsAttn")
     assert not truth.edge_mask.diagonal().any() and (truth.edge_mask == truth.edge_mask.T).all()
 
 
-def test_attribute_without_effect_has_no_planted_edges():
-    truth = planted_effect("handedness", "schaefer100-7")
-    assert not truth.has_effect and not truth.edge_mask.any()
+def test_roi_edges_are_the_region_rows_to_its_target_networks(folder):
+    truth = planted_effect("depression", folder)
+    roi = truth.components["roi"] != 0
+    region = next(r for r in truth.regions if r["region"] == "7Networks_LH_Limbic_OFC_1")
+    row = roi[region["roi"]]
+    targets = {YEO7.index(t) for t in region["targets"]}
+    assert row.any() and set(truth.assignment[row]) == targets
+    # a ROI-level effect lives on few edges: far fewer than a block's
+    assert roi[np.triu_indices(100, 1)].sum() < 0.25 * (truth.components["blocks"] != 0)[np.triu_indices(100, 1)].sum()
+    assert truth.edge_mask[roi].all()  # planted edges include the ROI level
 
 
-def test_non_simulator_atlas_is_refused():
-    with pytest.raises(ValueError, match="Schaefer"):
-        planted_effect("adhd", "aal116")
+def test_whole_brain_components_are_recorded_but_not_planted_edges(folder):
+    truth = planted_effect("sex", folder)
+    dist = truth.components["whole_brain"]
+    assert (dist[np.triu_indices(100, 1)] != 0).mean() > 0.9  # the distributed pattern touches every edge
+    assert not np.array_equal(truth.edge_mask, dist != 0)
+
+
+def test_attribute_without_effect_has_no_planted_edges(folder):
+    truth = planted_effect("handedness", folder)
+    assert not truth.has_effect and not truth.edge_mask.any() and truth.components == {}
+
+
+def test_folder_without_truth_is_a_clear_error(tmp_path):
+    with pytest.raises(MissingTruthError, match=r"has no recorded planted effects"):
+        planted_effect("adhd", tmp_path)
 
 
 def test_edge_auc_matches_sklearn_with_ties():
@@ -39,25 +62,24 @@ def test_edge_auc_matches_sklearn_with_ties():
     assert np.isnan(edge_auc(scores, np.zeros(300, bool)))
 
 
-def test_a_map_on_the_planted_blocks_scores_perfectly():
-    truth = planted_effect("depression", "schaefer100-7")
+def test_a_map_on_the_planted_edges_scores_perfectly(folder):
+    truth = planted_effect("depression", folder)
     rng = np.random.default_rng(1)
-    noise = np.abs(rng.normal(0, 0.1, (100, 100)))
-    importance = noise + noise.T + 2.0 * np.abs(truth.edge_weight)
+    noise = np.abs(rng.normal(0, 0.001, (100, 100)))
+    importance = noise + noise.T + 2.0 * truth.edge_mask
     row = evaluate_map(importance, truth)
-    assert row["planted_edge_auc"] == pytest.approx(1.0)
-    assert row["planted_pair_rank"] == 1 and row["primary_pair_rank"] == 1
+    assert row["planted_edge_auc"] == pytest.approx(1.0) and row["roi_edge_auc"] > 0.9
+    assert row["planted_regions"] == ["7Networks_LH_Limbic_OFC_1", "7Networks_RH_Default_PFCv_1"]
     assert row["num_pairs"] == 28 and row["top_pair_z"] > 2
     random_row = evaluate_map(noise + noise.T, truth)
     assert 0.3 < random_row["planted_edge_auc"] < 0.7
     assert "| depression |" in ground_truth_table([row])
 
 
-def test_pair_importance_given_as_a_network_matrix():
-    truth = planted_effect("depression", "schaefer100-7")
+def test_pair_importance_given_as_a_network_matrix(folder):
+    truth = planted_effect("depression", folder)
     pair = np.zeros((7, 7))
-    a, b = (truth.primary_pair[0], truth.primary_pair[1])
-    from datasets_scripts.simulate import YEO7
+    a, b = truth.primary_pair
     pair[YEO7.index(a), YEO7.index(b)] = pair[YEO7.index(b), YEO7.index(a)] = 1.0
     row = evaluate_map(np.ones((100, 100)), truth, pair_importance=pair)
     assert row["primary_pair_rank"] == 1 and row["planted_edge_auc"] == pytest.approx(0.5)
@@ -65,15 +87,15 @@ def test_pair_importance_given_as_a_network_matrix():
         evaluate_map(np.ones((100, 100)), truth, pair_importance=np.zeros((3, 3)))
 
 
-def test_no_effect_attribute_reports_the_spread():
-    row = evaluate_map(np.ones((100, 100)), planted_effect("ocd", "schaefer100-7"))
+def test_no_effect_attribute_reports_the_spread(folder):
+    row = evaluate_map(np.ones((100, 100)), planted_effect("ocd", folder))
     assert not row["has_effect"] and "planted_edge_auc" not in row
     assert row["top_pair_z"] == 0.0 and row["coefficient_of_variation"] == 0.0
 
 
-def test_table_shows_the_pattern_and_the_gradient_numbers():
-    truth = planted_effect("depression", "schaefer100-7")
-    pattern = evaluate_map(2.0 * np.abs(truth.edge_weight) + 0.01, truth)
+def test_table_shows_the_pattern_and_the_gradient_numbers(folder):
+    truth = planted_effect("depression", folder)
+    pattern = evaluate_map(2.0 * truth.edge_mask + 0.01, truth)
     gradient = evaluate_map(np.ones((100, 100)), truth)
     row = {**pattern, "map": "activation pattern", "top_pair_p_fwe": 0.004975, "pattern_subjects": 200,
            "pair_rank_by_block_mean": 2, "gradient": {**gradient, "subjects": 24}}
@@ -85,8 +107,8 @@ def test_table_shows_the_pattern_and_the_gradient_numbers():
     assert cells["planted-pair rank: pattern z / block mean"].startswith("1 / 2")
 
 
-def test_no_effect_row_shows_the_family_wise_p():
-    truth = planted_effect("ocd", "schaefer100-7")
+def test_no_effect_row_shows_the_family_wise_p(folder):
+    truth = planted_effect("ocd", folder)
     row = {**evaluate_map(np.ones((100, 100)), truth), "top_pair_p_fwe": 0.4, "gradient": evaluate_map(
         np.ones((100, 100)), truth)}
     assert "| ocd | none | - / - |" in ground_truth_table([row]) and "0.400" in ground_truth_table([row])
