@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from evaluation.fcn_llm import answer_questions
-from evaluation.questions import YES, NO, Question, build_question
-from evaluation.scoring import choice_log_likelihoods, generate_answers, length_sorted_batches
+from fcn_llm.evaluation.fcn_llm import answer_questions
+from fcn_llm.questions import YES, NO, Question, build_question
+from fcn_llm.scoring import choice_log_likelihoods, generate_answers, length_sorted_batches
 
 from .setup import BenchData, Setup, bare_batch
 from .timing import interleaved, time_once

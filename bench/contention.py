@@ -38,7 +38,7 @@ def child(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from train import freeze_for_stage
+    from fcn_llm.cli.train import freeze_for_stage
 
     from .setup import backbone_lm, collate, default_tokenizer, encoder_config, load_bench_data, sample_rows, wrap
 

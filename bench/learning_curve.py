@@ -25,14 +25,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from transformers import TrainerCallback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402
-from datasets_scripts.attributes import load_registry  # noqa: E402
-from evaluation.data import ZERO_SHOT_SPLIT, load_evaluation_data  # noqa: E402
-from evaluation.questions import NO, YES, Question, build_question  # noqa: E402
-from evaluation.scoring import choice_log_likelihoods  # noqa: E402
-from training.precision import choose_precision, probe_capabilities  # noqa: E402
+from fcn_llm.cli import train
+from datasets_scripts.attributes import load_registry
+from fcn_llm.evaluation.data import ZERO_SHOT_SPLIT, load_evaluation_data
+from fcn_llm.questions import NO, YES, Question, build_question
+from fcn_llm.scoring import choice_log_likelihoods
+from fcn_llm.training.precision import choose_precision, probe_capabilities
 
 VARIANTS = ("stage0", "random")
 NATIVE_BF16 = choose_precision(probe_capabilities()).bf16  # bf16 only where the hardware computes it

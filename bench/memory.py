@@ -73,7 +73,7 @@ def child(argv: Sequence[str] | None = None) -> dict:
 
     import torch
 
-    from train import ModelArguments, apply_lora, freeze_for_stage
+    from fcn_llm.cli.train import ModelArguments, apply_lora, freeze_for_stage
 
     from .setup import backbone_lm, collate, default_tokenizer, encoder_config, load_bench_data, sample_rows, wrap
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from train import freeze_for_stage
+from fcn_llm.cli.train import freeze_for_stage
 
 from .setup import Setup, bare_batch
 from .timing import interleaved, paired_ratio

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from evaluation.questions import Question
-from evaluation.scoring import expand_graphs, length_sorted_batches
-from training.collator import FCNInstructionCollator
-from training.sampling import LengthBucketSampler
+from fcn_llm.questions import Question
+from fcn_llm.scoring import length_sorted_batches
+from fcn_llm.training.collator import FCNInstructionCollator
+from fcn_llm.training.sampling import LengthBucketSampler
 
 from .setup import BenchData, Setup
 
@@ -60,7 +60,7 @@ def eval_padding(setup: Setup, questions: Sequence[Question], batch_size: int = 
     for group in groups.values():
         prompts = [processor.apply_chat_template(q.messages, add_generation_prompt=True, tokenize=False) for q in group]
         offset = len(lengths)
-        lengths += [len(ids) for ids in processor.tokenizer([expand_graphs(processor, p) for p in prompts])["input_ids"]]
+        lengths += [len(ids) for ids in processor.tokenizer([processor.expand_graphs(p) for p in prompts])["input_ids"]]
         in_order += [[offset + i for i in b] for b in _chunks(range(len(group)), batch_size)]
         sorted_batches += [[offset + i for i in b] for b in length_sorted_batches(processor, prompts, batch_size)]
     return {"questions": len(lengths), "batch_size": batch_size, "in_order": padding_fraction(lengths, in_order),

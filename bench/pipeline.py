@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.collator import FCNInstructionCollator
+from fcn_llm.training.collator import FCNInstructionCollator
 
 from .setup import BenchData, Setup
 from .timing import Timing, time_once

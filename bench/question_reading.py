@@ -22,9 +22,8 @@ import torch
 
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
-from training.collator import prompt_messages
-from training.readout_fitting import named_threshold, standardised_threshold
-from training.router_fitting import question_sign
+from fcn_llm.training.readout_fitting import named_threshold, standardised_threshold
+from fcn_llm.training.router_fitting import question_sign
 
 
 @torch.no_grad()
@@ -41,8 +40,8 @@ def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64)
     for start in range(0, len(rows), batch_size):
         ids = []
         for row in rows[start : start + batch_size]:
-            prompt = processor.apply_chat_template(prompt_messages(list(row["messages"])), add_generation_prompt=True)
-            ids.append(tokenizer(prompt.replace(processor.graph_token, processor.graph_token * processor.num_graph_tokens))["input_ids"])
+            prompt = processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True)
+            ids.append(tokenizer(processor.expand_graphs(prompt))["input_ids"])
         input_ids = torch.full((len(ids), max(map(len, ids))), pad)
         attention_mask = torch.zeros_like(input_ids)
         for i, row_ids in enumerate(ids):

@@ -23,9 +23,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from bench.learning_curve import judgment_questions
-from evaluation.data import load_evaluation_data
-from evaluation.questions import NO, YES
-from evaluation.scoring import choice_log_likelihoods
+from fcn_llm.evaluation.data import load_evaluation_data
+from fcn_llm.questions import NO, YES
+from fcn_llm.scoring import choice_log_likelihoods
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
 

@@ -16,7 +16,7 @@ from datasets_scripts.graph_lookup import GraphLookup
 from datasets_scripts.loading import load_config
 from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
-from training.collator import FCNInstructionCollator
+from fcn_llm.training.collator import FCNInstructionCollator
 
 DEFAULT_ATLAS = "schaefer100-7"
 LLAVA_IMAGE_TOKENS = 576  # LLaVA-1.5: 24 x 24 CLIP ViT-L/14 patches at 336 px

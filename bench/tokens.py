@@ -13,7 +13,7 @@ import copy
 from collections.abc import Sequence
 
 from modeling_fcnllm import FCNLLMConfig
-from train import freeze_for_stage
+from fcn_llm.cli.train import freeze_for_stage
 
 from .overhead import batch_stats, training_step
 from .setup import DEFAULT_ATLAS, LLAVA_IMAGE_TOKENS, BenchData, Setup, collate, encoder_config, wrap

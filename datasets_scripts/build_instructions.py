@@ -42,9 +42,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # script mode: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa

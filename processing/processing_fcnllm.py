@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,46 @@ class FCNProcessor(ProcessorMixin):
     def graph_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.graph_token)
 
+    @staticmethod
+    def prompt_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict]:
+        """The conversation up to and including the last user turn (a final answer turn is dropped)."""
+        turns = [dict(m) for m in messages]
+        last_user = max((i for i, m in enumerate(turns) if m.get("role") == "user"), default=None)
+        if last_user is None:
+            raise ValueError("A conversation without a user turn has no question to answer.")
+        return turns[: last_user + 1]
+
+    @property
+    def end_of_turn(self) -> str:
+        """What the chat template writes after an assistant answer, without trailing whitespace ("<|im_end|>");
+        the tokenizer's EOS token where the template's answer turn cannot be probed."""
+        probe, user = "PROBE_ANSWER", [{"role": "user", "content": "q"}]
+        prompt = self.apply_chat_template(user, add_generation_prompt=True)
+        full = self.apply_chat_template(user + [{"role": "assistant", "content": probe}])
+        if not full.startswith(prompt + probe):
+            return self.tokenizer.eos_token or ""
+        return full[len(prompt) + len(probe):].rstrip()
+
+    def expand_graphs(self, text: str) -> str:
+        """`text` with each `<graph>` placeholder repeated G times, as the model reads it."""
+        if self.num_graph_tokens is None and self.graph_token in text:
+            raise ValueError(
+                "This processor has no num_graph_tokens; build it with "
+                "FCNProcessor.from_model_config(tokenizer, model.config)."
+            )
+        return text.replace(self.graph_token, self.graph_token * (self.num_graph_tokens or 1))
+
+    def answer_ids(self, prompt: str, answer: str) -> list[int]:
+        """Token ids of `answer` after the chat-template `prompt`, tokenized jointly with it (so training labels
+        and scored continuations are the same tokens); the answer alone where a token would merge across the
+        boundary."""
+        expanded = self.expand_graphs(prompt)
+        prompt_ids = self.tokenizer(expanded)["input_ids"]
+        full_ids = self.tokenizer(expanded + answer)["input_ids"]
+        if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
+            return list(full_ids[len(prompt_ids):])
+        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+
     @classmethod
     def from_model_config(cls, tokenizer, config, **kwargs) -> "FCNProcessor":
         """A processor matching an `FCNLLMConfig` (G, N and the `<graph>` token id are checked)."""
@@ -183,8 +224,7 @@ class FCNProcessor(ProcessorMixin):
                 "FCNProcessor.from_model_config(tokenizer, model.config)."
             )
         if self.num_graph_tokens:
-            expanded = self.graph_token * self.num_graph_tokens
-            texts = [t.replace(self.graph_token, expanded) for t in texts]
+            texts = [self.expand_graphs(t) for t in texts]
         kwargs.setdefault("padding", True)
         encoding = self.tokenizer(texts, return_tensors=return_tensors, **kwargs)
         self._check_expansions(encoding["input_ids"], counts)

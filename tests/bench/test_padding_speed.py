@@ -7,7 +7,7 @@ import pytest
 from bench.padding import eval_padding, padding_fraction, train_padding
 from bench.report import summarize, targets_met
 from bench.run import demo_timings
-from evaluation.questions import Question
+from fcn_llm.questions import Question
 
 
 def test_padding_fraction_counts_pad_tokens():

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from bench.readout import asked_score, readout_diagnostic
-from evaluation.questions import Question
-from evaluation.data import load_evaluation_data
+from fcn_llm.questions import Question
+from fcn_llm.evaluation.data import load_evaluation_data
 from processing import FCNProcessor
 from tests.conftest import make_tiny_model, make_tokenizer
-from tests.evaluation.conftest import write_instruction_folder
+from tests.fcn_llm.evaluation.conftest import write_instruction_folder
 
 
 def _pair(attribute_evidence=True):

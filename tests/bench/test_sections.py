@@ -13,7 +13,7 @@ from bench.overhead import step_overhead, training_step
 from bench.pipeline import loader_throughput, loader_to_step_ratio
 from bench.setup import bare_batch, collate, sample_rows
 from bench.tokens import default_graph_tokens, prompt_lengths, step_time_vs_graph_tokens
-from evaluation.questions import Question
+from fcn_llm.questions import Question
 from modeling_fcnllm import FCNEncoder
 from tests.conftest import tiny_encoder_config
 

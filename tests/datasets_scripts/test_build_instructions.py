@@ -153,7 +153,7 @@ def test_instructions_record_their_form_and_the_splits_use_their_forms(built):
 def test_written_rows_are_read_back_as_the_builder_meant(built):
     """The parquet rows (nullable strings, NaN thresholds, int8 directions) -> Questions whose baseline answers
     from the subjects' true values are all right."""
-    from evaluation.questions import baseline_answer, build_question
+    from fcn_llm.questions import baseline_answer, build_question
 
     out, _ = built
     registry = load_registry()

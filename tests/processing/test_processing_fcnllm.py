@@ -133,3 +133,23 @@ def test_processor_must_match_the_model(processor):
     model.config.graph_token_id = 5
     with pytest.raises(ValueError, match="graph_token_id is 5"):
         FCNProcessor.from_model_config(processor.tokenizer, model.config)
+
+
+def test_prompt_messages_drop_the_answer_turn_and_need_a_question():
+    turns = [{"role": "user", "content": "<graph>\nAge?"}, {"role": "assistant", "content": "34"}]
+    assert FCNProcessor.prompt_messages(turns) == turns[:1]
+    with pytest.raises(ValueError, match="without a user turn"):
+        FCNProcessor.prompt_messages([{"role": "assistant", "content": "34"}])
+
+
+def test_end_of_turn_is_what_the_template_writes_after_an_answer(processor):
+    assert processor.end_of_turn == "<|im_end|>"
+
+
+def test_answer_ids_follow_the_prompt_and_need_g(processor):
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<graph>\nADHD?"}], add_generation_prompt=True)
+    ids = processor.answer_ids(prompt, "Yes<|im_end|>")
+    assert processor.tokenizer.decode(ids) == "Yes<|im_end|>"
+    assert processor.expand_graphs(prompt).count(processor.graph_token) == processor.num_graph_tokens
+    with pytest.raises(ValueError, match="num_graph_tokens"):
+        FCNProcessor(processor.tokenizer).expand_graphs(prompt)

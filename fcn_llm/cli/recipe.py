@@ -1,0 +1,227 @@
+"""The main job: the whole FCN-LLM recipe on the bundled default data and model.
+
+    python recipe.py [--preset demo|full] [--out outputs/demo] [--skip_stage0] [--skip_stage1] [...]
+
+1. build the default instruction set (simulated multi-site cohorts on real HCP connectivity);
+2. stage 0: pre-train the FCN encoder on the seen cohorts' attributes;
+3. stage 1: align (SmolLM2-135M-Instruct frozen; encoder + projector + auxiliary heads trained);
+4. stage 2: joint fine-tuning, one epoch (full, or --lora);
+5. zero-shot evaluation on unseen cohorts and sites, next to supervised baselines and the oracle;
+6. `OUT/model/`: the final model + processor with remote code and a model card holding the real table.
+
+`demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
+subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
+`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
+# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fcn_llm.cli import train
+from fcn_llm.evaluation.runner import run_zero_shot_evaluation
+from modeling_fcnllm import FCNLLMForCausalLM
+from processing import FCNProcessor
+from fcn_llm.training.model_card import DEFAULT_BACKBONE_NOTE, base_model_id, write_model_card
+from fcn_llm.training.precision import choose_precision, probe_capabilities
+
+PRESETS = {
+    # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
+    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=120, eval_batch_size=16,
+                 bf16=True),
+    "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, eval_batch_size=32,
+                 bf16=True),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--atlas", default="schaefer100-7")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default=None, help="causal LM folder or Hub id (default: SmolLM2-135M)")
+    parser.add_argument("--lora", action="store_true", help="stage 2 with LoRA instead of full fine-tuning")
+    parser.add_argument("--skip_stage0", action="store_true", help="ablation: align from a random encoder")
+    parser.add_argument("--skip_stage1", action="store_true", help="ablation: no alignment stage")
+    parser.add_argument("--no_aux_loss", action="store_true", help="ablation: no auxiliary attribute loss")
+    parser.add_argument("--no_linear_heads", action="store_true",
+                        help="ablation: stage-0 heads without the closed-form linear stack (network-level FCN + token outputs)")
+    parser.add_argument("--no_comparative", action="store_true", help="ablation: train without comparative questions")
+    parser.add_argument("--no_instruction_conditioning", action="store_true",
+                        help="ablation: no question-aware evidence token (the plain LLaVA splice)")
+    parser.add_argument("--no_balance", action="store_true", help="ablation: Yes/No answers at their prevalence")
+    parser.add_argument("--token_evidence", action="store_true",
+                        help="ablation: the evidence token gates the pooled graph tokens instead of reading the attribute heads")
+    parser.add_argument("--shared_readout", action="store_true",
+                        help="ablation: one evidence readout for all paradigms instead of one per paradigm")
+    parser.add_argument("--no_roi_tokens", action="store_true")
+    parser.add_argument("--no_network_tokens", action="store_true")
+    parser.add_argument("--no_global_token", action="store_true")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs "
+                             "with AVX512_BF16 or AMX), fp32 elsewhere")
+    parser.add_argument("--rebuild_data", action="store_true", help="rebuild the instruction set even if present")
+    return parser.parse_args(argv)
+
+
+def phase(title: str) -> float:
+    print(f"\n=== {title} ===", flush=True)
+    return time.perf_counter()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    out = Path(args.out)
+    data_dir, stage0, stage1, stage2 = out / "data", out / "stage0", out / "stage1", out / "stage2"
+    timings: dict[str, float] = {}
+    precision = pick_precision(args.precision, preset)
+    print(f"precision: {'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})", flush=True)
+    bf16 = precision["bf16"]
+
+    start = phase(f"1/6 instruction set ({preset['subjects']} subjects, {args.atlas})")
+    if args.rebuild_data or not (data_dir / "README.md").exists():
+        subprocess.run(
+            [sys.executable, "-m", "datasets_scripts.build_instructions", "--out", str(data_dir),
+             "--subjects", str(preset["subjects"]), "--atlas", args.atlas, "--seed", str(args.seed)],
+            check=True,
+        )
+    timings["data"] = time.perf_counter() - start
+
+    common = ["--data_dir", str(data_dir), "--seed", str(args.seed), "--report_to", "none"]
+    encoder_flags = [
+        *(["--instruction_conditioning", "false"] if args.no_instruction_conditioning else []),
+        *(["--instruction_evidence", "tokens"] if args.token_evidence else []),
+        *(["--evidence_per_paradigm", "false"] if args.shared_readout else []),
+        *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
+        *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
+        *(["--use_global_token", "false"] if args.no_global_token else []),
+    ]
+    paradigms = "predictive,judgment" if args.no_comparative else "predictive,judgment,comparative"
+    backbone = ["--backbone", args.backbone] if args.backbone else []
+    llm_common = [
+        *common, *backbone, "--paradigms", paradigms, "--per_device_train_batch_size", str(preset["batch_size"]),
+        "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
+        "--dataloader_num_workers", "0", "--balance_answers", "false" if args.no_balance else "true",
+        *(["--bf16", "true"] if bf16 else []),
+        *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
+    ]
+
+    if not args.skip_stage0:
+        start = phase("2/6 stage 0: FCN encoder pre-training")
+        train.main(["--stage", "encoder", "--output_dir", str(stage0), *common, *encoder_flags,
+                    *(["--linear_network_heads", "false"] if args.no_linear_heads else [])])
+        timings["stage0"] = time.perf_counter() - start
+
+    previous = None
+    if not args.skip_stage1:
+        start = phase(f"3/6 stage 1: alignment ({preset['align_steps']} steps, LLM frozen)")
+        train.main([
+            "--stage", "align", "--output_dir", str(stage1), *llm_common, *encoder_flags,
+            *(["--encoder_checkpoint", str(stage0), "--freeze_encoder", "true"] if not args.skip_stage0 else []),
+            "--auxiliary_loss_weight", "0" if args.no_aux_loss else "0.5",
+            "--max_steps", str(preset["align_steps"]), "--learning_rate", "1e-3", "--warmup_steps", "20",
+            "--lr_scheduler_type", "cosine",
+        ])
+        timings["stage1"] = time.perf_counter() - start
+        previous = stage1
+
+    start = phase("4/6 stage 2: joint fine-tuning (one epoch)" + (" with LoRA" if args.lora else ""))
+    cap = ["--max_train_samples", str(preset["joint_samples"])] if preset["joint_samples"] else []
+    train.main([
+        "--stage", "joint", "--output_dir", str(stage2), *llm_common, *cap,
+        *(["--model_name_or_path", str(previous)] if previous else [*encoder_flags]),
+        *(["--encoder_checkpoint", str(stage0)] if previous is None and not args.skip_stage0 else []),
+        *(["--lora", "true", "--learning_rate", "2e-4"] if args.lora else ["--learning_rate", "2e-5"]),
+        "--num_train_epochs", "1", "--warmup_steps", "10", "--lr_scheduler_type", "cosine",
+    ])
+    timings["stage2"] = time.perf_counter() - start
+
+    start = phase("5/6 zero-shot evaluation on unseen cohorts")
+    report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed,
+                                      batch_size=preset["eval_batch_size"], bf16=bf16)
+    timings["evaluation"] = time.perf_counter() - start
+
+    start = phase("6/6 final model")
+    final = out / "model"
+    shutil.rmtree(final, ignore_errors=True)
+    model = FCNLLMForCausalLM.from_pretrained(stage2)
+    processor = FCNProcessor.from_pretrained(stage2)
+    model.save_pretrained(final)
+    processor.save_pretrained(final)
+    summary = training_summary(out, args, preset, timings, precision)
+    write_model_card(
+        final, model.config, results_json=out / "results.json", results_table=report["table"],
+        base_model=base_model_id(args.backbone), backbone_note="" if args.backbone else DEFAULT_BACKBONE_NOTE,
+        atlas=args.atlas, training_summary=summary,
+        hyperparameters=card_hyperparameters(args, preset, precision, timings),
+    )
+    (out / "timings.json").write_text(json.dumps({**timings, "precision": precision}, indent=2))
+    print(report["table"])
+    print(f"\nall under {out}/: results.json, results.md, plots, model/ ({sum(timings.values()) / 60:.1f} min)")
+    return report
+
+
+def pick_precision(requested: str, preset: dict) -> dict:
+    """{"bf16", "reason", "native_bf16"}: `--precision auto` takes bf16 only where the hardware computes it natively."""
+    native = choose_precision(probe_capabilities(use_cpu=not torch.cuda.is_available()))
+    if requested == "auto":
+        bf16 = preset["bf16"] and native.bf16
+        reason = native.reason if preset["bf16"] else "the preset trains in fp32"
+    else:
+        bf16, reason = requested == "bf16", f"--precision {requested} (hardware: {native.reason})"
+    return {"bf16": bf16, "reason": reason, "native_bf16": native.bf16}
+
+
+def training_summary(out: Path, args, preset: dict, timings: dict, precision: dict) -> str:
+    lines = [f"Recipe preset `{args.preset}` (seed {args.seed}), atlas {args.atlas}, {preset['subjects']} simulated subjects, "
+             f"{'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})."]
+    stage0 = out / "stage0" / "stage0.json"
+    if stage0.exists():
+        info = json.loads(stage0.read_text())
+        lines.append(f"- Stage 0 (encoder pre-training): {info['samples_seen']} samples, {info['seconds']:.0f}s, best epoch {info['best_epoch']}.")
+    for name, label in (("stage1", "Stage 1 (alignment, LLM frozen)"), ("stage2", "Stage 2 (joint, one epoch)")):
+        path = out / name / "train_summary.json"
+        if path.exists():
+            info = json.loads(path.read_text())
+            losses = [h["loss"] for h in info["log_history"] if "loss" in h]
+            loss = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
+            lines.append(f"- {label}: {info['train_instructions']} instructions{loss}, {timings.get(name, 0):.0f}s.")
+    return "\n".join(lines)
+
+
+def card_hyperparameters(args, preset: dict, precision: dict, timings: dict) -> dict[str, object]:
+    """The model card's hyperparameter table: the preset's sizes, the stages run, the ablations and precision."""
+    ablations = [f"--{name}" for name, value in vars(args).items()
+                 if value is True and name not in ("lora", "rebuild_data")]
+    return {
+        "preset": args.preset, "seed": args.seed, "atlas": args.atlas, "simulated subjects": preset["subjects"],
+        "per-device batch size": preset["batch_size"],
+        "stage 0 (encoder pre-training)": "skipped" if args.skip_stage0 else "run",
+        "stage 1 (alignment) steps": "skipped" if args.skip_stage1 else preset["align_steps"],
+        "stage 2 (joint)": "one epoch, " + ("LoRA" if args.lora else "full fine-tuning"),
+        "stage 2 instruction cap": preset["joint_samples"] or "none",
+        "ablations": ", ".join(f"`{a}`" for a in ablations) or "none",
+        "precision": "bf16 autocast" if precision["bf16"] else "fp32",
+        "evaluated zero-shot subjects": preset["eval_subjects"] or "all",
+        "wall clock (s)": ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()),
+    }
+
+
+if __name__ == "__main__":
+    main()

