@@ -103,13 +103,16 @@ def edge_regression(fcns_train: np.ndarray, meta_train: pd.DataFrame, fcns_eval:
 
 def encoder_supervised(encoder_config, fcns_train: np.ndarray, meta_train: pd.DataFrame, fcns_eval: np.ndarray,
                        attributes, *, normalization: str = "zscore", epochs: int = 40, batch_size: int = 64,
-                       lr: float = 1e-3, seed: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The FCN encoder trained as a multi-task classifier/regressor; predictions per attribute key for `fcns_eval`."""
+                       lr: float = 1e-3, seed: int = 0, linear_network_heads: bool = True
+                       ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The FCN encoder trained as a multi-task classifier/regressor (stage 0; `linear_network_heads`: its heads'
+    closed-form stack of the network-level FCN and the token heads); predictions per attribute key for `fcns_eval`."""
     from fcn_llm.training.encoder_pretraining import predict_attributes, pretrain_encoder
 
     encoder, heads, history = pretrain_encoder(encoder_config, fcns_train.astype(np.float32), meta_train,
                                                list(attributes), normalization=normalization, epochs=epochs,
-                                               batch_size=batch_size, lr=lr, seed=seed)
+                                               batch_size=batch_size, lr=lr, seed=seed,
+                                               linear_network_heads=linear_network_heads)
     predictions = predict_attributes(encoder, heads, fcns_eval.astype(np.float32), normalization=normalization)
     notes = [f"{a.key}: no labels to train the encoder head" for a in attributes if a.key not in predictions]
     notes.append(f"encoder_supervised: {len(history.train_loss)} epochs, best {history.best_epoch}, "
