@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datasets_scripts.loading import load_instruction_set
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
 from fcn_llm.training.readout_fitting import named_threshold, standardised_threshold
@@ -98,15 +99,16 @@ def reading_accuracy(model, processor, rows: Sequence[dict]) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="instruction-set folder (instructions/{train,validation}.parquet)")
+    parser.add_argument("--data", required=True, help="instruction-set folder (its instructions config, splits train and validation)")
     parser.add_argument("--rows", type=int, default=1500, help="rows sampled per split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     model = FCNLLMForCausalLM.from_pretrained(args.model).eval()
     processor = FCNProcessor.from_pretrained(args.model)
+    _, instructions = load_instruction_set(args.data)
     report = {}
     for split, wording in (("train", "training_forms"), ("validation", "held_out_forms")):
-        frame = pd.read_parquet(f"{args.data}/instructions/{split}.parquet")
+        frame = instructions[split].to_pandas()
         frame = frame.sample(min(args.rows, len(frame)), random_state=args.seed)
         report[wording] = reading_accuracy(model, processor, frame.to_dict("records"))
     print(json.dumps(report, indent=2))

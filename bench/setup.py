@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from datasets_scripts.graph_lookup import GraphLookup
-from datasets_scripts.loading import load_config
+from datasets_scripts.loading import load_instruction_set
 from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
 from fcn_llm.training.collator import FCNInstructionCollator
@@ -59,8 +59,7 @@ def build_dataset(out_dir: str | Path, subjects: int = 300, atlas: str = DEFAULT
 
 def load_bench_data(folder: str | Path) -> BenchData:
     """Rows of every split and a `GraphLookup` of all subjects."""
-    subjects = load_config(folder, "subjects")
-    instructions = load_config(folder, "instructions")
+    subjects, instructions = load_instruction_set(folder)
     split = next(iter(subjects.values()))
     return BenchData(rows={name: part.to_list() for name, part in instructions.items()},
                      lookup=GraphLookup.from_dataset(subjects), atlas=split[0]["atlas"], datasets=dict(instructions))

@@ -12,6 +12,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .triangles import triangle_to_matrices
+
 
 class GraphLookup:
     """Maps subject_id -> FCN `(N, N)` float32 tensor rebuilt from the stored upper triangle.
@@ -37,7 +39,6 @@ class GraphLookup:
             self._index[sid] = i
         self.triangles = triangles
         self.num_rois = num_rois
-        self._rows, self._cols = np.triu_indices(num_rois, 1)
 
     @classmethod
     def from_dataset(cls, subjects) -> "GraphLookup":
@@ -81,12 +82,8 @@ class GraphLookup:
                 raise KeyError(f"Subject id {sid!r} is not in the subjects data ({len(self)} subjects loaded); "
                                "build the lookup from the same dataset folder as the instructions.")
             rows.append(self._index[sid])
-        tri = torch.as_tensor(np.asarray(self.triangles[rows], dtype=np.float32))
-        out = torch.zeros(len(rows), self.num_rois, self.num_rois)
-        out[:, self._rows, self._cols] = tri
-        out = out + out.transpose(1, 2)
-        out[:, torch.arange(self.num_rois), torch.arange(self.num_rois)] = 1.0
-        return out
+        triangles = np.asarray(self.triangles[rows], dtype=np.float32).reshape(len(rows), -1)
+        return torch.from_numpy(triangle_to_matrices(triangles, "GraphLookup", self.num_rois))
 
     def batch(self, subject_ids_per_example: Iterable[Iterable[str]]) -> torch.Tensor:
         """`graph_values` `(total graphs, N, N)` of a batch: every example's graphs, in order of appearance."""

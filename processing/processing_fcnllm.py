@@ -3,7 +3,9 @@
 `processor(text=..., fcns=... | time_series=...)` returns a `BatchFeature` with
 - `input_ids` / `attention_mask` `(B, L)`: each `<graph>` placeholder expanded to G graph tokens;
 - `graph_values` `(num_graphs, N, N)` float32: the FCNs, in order of their placeholders across the batch
-  (a comparative question holds two placeholders and takes two FCNs).
+  (a comparative question holds two placeholders and takes two FCNs);
+- `labels` `(B, L)` when `answers` are given: each answer and the end-of-turn marker follow their
+  prompt and carry the labels, -100 on prompt tokens and padding.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def normalize_fcn(fcn: np.ndarray, method: str) -> np.ndarray:
     out = (fcn - mean[..., None, None]) / std[..., None, None]
     out[..., ~off_diagonal] = 0.0
     return out.astype(np.float32)
+
+
+def prepare_fcn_stack(fcns, normalization: str = "zscore", num_rois: int | None = None,
+                      symmetry_atol: float = 1e-4) -> np.ndarray:
+    """FCNs (a stack `(S, N, N)` or S matrices `(N, N)`) checked one by one with `validate_fcn` (errors name
+    "FCN i"), then normalised each on its own (`normalize_fcn`): `(S, N, N)` float32 (`(0, 0, 0)` for none)."""
+    prepared = [normalize_fcn(validate_fcn(fcn, num_rois, symmetry_atol, name=f"FCN {i}"), normalization)
+                for i, fcn in enumerate(fcns)]
+    return np.stack(prepared).astype(np.float32, copy=False) if prepared else np.zeros((0, 0, 0), dtype=np.float32)
 
 
 def _as_list(items) -> list:
@@ -180,17 +191,14 @@ class FCNProcessor(ProcessorMixin):
         if time_series is not None:
             series = [np.asarray(ts.detach().cpu() if torch.is_tensor(ts) else ts) for ts in _as_list(time_series)]
             fcns = list(compute_fcns(series, kind=self.connectivity_kind, fisher_z=self.fisher_z)) if series else []
-        prepared = []
-        for i, fcn in enumerate(_as_list(fcns)):
-            checked = validate_fcn(fcn, self.num_rois, self.symmetry_atol, name=f"FCN {i}")
-            prepared.append(normalize_fcn(checked, self.normalization))
-        return prepared
+        return list(prepare_fcn_stack(_as_list(fcns), self.normalization, self.num_rois, self.symmetry_atol))
 
     def __call__(
         self,
         text: str | Sequence[str] | None = None,
         fcns=None,
         time_series=None,
+        answers: str | Sequence[str] | None = None,
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
@@ -201,6 +209,10 @@ class FCNProcessor(ProcessorMixin):
             fcns: FCNs `(N, N)`, as one array, a stack `(S, N, N)` or a (per-sample nested) list,
                 in order of the placeholders across the batch.
             time_series: ROI time series `(T, N)` instead of FCNs, turned into FCNs here.
+            answers: one answer per prompt (training batches): "answer<end-of-turn>" is appended after its
+                prompt (the tokens `answer_ids` gives, which scoring measures) and `labels` are returned.
+                Takes `padding`, `padding_side`, `max_length` (a longer sequence raises; an answer is never
+                cut) and `pad_to_multiple_of`.
             kwargs: passed to the tokenizer (`padding`, `truncation`, `max_length`, `padding_side`, ...).
         """
         if text is None:
@@ -223,16 +235,71 @@ class FCNProcessor(ProcessorMixin):
                 "This processor has no num_graph_tokens; build it with "
                 "FCNProcessor.from_model_config(tokenizer, model.config)."
             )
-        if self.num_graph_tokens:
-            texts = [self.expand_graphs(t) for t in texts]
-        kwargs.setdefault("padding", True)
-        encoding = self.tokenizer(texts, return_tensors=return_tensors, **kwargs)
-        self._check_expansions(encoding["input_ids"], counts)
-        data = dict(encoding)
+        if answers is not None:
+            data = self._encode_with_answers(texts, answers, **kwargs)
+        else:
+            if self.num_graph_tokens:
+                texts = [self.expand_graphs(t) for t in texts]
+            kwargs.setdefault("padding", True)
+            data = dict(self.tokenizer(texts, return_tensors=return_tensors, **kwargs))
+        self._check_expansions(data["input_ids"], counts)
         if graphs:
             stacked = np.stack(graphs).astype(np.float32)
             data["graph_values"] = torch.from_numpy(stacked) if return_tensors == "pt" else stacked
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _encode_with_answers(
+        self,
+        texts: list[str],
+        answers: str | Sequence[str],
+        padding: bool | str = True,
+        padding_side: str | None = None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        **kwargs,
+    ) -> dict[str, list[list[int]]]:
+        """`input_ids`, `attention_mask` and `labels` (lists `(B, L)`) of prompts followed by their answers."""
+        answers = [answers] if isinstance(answers, str) else list(answers)
+        if len(answers) != len(texts):
+            raise ValueError(f"{len(texts)} prompt(s) but {len(answers)} answer(s); give one answer per prompt.")
+        if kwargs.get("truncation"):
+            raise ValueError("answers are never truncated; give max_length alone (a longer sequence raises).")
+        kwargs.pop("truncation", None)
+        if kwargs:
+            raise ValueError(f"Tokenizer argument(s) {sorted(kwargs)} are not supported with answers.")
+        ids, labels = [], []
+        for i, (prompt, answer) in enumerate(zip(texts, answers)):
+            prompt_ids = list(self.tokenizer(self.expand_graphs(prompt))["input_ids"])
+            answer_ids = self.answer_ids(prompt, str(answer) + self.end_of_turn)
+            if max_length is not None and len(prompt_ids) + len(answer_ids) > max_length:
+                raise ValueError(
+                    f"Sample {i} is {len(prompt_ids) + len(answer_ids)} tokens long (prompt {len(prompt_ids)}, answer "
+                    f"{len(answer_ids)}), over max_length={max_length}; raise max_length or shorten the prompt."
+                )
+            ids.append(prompt_ids + answer_ids)
+            labels.append([-100] * len(prompt_ids) + answer_ids)
+        longest = max(len(seq) for seq in ids)
+        if padding == "max_length":
+            if max_length is None:
+                raise ValueError('padding="max_length" needs max_length.')
+            longest = max_length
+        elif not padding or padding == "do_not_pad":
+            if len({len(seq) for seq in ids}) > 1:
+                raise ValueError("Sequences of different lengths need padding=True to be batched.")
+        if pad_to_multiple_of:
+            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+        side = padding_side or self.tokenizer.padding_side
+        pad_id = self.tokenizer.pad_token_id
+
+        def pad(seq: list[int], value: int) -> list[int]:
+            fill = [value] * (longest - len(seq))
+            return fill + seq if side == "left" else seq + fill
+
+        return {
+            "input_ids": [pad(seq, pad_id) for seq in ids],
+            "attention_mask": [pad([1] * len(seq), 0) for seq in ids],
+            "labels": [pad(seq, -100) for seq in labels],
+        }
 
     def _check_expansions(self, input_ids, counts: list[int]) -> None:
         """Each sample must hold exactly G graph tokens per placeholder (truncation may cut them)."""
@@ -251,4 +318,4 @@ class FCNProcessor(ProcessorMixin):
         return list(self.tokenizer.model_input_names) + ["graph_values"]
 
 
-__all__ = ["FCNProcessor", "normalize_fcn", "DEFAULT_CHAT_TEMPLATE"]
+__all__ = ["FCNProcessor", "normalize_fcn", "prepare_fcn_stack", "DEFAULT_CHAT_TEMPLATE"]

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, Trai
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
-from datasets_scripts.loading import load_config
+from datasets_scripts.loading import load_instruction_set
 from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
 from fcn_llm.training.balancing import balance_answers
@@ -200,8 +200,7 @@ def parse_args(argv: list[str] | None = None):
 def load_instruction_data(data_args: DataArguments) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
     """The `subjects` and `instructions` configs, with a clear error when the folder is not an instruction set."""
     try:
-        subjects = load_config(data_args.data_dir, "subjects")
-        instructions = load_config(data_args.data_dir, "instructions")
+        subjects, instructions = load_instruction_set(data_args.data_dir)
     except (ValueError, FileNotFoundError) as err:
         raise ValueError(
             f"{data_args.data_dir} is not an FCN-LLM instruction set (configs 'subjects' and 'instructions' "

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from processing.processing_fcnllm import normalize_fcn
+from processing.processing_fcnllm import prepare_fcn_stack
 
 LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
 RIDGE_ALPHAS = tuple(np.logspace(0, 5, 11))
@@ -33,8 +33,8 @@ MIN_TRAIN_SUBJECTS = 10
 
 
 def edge_features(fcns: np.ndarray, normalization: str = "zscore") -> np.ndarray:
-    """Upper-triangle edges `(S, N(N-1)/2)` float32 of FCNs `(S, N, N)` after per-subject normalisation."""
-    normed = np.stack([normalize_fcn(f, normalization) for f in fcns]) if len(fcns) else fcns
+    """Upper-triangle edges `(S, N(N-1)/2)` float32 of FCNs `(S, N, N)`, validated and normalised per subject."""
+    normed = prepare_fcn_stack(fcns, normalization) if len(fcns) else fcns
     r, c = np.triu_indices(fcns.shape[-1], 1)
     return normed[:, r, c].astype(np.float32)
 

@@ -11,23 +11,19 @@ The folder (written by `datasets_scripts/build_instructions.py`) has two configs
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-SUBJECTS_CONFIG = "subjects"
-INSTRUCTIONS_CONFIG = "instructions"
+from datasets_scripts.loading import INSTRUCTIONS_CONFIG, SUBJECTS_CONFIG, DatasetFormatError, load_instruction_set
+from datasets_scripts.triangles import triangle_to_matrices
+
 TRAIN_SPLIT, ZERO_SHOT_SPLIT = "train", "zero_shot"
 SUBJECT_COLUMNS = ("subject_id", "dataset", "site")
 INSTRUCTION_COLUMNS = ("id", "messages", "subject_ids", "paradigm", "attribute", "answer", "dataset", "site")
 ORACLE_PREFIX = "oracle_"
-
-
-class DatasetFormatError(ValueError):
-    """The dataset folder lacks a config, split or column the evaluation needs."""
 
 
 @dataclass
@@ -61,29 +57,6 @@ class EvaluationData:
 
     def split_rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.subjects["split"].to_numpy() == split)
-
-
-def _available_configs(data_dir: Path) -> list[str]:
-    import datasets
-
-    try:
-        return list(datasets.get_dataset_config_names(str(data_dir)))
-    except Exception:  # noqa: BLE001 - any failure means: no readable configs
-        return []
-
-
-def _load_config(data_dir: Path, name: str) -> dict[str, pd.DataFrame]:
-    """All splits of config `name` as pandas frames; DatasetFormatError naming what is missing."""
-    from datasets_scripts.loading import load_config
-
-    configs = _available_configs(data_dir)
-    if name not in configs:
-        raise DatasetFormatError(
-            f"{data_dir}: the dataset has no {name!r} config (found: {configs or 'none'}); expected the configs "
-            f"{[SUBJECTS_CONFIG, INSTRUCTIONS_CONFIG]} written by datasets_scripts/build_instructions.py."
-        )
-    loaded = load_config(data_dir, name)
-    return {split: ds.to_pandas() for split, ds in loaded.items()}
 
 
 def _require_columns(frame: pd.DataFrame, columns, where: str) -> None:
@@ -121,41 +94,6 @@ def fcn_column(subjects: pd.DataFrame) -> str | None:
     return next((c for c in _FCN_COLUMNS if c in subjects.columns), None)
 
 
-def triangle_to_matrices(vectors: np.ndarray, where: str = "FCN", num_rois: int | None = None) -> np.ndarray:
-    """Upper triangles `(S, E)` -> symmetric `(S, N, N)` float32.
-
-    E = N(N-1)/2: strict upper triangle, unit diagonal; E = N(N+1)/2: with the diagonal; E = N*N: full
-    matrices. Every triangular number fits both triangle forms, so without `num_rois` the strict form
-    (what correlation FCNs are stored as) is assumed.
-    """
-    e = vectors.shape[1]
-    if num_rois is None:
-        num_rois = (1 + math.isqrt(1 + 8 * e)) // 2
-        if num_rois * (num_rois - 1) // 2 != e:
-            full = math.isqrt(e)
-            if full * full == e:
-                return vectors.reshape(-1, full, full).astype(np.float32)
-            raise DatasetFormatError(f"{where}: an FCN vector of length {e} is not an upper triangle of any "
-                                     f"N x N matrix.")
-    n = int(num_rois)
-    if e == n * n:
-        return vectors.reshape(-1, n, n).astype(np.float32)
-    if e == n * (n - 1) // 2:
-        k = 1
-    elif e == n * (n + 1) // 2:
-        k = 0
-    else:
-        raise DatasetFormatError(f"{where}: an FCN vector of length {e} does not fit N={n} ROIs "
-                                 f"(expected {n * (n - 1) // 2}, {n * (n + 1) // 2} or {n * n}).")
-    r, c = np.triu_indices(n, k)
-    out = np.zeros((len(vectors), n, n), dtype=np.float32)
-    out[:, r, c] = vectors
-    out[:, c, r] = vectors
-    if k == 1:
-        out[:, np.arange(n), np.arange(n)] = 1.0
-    return out
-
-
 def _decode_oracle(subjects: pd.DataFrame) -> dict[str, np.ndarray]:
     """``oracle_<key>`` columns -> arrays (scalar columns `(S,)`, list columns `(S, C)` with NaN rows where missing)."""
     oracle = {}
@@ -188,7 +126,8 @@ def load_evaluation_data(data_dir: str | Path) -> EvaluationData:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetFormatError(f"{data_dir} is not a folder; give the folder build_instructions.py wrote.")
-    subject_splits = _load_config(data_dir, SUBJECTS_CONFIG)
+    subject_configs, instruction_configs = load_instruction_set(data_dir)
+    subject_splits = {split: ds.to_pandas() for split, ds in subject_configs.items()}
     for split in (TRAIN_SPLIT, ZERO_SHOT_SPLIT):
         if split not in subject_splits:
             raise DatasetFormatError(f"{data_dir}: config {SUBJECTS_CONFIG!r} has no {split!r} split "
@@ -203,7 +142,7 @@ def load_evaluation_data(data_dir: str | Path) -> EvaluationData:
         raise DatasetFormatError(f"{data_dir}: subject id(s) {repeated[:5]} appear in more than one row/split.")
     fcns = _decode_fcns(subjects, f"{data_dir}: config {SUBJECTS_CONFIG!r}")
 
-    instruction_splits = _load_config(data_dir, INSTRUCTIONS_CONFIG)
+    instruction_splits = {split: ds.to_pandas() for split, ds in instruction_configs.items()}
     if ZERO_SHOT_SPLIT not in instruction_splits:
         raise DatasetFormatError(f"{data_dir}: config {INSTRUCTIONS_CONFIG!r} has no {ZERO_SHOT_SPLIT!r} split "
                                  f"(found {sorted(instruction_splits)}).")

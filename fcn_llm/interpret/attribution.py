@@ -140,7 +140,8 @@ class AnswerMargin:
     """f(X) of one question for batches of FCN sets, differentiable w.r.t. the FCNs.
 
     Token ids are built once: the prompt with every `<graph>` expanded to G tokens, and each choice's
-    continuation tokenized jointly with the prompt (as training and scoring do).
+    continuation tokenized jointly with the prompt (as training and scoring do). Each call runs the model's
+    own forward (`model(input_ids=..., graph_values=...)`), so gradients reach the FCNs through its encoder.
     """
 
     def __init__(self, model, processor, question: AttributionQuestion, answer: str = "full"):
@@ -180,19 +181,12 @@ class AnswerMargin:
         per_seq = len(seqs)
         # Sequence (b, s) reads graphs[b]: graphs flattened in order of appearance, as the model expects.
         flat_graphs = graphs.unsqueeze(1).expand(batch, per_seq, num_graphs, n, n).reshape(-1, n, n)
-        features, encoded = model.model.get_graph_features(flat_graphs)
         input_ids = ids.repeat(batch, 1)
-        attention_mask = mask.repeat(batch, 1)
-        embeds = model.get_input_embeddings()(input_ids)
-        placeholder = model.model.get_placeholder_mask(input_ids, flat_graphs.shape[0])
-        if model.model.instruction_conditioning is not None:  # the question's evidence, read from the prompt only
-            prompt_only = torch.arange(width, device=device)[None] < len(self.prompt_ids)
-            features, _ = model.model.condition_on_instruction(
-                features, embeds, placeholder, attention_mask, prompt_only, model.model.get_attribute_outputs(encoded)
-            )
-        embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), features.reshape(-1, features.shape[-1]).to(embeds))
+        # the question's evidence is read from the prompt only, never the answer tokens
+        prompt_only = (torch.arange(width, device=device)[None] < len(self.prompt_ids)).expand_as(input_ids)
         start = len(self.prompt_ids) - 1  # logits at `start` score the first answer token
-        out = model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=width - start)
+        out = model(input_ids=input_ids, attention_mask=mask.repeat(batch, 1), graph_values=flat_graphs,
+                    instruction_mask=prompt_only, logits_to_keep=width - start)
         logp = torch.log_softmax(out.logits.float(), -1).view(batch, per_seq, width - start, -1)
         lls = []
         for c, cont in enumerate(self.continuations):
@@ -205,9 +199,9 @@ class AnswerMargin:
         t = self.question.target
         others = torch.cat([ll[:, :t], ll[:, t + 1:]], -1)
         margin = ll[:, t] - torch.logsumexp(others, -1)
-        attention = None
-        if encoded.roi_attention is not None:
-            attention = encoded.roi_attention.view(batch, per_seq, num_graphs, *encoded.roi_attention.shape[1:])[:, 0]
+        with torch.no_grad():  # the encoder's own ROI attention, read off the FCNs alone
+            roi_attention = model.model.get_graph_features(graphs.reshape(-1, n, n))[1].roi_attention
+        attention = None if roi_attention is None else roi_attention.view(batch, num_graphs, *roi_attention.shape[1:])
         return margin, attention
 
 

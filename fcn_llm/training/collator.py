@@ -2,9 +2,10 @@
 
 A row of the `instructions` config holds `messages` (chat turns with `<graph>` placeholders, an
 optional final assistant turn), `answer` and `subject_ids` (one per placeholder). The collator renders
-the user turns with the processor's chat template, appends the answer and the end-of-turn marker
-(exactly what zero-shot scoring measures), looks the FCNs up by subject id, and masks every prompt
-token with -100.
+the user turns with the processor's chat template and looks the FCNs up by subject id; the processor
+(`processor(text=..., fcns=..., answers=...)`) appends each answer and the end-of-turn marker (exactly
+what zero-shot scoring measures), checks and normalises the FCNs, checks the `<graph>` expansions and
+masks every prompt token with -100.
 """
 
 from __future__ import annotations
@@ -44,44 +45,41 @@ class FCNInstructionCollator:
         self.attribute_targets = attribute_targets
         self.num_attribute_targets = num_attribute_targets
         self.routing_index = None if routing_keys is None else {key: i for i, key in enumerate(routing_keys)}
-        self.end_of_turn = processor.end_of_turn
-        tokenizer = processor.tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def prompt(self, row: Mapping[str, Any]) -> str:
+        """The row's chat-template prompt (user turns, assistant prefix); its placeholders must match its subjects."""
+        processor = self.processor
+        prompt = processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True)
+        count, subjects = prompt.count(processor.graph_token), len(row["subject_ids"])
+        if count != subjects:
+            raise ValueError(
+                f"Instruction {row.get('id', '?')}: {count} {processor.graph_token} placeholder(s) but "
+                f"{subjects} subject id(s)."
+            )
+        return prompt
 
     def encode(self, row: Mapping[str, Any]) -> tuple[list[int], list[int], list]:
-        """Token ids, labels (-100 on the prompt) and the row's FCNs."""
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        prompt = processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True)
-        subject_ids = list(row["subject_ids"])
-        if prompt.count(processor.graph_token) != len(subject_ids):
-            raise ValueError(
-                f"Instruction {row.get('id', '?')}: {prompt.count(processor.graph_token)} {processor.graph_token} "
-                f"placeholder(s) but {len(subject_ids)} subject id(s)."
+        """One row as the processor encodes it: token ids `(L,)`, labels `(L,)` (-100 on the prompt), its FCNs."""
+        encoded, fcns = self._process([row])
+        return encoded["input_ids"][0].tolist(), encoded["labels"][0].tolist(), fcns
+
+    def _process(self, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], list]:
+        """The processor's `input_ids`, `attention_mask`, `labels` `(B, L)` (right padding, as training wants) and
+        `graph_values` of `rows` (its errors name the batch's instruction ids), and the looked-up FCNs."""
+        prompts = [self.prompt(row) for row in rows]
+        fcns = [self.lookup(sid) for row in rows for sid in row["subject_ids"]]
+        try:
+            encoded = self.processor(
+                text=prompts, fcns=fcns or None, answers=[str(row["answer"]) for row in rows],
+                padding=True, padding_side="right", max_length=self.max_length, return_tensors="pt",
             )
-        fcns = [self.lookup(sid) for sid in subject_ids]
-        prompt_ids = tokenizer(processor.expand_graphs(prompt))["input_ids"]
-        full_ids = prompt_ids + processor.answer_ids(prompt, str(row["answer"]) + self.end_of_turn)
-        if len(full_ids) > self.max_length:
-            raise ValueError(
-                f"Instruction {row.get('id', '?')} is {len(full_ids)} tokens long, over max_length={self.max_length}."
-            )
-        labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
-        return full_ids, labels, fcns
+        except ValueError as err:
+            ids = [row.get("id", "?") for row in rows]
+            raise ValueError(f"Instruction(s) {ids} (samples in this order): {err}") from err
+        return dict(encoded), fcns
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = [self.encode(row) for row in rows]
-        length = max(len(ids) for ids, _, _ in encoded)
-        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), length), -100, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, (ids, lab, _) in enumerate(encoded):  # right padding, as training wants
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            attention_mask[i, : len(ids)] = 1
-        fcns = [fcn for _, _, row_fcns in encoded for fcn in row_fcns]
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if fcns:
-            batch["graph_values"] = torch.from_numpy(np.stack(self.processor.prepare_fcns(fcns)))
+        batch, fcns = self._process(rows)
         if self.attribute_targets is not None and fcns:
             subject_ids = [sid for row in rows for sid in row["subject_ids"]]
             nan = np.full(self.num_attribute_targets, np.nan, dtype=np.float32)

@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from torch import nn
 
 from modeling_fcnllm import FCNEncoder, FCNEncoderConfig, GraphAttributeHeads
-from processing.processing_fcnllm import normalize_fcn
+from processing.processing_fcnllm import prepare_fcn_stack
 
 LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
 RIDGE_ALPHAS = tuple(np.logspace(-1, 4, 11))
@@ -223,7 +223,7 @@ def pretrain_encoder(
         raise ValueError("No attribute has two or more distinct values in these subjects: nothing to pre-train on.")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
+    x = torch.from_numpy(prepare_fcn_stack(fcns, normalization))
     targets = nan_targets(meta, specs)
     order = rng.permutation(len(x))
     num_val = int(round(val_fraction * len(x))) if len(x) >= 20 else 0
@@ -294,7 +294,7 @@ def predict_attributes(
 ) -> dict[str, np.ndarray]:
     """Per attribute: binary P(1) `(S,)`, categorical probabilities `(S, C)` (classes order), continuous value `(S,)`."""
     encoder.eval(), heads.eval()
-    x = torch.from_numpy(normalize_fcn(fcns.astype(np.float32), normalization))
+    x = torch.from_numpy(prepare_fcn_stack(fcns, normalization))
     outputs = torch.cat([heads(encoder(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
     predictions = {}
     for spec, (key, out) in zip(heads.specs, heads.split(outputs).items()):

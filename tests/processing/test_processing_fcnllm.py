@@ -153,3 +153,55 @@ def test_answer_ids_follow_the_prompt_and_need_g(processor):
     assert processor.expand_graphs(prompt).count(processor.graph_token) == processor.num_graph_tokens
     with pytest.raises(ValueError, match="num_graph_tokens"):
         FCNProcessor(processor.tokenizer).expand_graphs(prompt)
+
+
+def _chat(processor, text):
+    return processor.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+
+
+def test_answers_follow_their_prompts_and_only_they_carry_labels(processor):
+    prompts = [_chat(processor, QUESTION), _chat(processor, COMPARE)]
+    out = processor(text=prompts, fcns=random_fcns(3), answers=["Yes", "The second"], padding_side="right")
+    assert set(out) == {"input_ids", "attention_mask", "labels", "graph_values"}
+    assert out["labels"].shape == out["input_ids"].shape
+    for i, (prompt, answer) in enumerate(zip(prompts, ["Yes", "The second"])):
+        labelled = out["labels"][i][out["labels"][i] != -100].tolist()
+        assert labelled == processor.answer_ids(prompt, answer + processor.end_of_turn)  # what scoring measures
+        length = int(out["attention_mask"][i].sum())
+        assert out["input_ids"][i, length - len(labelled):length].tolist() == labelled  # right after the prompt
+    assert (out["labels"][out["attention_mask"] == 0] == -100).all()
+    assert out["attention_mask"][0, -1] == 0  # the shorter sample is padded on the right
+
+
+def test_answers_pad_on_the_left_when_asked(processor):
+    prompts = [_chat(processor, QUESTION), _chat(processor, COMPARE)]
+    out = processor(text=prompts, fcns=random_fcns(3), answers=["Yes", "No"], padding_side="left")
+    assert out["attention_mask"][0, 0] == 0 and out["labels"][0, 0] == -100
+    assert out["input_ids"][0, -1] == out["input_ids"][1, -1]  # both end with the end-of-turn marker
+
+
+def test_an_answer_over_max_length_raises_naming_the_sample(processor):
+    prompts = [_chat(processor, "Is this text-only?"), _chat(processor, QUESTION)]
+    fits = processor(text=prompts[:1], answers=["Yes"], max_length=1000)
+    length = fits["input_ids"].shape[1]
+    assert processor(text=prompts[:1], answers=["Yes"], max_length=length)["input_ids"].shape[1] == length
+    with pytest.raises(ValueError, match=rf"Sample 1 is \d+ tokens long .*over max_length={length}"):
+        processor(text=prompts, fcns=random_fcns(1), answers=["Yes", "No"], max_length=length)
+    with pytest.raises(ValueError, match="never truncated"):
+        processor(text=prompts[:1], answers=["Yes"], max_length=length, truncation=True)
+
+
+def test_answers_must_match_the_prompts(processor):
+    with pytest.raises(ValueError, match=r"2 prompt\(s\) but 1 answer\(s\)"):
+        processor(text=["a", "b"], answers=["Yes"])
+
+
+def test_prepare_fcn_stack_validates_then_normalises():
+    from processing import prepare_fcn_stack
+
+    fcns = random_fcns(3)
+    np.testing.assert_allclose(prepare_fcn_stack(fcns, "zscore"), normalize_fcn(fcns, "zscore"), atol=1e-5)
+    bad = fcns.copy()
+    bad[1, 0, 1] = bad[1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="FCN 1 has 2 NaN or inf"):
+        prepare_fcn_stack(bad, "zscore")

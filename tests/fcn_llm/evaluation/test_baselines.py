@@ -78,3 +78,12 @@ def test_oracle_turns_log_odds_into_probabilities():
     np.testing.assert_allclose(preds["adhd"], [1 / (1 + np.exp(2)), 0.5])
     np.testing.assert_allclose(preds["age"], [30.0, 10.0])
     assert notes == ["sex: no oracle scores stored in the dataset"]
+
+
+def test_a_nan_fcn_is_refused_by_the_processors_validation():
+    fcns, meta = _toy(30, 0)
+    fcns[2, 0, 1] = fcns[2, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="FCN 2 has 2 NaN or inf"):
+        baselines.edge_features(fcns)
+    with pytest.raises(ValueError, match="FCN 2 has 2 NaN or inf"):
+        baselines.edge_regression(fcns, meta, fcns[:3], ATTRS)

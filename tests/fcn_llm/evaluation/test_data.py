@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fcn_llm.evaluation.data import DatasetFormatError, in_domain_split, load_evaluation_data, triangle_to_matrices
+from fcn_llm.evaluation.data import DatasetFormatError, in_domain_split, load_evaluation_data
 from tests.fcn_llm.evaluation.conftest import write_instruction_folder
 
 
@@ -16,25 +16,6 @@ def test_loads_subjects_fcns_instructions_and_oracle(instruction_dir):
     assert data.instructions["subject_ids"].map(len).isin([1, 2]).all()
     assert data.oracle["adhd"].shape == (len(data.subjects),) and data.oracle["sex"].shape == (len(data.subjects), 2)
     assert not any(c.startswith("oracle_") for c in data.subjects.columns)
-
-
-@pytest.mark.parametrize("with_diagonal", [False, True])
-def test_triangle_round_trip(with_diagonal):
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(3, 5, 5))
-    a = (a + a.transpose(0, 2, 1)) / 2
-    a[:, range(5), range(5)] = 1.0
-    r, c = np.triu_indices(5, 0 if with_diagonal else 1)
-    np.testing.assert_allclose(triangle_to_matrices(a[:, r, c], num_rois=5), a, rtol=1e-6)
-    if not with_diagonal:  # the strict triangle is the default reading
-        np.testing.assert_allclose(triangle_to_matrices(a[:, r, c]), a, rtol=1e-6)
-
-
-def test_bad_vector_length():
-    with pytest.raises(DatasetFormatError, match="length 7 is not an upper triangle"):
-        triangle_to_matrices(np.zeros((2, 7)))
-    with pytest.raises(DatasetFormatError, match="does not fit N=5 ROIs"):
-        triangle_to_matrices(np.zeros((2, 11)), num_rois=5)
 
 
 def test_in_domain_split_is_disjoint_and_per_dataset(instruction_dir):

@@ -107,3 +107,14 @@ def test_without_linear_network_heads_the_network_path_stays_zero():
     _, heads, _ = pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]), epochs=2, seed=0,
                                    linear_network_heads=False)
     assert all((h.weight == 0).all() and (h.bias == 0).all() for h in heads.network_heads.values())
+
+
+def test_a_nan_fcn_is_refused_by_the_processors_validation():
+    registry = load_registry()
+    fcns, meta = _cohort(12)
+    fcns[3, 0, 1] = fcns[3, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="FCN 3 has 2 NaN or inf"):
+        pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]))
+    encoder, heads, _ = pretrain_encoder(tiny_encoder_config(), fcns[4:], meta[4:], registry.select(["adhd"]), epochs=1)
+    with pytest.raises(ValueError, match="FCN 3 has 2 NaN or inf"):
+        predict_attributes(encoder, heads, fcns)
