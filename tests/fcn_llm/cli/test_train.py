@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
 
 from fcn_llm.cli import train
@@ -131,21 +132,64 @@ def test_unknown_readout_kind_is_named():
     assert train.readout_kinds("continuous, categorical") == ("continuous", "categorical")
 
 
-def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):
-    from transformers import TrainingArguments
+class RecordOptimizer(TrainerCallback):
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.groups = [(len(g["params"]), g["lr"]) for g in optimizer.param_groups]
 
-    from tests.conftest import make_tiny_model
 
-    model = make_tiny_model(tokenizer, attribute_evidence=True)
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none", use_cpu=True)
-    assert train.evidence_optimizer(model, args, 1.0) is None  # the Trainer's own optimizer
-    optimizer = train.evidence_optimizer(model, args, 10.0)
-    rest, evidence = optimizer.param_groups
-    assert rest["lr"] == pytest.approx(1e-3) and evidence["lr"] == pytest.approx(1e-2)
-    conditioning = {id(p) for p in model.model.instruction_conditioning.parameters()}
-    assert {id(p) for p in evidence["params"]} == conditioning
-    with pytest.raises(ValueError, match="must be positive"):
-        train.evidence_optimizer(model, args, 0.0)
+def test_stage1_trains_the_evidence_token_at_a_multiple_of_the_learning_rate(workspace, tmp_path):
+    """The Trainer builds the optimizer (FCNTrainer.create_optimizer): the evidence token's groups at 10x."""
+    record = RecordOptimizer()
+    train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                "--max_steps", "1", "--learning_rate", "1e-3", "--evidence_lr_multiplier", "10", *FAST],
+               callbacks=[record])
+    assert {round(lr, 9) for _, lr in record.groups} == {1e-3, 1e-2} and all(n > 0 for n, _ in record.groups)
+
+
+class FakeHub:
+    """Stands in for `huggingface_hub.HfApi` in transformers.trainer: records the uploads, reaches nothing."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def __call__(self):
+        return self
+
+    def create_repo(self, repo_id, **kwargs):
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        card = (folder / "README.md").read_text() if (folder / "README.md").exists() else None
+        self.uploads.append({"repo_id": repo_id, "folder": folder, "card": card,
+                             "files": sorted(p.name for p in folder.iterdir()), **kwargs})
+
+
+def test_push_to_hub_uploads_the_output_folder_with_the_fcn_llm_card(workspace, tmp_path, monkeypatch):
+    import transformers.trainer
+
+    from tests.fcn_llm.training.test_model_card import _results_json
+
+    hub = FakeHub()
+    monkeypatch.setattr(transformers.trainer, "hf_api", hub)
+    results = _results_json(tmp_path)
+    out = train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s2"),
+                      "--model_name_or_path", str(workspace["stage1"]), "--max_steps", "1", "--save_strategy", "no",
+                      "--push_to_hub", "true", "--hub_model_id", "org/fcn-test", "--results_json", str(results), *FAST])
+    final = hub.uploads[-1]
+    assert final["repo_id"] == "org/fcn-test" and final["folder"] == out == tmp_path / "s2"
+    assert final["commit_message"] == "FCN-LLM stage joint"
+    assert {"model.safetensors", "config.json", "processor_config.json", "train_summary.json", "README.md"} <= set(final["files"])
+    card = ModelCard.load(out / "README.md")
+    assert card.content == final["card"] and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "# FCN-LLM: fcn-test" in card.text and card.data.eval_results  # the FCN-LLM card, results included
+    assert AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+
+
+def test_push_to_hub_with_a_bad_results_json_stops_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No results.json at"):
+        train.parse_args(["--output_dir", str(tmp_path), "--results_json", str(tmp_path / "results.json")])
 
 
 def test_stage2_lora_saves_adapter_and_merged_model(workspace):
