@@ -1,14 +1,19 @@
 """Train FCN-LLM: stage 0 (encoder), stage 1 (align) and stage 2 (joint), with the HF Trainer.
 
-    python train.py --stage encoder --data_dir D --output_dir out/stage0
-    python train.py --stage align   --data_dir D --output_dir out/stage1 --encoder_checkpoint out/stage0
-    python train.py --stage joint   --data_dir D --output_dir out/stage2 --model_name_or_path out/stage1 [--lora]
+    python train.py configs/stages/encoder.yaml --data_dir D --output_dir out/stage0
+    python train.py configs/stages/align.yaml   --data_dir D --output_dir out/stage1 --encoder_checkpoint out/stage0
+    python train.py configs/stages/joint.yaml   --data_dir D --output_dir out/stage2 --model_name_or_path out/stage1
+
+A stage's settings file (.yaml/.json) as the first argument, as run_clm.py takes one; options after it
+override its settings. Without a file, every option comes from the command line (`--stage align ...`).
 
 - stage 0 pre-trains the FCN encoder on the seen cohorts' attributes (seconds to minutes);
 - stage 1 freezes the LLM and its head and trains encoder + projector (+ auxiliary attribute heads);
 - stage 2 trains everything, or LoRA on the LLM with encoder and projector in `modules_to_save`.
 Every `TrainingArguments` option works (`--resume_from_checkpoint`, `--push_to_hub`, `--bf16`, ...),
-also under `accelerate launch`.
+also under `accelerate launch` (DDP or DeepSpeed ZeRO-2). The Trainer builds the optimizer, saves the model
+and processor (`trainer.save_model`) and uploads the output folder (`trainer.push_to_hub`, with the FCN-LLM
+model card when `--results_json` is given).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
 
@@ -49,6 +55,7 @@ from fcn_llm.evaluation.report import markdown_table
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
 PARADIGMS = ("predictive", "judgment", "comparative")
+SETTINGS_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass
@@ -186,9 +193,16 @@ class FCNTrainingArguments(TrainingArguments):
 
 
 def parse_args(argv: list[str] | None = None):
+    """The four argument dataclasses from `argv` (default `sys.argv[1:]`): command-line options, or a stage's
+    settings file (.yaml/.yml/.json, `configs/stages/`) as the first argument, which options after it override."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, FCNTrainingArguments))
     try:
-        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        if argv and argv[0].endswith(SETTINGS_SUFFIXES):
+            parsed = parse_settings_file(parser, argv[0], argv[1:])
+        else:
+            parsed = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, recipe_args, training_args = parsed
     except ValueError as err:
         if "bf16" in str(err) and not torch.cuda.is_available():
             parser.error("--bf16 true without --use_cpu true asks for bf16 on a CUDA device, and this machine has "
@@ -202,6 +216,25 @@ def parse_args(argv: list[str] | None = None):
         load_fcn_llm_results(recipe_args.results_json)  # names a missing or foreign results.json before any work
     training_args.remove_unused_columns = False  # the collator needs messages and subject_ids
     return model_args, data_args, recipe_args, training_args
+
+
+def parse_settings_file(parser: HfArgumentParser, path: str, overrides: list[str]) -> tuple:
+    """A settings file alone through `parse_yaml_file`/`parse_json_file`, as run_clm.py reads one; with
+    `overrides` (command-line options), the file's settings as the parser's defaults."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"No settings file at {path} (a stage's .yaml/.json, e.g. configs/stages/align.yaml).")
+    settings = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} holds no mapping of option names to values.")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"{path} sets unknown option(s) {unknown}; `python train.py --help` lists the options.")
+    if not overrides:
+        return parser.parse_json_file(file) if file.suffix == ".json" else parser.parse_yaml_file(file)
+    parser.set_defaults(**settings)
+    return parser.parse_args_into_dataclasses(args=overrides)
 
 
 # --------------------------------------------------------------------------------------------------

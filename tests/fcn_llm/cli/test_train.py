@@ -308,3 +308,40 @@ def test_train_py_sets_a_sleeping_openmp_wait_policy_unless_told(given, expected
     code = "import sys, fcn_llm.cli.train; assert 'torch' in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == expected
+
+
+STAGE_FILES = sorted((REPO / "configs" / "stages").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STAGE_FILES, ids=lambda p: p.name)
+def test_a_stage_file_alone_reads_as_run_clm_reads_one_and_options_after_it_override(path):
+    alone = train.parse_args([str(path)])  # HfArgumentParser.parse_yaml_file
+    assert alone[2].stage == path.stem
+    with_defaults = train.parse_args([str(path), "--seed", "42"])  # the file as defaults, then the options
+    for a, b in zip(alone, with_defaults):
+        assert (a.to_dict() if hasattr(a, "to_dict") else vars(a)) == (b.to_dict() if hasattr(b, "to_dict") else vars(b))
+    *_, recipe_args, training_args = train.parse_args([str(path), "--seed", "7", "--output_dir", "elsewhere"])
+    assert training_args.seed == 7 and training_args.output_dir == "elsewhere" and recipe_args.stage == path.stem
+
+
+def test_stage_files_hold_the_recipe_settings():
+    *_, recipe_args, align = train.parse_args([str(REPO / "configs/stages/align.yaml")])
+    assert (align.learning_rate, align.max_steps, align.warmup_steps, align.lr_scheduler_type) == (1e-3, 400, 20, "cosine")
+    assert align.optim == "adamw_torch" and recipe_args.evidence_lr_multiplier == 10.0
+    model_args, data_args, _, joint = train.parse_args([str(REPO / "configs/stages/joint.yaml"), "--lora", "true"])
+    assert (joint.learning_rate, joint.num_train_epochs, joint.max_steps) == (2e-5, 1, -1) and model_args.lora
+    assert data_args.balance_answers and data_args.paradigms == "predictive,judgment,comparative"
+
+
+def test_bad_stage_files_are_named(tmp_path):
+    with pytest.raises(ValueError, match="No settings file at .*missing.yaml"):
+        train.parse_args([str(tmp_path / "missing.yaml")])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- stage\n- align\n")
+    with pytest.raises(ValueError, match="holds no mapping"):
+        train.parse_args([str(listing)])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("stage: align\nlearning_rat: 0.001\nmax_step: 3\n")
+    for argv in ([str(typo)], [str(typo), "--seed", "1"]):
+        with pytest.raises(ValueError, match=r"sets unknown option\(s\) \['learning_rat', 'max_step'\]"):
+            train.parse_args(argv)
