@@ -214,8 +214,25 @@ def parse_args(argv: list[str] | None = None):
     readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
     if recipe_args.results_json is not None:
         load_fcn_llm_results(recipe_args.results_json)  # names a missing or foreign results.json before any work
+    check_distribution(model_args, recipe_args, training_args)
     training_args.remove_unused_columns = False  # the collator needs messages and subject_ids
     return model_args, data_args, recipe_args, training_args
+
+
+def check_distribution(model_args, recipe_args, training_args) -> None:
+    """Refuse the DeepSpeed setups whose results would be wrong: ZeRO-3 (the closed-form fits write and read
+    whole parameters, which ZeRO-3 partitions), and stage-2 LoRA (the merged model is saved through the
+    Trainer, which under DeepSpeed saves the engine's adapter-wrapped weights)."""
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    if plugin.zero_stage == 3:
+        raise ValueError("DeepSpeed ZeRO-3 is not supported: stage 1's closed-form fits and the saved model need "
+                         "whole parameters. Launch with configs/accelerate/ddp.yaml (DDP) or "
+                         "configs/accelerate/deepspeed_zero2.yaml.")
+    if recipe_args.stage == "joint" and model_args.lora:
+        raise ValueError("--lora under DeepSpeed is not supported (the merged model is saved through the Trainer); "
+                         "launch stage 2 with LoRA with configs/accelerate/ddp.yaml (DDP).")
 
 
 def parse_settings_file(parser: HfArgumentParser, path: str, overrides: list[str]) -> tuple:

@@ -345,3 +345,19 @@ def test_bad_stage_files_are_named(tmp_path):
     for argv in ([str(typo)], [str(typo), "--seed", "1"]):
         with pytest.raises(ValueError, match=r"sets unknown option\(s\) \['learning_rat', 'max_step'\]"):
             train.parse_args(argv)
+
+
+def test_zero3_and_lora_under_deepspeed_are_refused_with_the_configs_that_work():
+    from types import SimpleNamespace
+
+    def args(stage=None, lora=False, stage_name="joint"):
+        plugin = None if stage is None else SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(lora=lora), SimpleNamespace(stage=stage_name), SimpleNamespace(deepspeed_plugin=plugin)
+
+    train.check_distribution(*args())  # DDP or one process
+    train.check_distribution(*args(stage=2))
+    train.check_distribution(*args(stage=2, lora=True, stage_name="align"))  # --lora only acts in stage 2
+    with pytest.raises(ValueError, match="ZeRO-3 is not supported.*ddp.yaml.*deepspeed_zero2.yaml"):
+        train.check_distribution(*args(stage=3))
+    with pytest.raises(ValueError, match="--lora under DeepSpeed is not supported.*ddp.yaml"):
+        train.check_distribution(*args(stage=2, lora=True))
