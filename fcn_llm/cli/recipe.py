@@ -10,7 +10,9 @@
 6. `OUT/model/`: the final model + processor with remote code and a model card holding the real table.
 
 `demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
-subjects, longer alignment, bf16 on CUDA). Ablations: `--skip_stage0`, `--skip_stage1`,
+subjects, longer alignment, bf16 on CUDA). Each stage is `train.py` on its settings file (`configs/stages/`)
+with this run's folders, seed, backbone, preset sizes and precision, and the settings of the flags given
+(`FLAG_SETTINGS`). Ablations: `--skip_stage0`, `--skip_stage1`,
 `--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
@@ -48,7 +50,29 @@ PRESETS = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+STAGE_SETTINGS = Path(__file__).resolve().parents[2] / "configs" / "stages"  # encoder.yaml, align.yaml, joint.yaml
+STAGE_FOLDERS = {"encoder": "stage0", "align": "stage1", "joint": "stage2"}
+# The train.py settings each recipe flag changes, once: flag -> (the runs it applies to, {option: value}).
+# Runs: "encoder" (stage 0), "align" (stage 1), "joint" (stage 2), "llm" (stages 1 and 2) and "new model"
+# (every stage that builds a model: stages 0 and 1, and stage 2 without stage 1).
+FLAG_SETTINGS = {
+    "lora": ("joint", {"lora": True, "learning_rate": 2e-4}),
+    "skip_stage0": ("align", {"freeze_encoder": False}),
+    "no_aux_loss": ("align", {"auxiliary_loss_weight": 0.0}),
+    "no_linear_heads": ("encoder", {"linear_network_heads": False}),
+    "no_comparative": ("llm", {"paradigms": "predictive,judgment"}),
+    "no_balance": ("llm", {"balance_answers": False}),
+    "no_instruction_conditioning": ("new model", {"instruction_conditioning": False}),
+    "token_evidence": ("new model", {"instruction_evidence": "tokens"}),
+    "shared_readout": ("new model", {"evidence_per_paradigm": False}),
+    "no_roi_tokens": ("new model", {"use_roi_tokens": False}),
+    "no_network_tokens": ("new model", {"use_network_tokens": False}),
+    "no_global_token": ("new model", {"use_global_token": False}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """recipe.py's options: the run's folders, seed, preset and backbone, and one flag per `FLAG_SETTINGS` row."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     parser.add_argument("--out", default="outputs/demo")
@@ -76,7 +100,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs "
                              "with AVX512_BF16 or AMX), fp32 elsewhere")
     parser.add_argument("--rebuild_data", action="store_true", help="rebuild the instruction set even if present")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def phase(title: str) -> float:
@@ -88,7 +116,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     preset = PRESETS[args.preset]
     out = Path(args.out)
-    data_dir, stage0, stage1, stage2 = out / "data", out / "stage0", out / "stage1", out / "stage2"
+    data_dir, stage2 = out / "data", out / STAGE_FOLDERS["joint"]
     timings: dict[str, float] = {}
     precision = pick_precision(args.precision, preset)
     print(f"precision: {'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})", flush=True)
@@ -103,54 +131,15 @@ def main(argv=None) -> dict:
         )
     timings["data"] = time.perf_counter() - start
 
-    common = ["--data_dir", str(data_dir), "--seed", str(args.seed), "--report_to", "none"]
-    encoder_flags = [
-        *(["--instruction_conditioning", "false"] if args.no_instruction_conditioning else []),
-        *(["--instruction_evidence", "tokens"] if args.token_evidence else []),
-        *(["--evidence_per_paradigm", "false"] if args.shared_readout else []),
-        *(["--use_roi_tokens", "false"] if args.no_roi_tokens else []),
-        *(["--use_network_tokens", "false"] if args.no_network_tokens else []),
-        *(["--use_global_token", "false"] if args.no_global_token else []),
-    ]
-    paradigms = "predictive,judgment" if args.no_comparative else "predictive,judgment,comparative"
-    backbone = ["--backbone", args.backbone] if args.backbone else []
-    llm_common = [
-        *common, *backbone, "--paradigms", paradigms, "--per_device_train_batch_size", str(preset["batch_size"]),
-        "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
-        "--dataloader_num_workers", "0", "--balance_answers", "false" if args.no_balance else "true",
-        *(["--bf16", "true"] if bf16 else []),
-        *([] if torch.cuda.is_available() else ["--use_cpu", "true"]),
-    ]
-
-    if not args.skip_stage0:
-        start = phase("2/6 stage 0: FCN encoder pre-training")
-        train.main(["--stage", "encoder", "--output_dir", str(stage0), *common, *encoder_flags,
-                    *(["--linear_network_heads", "false"] if args.no_linear_heads else [])])
-        timings["stage0"] = time.perf_counter() - start
-
-    previous = None
-    if not args.skip_stage1:
-        start = phase(f"3/6 stage 1: alignment ({preset['align_steps']} steps, LLM frozen)")
-        train.main([
-            "--stage", "align", "--output_dir", str(stage1), *llm_common, *encoder_flags,
-            *(["--encoder_checkpoint", str(stage0), "--freeze_encoder", "true"] if not args.skip_stage0 else []),
-            "--auxiliary_loss_weight", "0" if args.no_aux_loss else "0.5",
-            "--max_steps", str(preset["align_steps"]), "--learning_rate", "1e-3", "--warmup_steps", "20",
-            "--lr_scheduler_type", "cosine",
-        ])
-        timings["stage1"] = time.perf_counter() - start
-        previous = stage1
-
-    start = phase("4/6 stage 2: joint fine-tuning (one epoch)" + (" with LoRA" if args.lora else ""))
-    cap = ["--max_train_samples", str(preset["joint_samples"])] if preset["joint_samples"] else []
-    train.main([
-        "--stage", "joint", "--output_dir", str(stage2), *llm_common, *cap,
-        *(["--model_name_or_path", str(previous)] if previous else [*encoder_flags]),
-        *(["--encoder_checkpoint", str(stage0)] if previous is None and not args.skip_stage0 else []),
-        *(["--lora", "true", "--learning_rate", "2e-4"] if args.lora else ["--learning_rate", "2e-5"]),
-        "--num_train_epochs", "1", "--warmup_steps", "10", "--lr_scheduler_type", "cosine",
-    ])
-    timings["stage2"] = time.perf_counter() - start
+    titles = {
+        "encoder": "2/6 stage 0: FCN encoder pre-training",
+        "align": f"3/6 stage 1: alignment ({preset['align_steps']} steps, LLM frozen)",
+        "joint": "4/6 stage 2: joint fine-tuning (one epoch)" + (" with LoRA" if args.lora else ""),
+    }
+    for stage, argv in stage_runs(args, preset, out, bf16=bf16, cuda=torch.cuda.is_available()):
+        start = phase(titles[stage])
+        train.main(argv)
+        timings[STAGE_FOLDERS[stage]] = time.perf_counter() - start
 
     start = phase("5/6 zero-shot evaluation on unseen cohorts")
     report = run_zero_shot_evaluation(stage2, data_dir, out, max_subjects=preset["eval_subjects"], seed=args.seed,
@@ -175,6 +164,49 @@ def main(argv=None) -> dict:
     print(report["table"])
     print(f"\nall under {out}/: results.json, results.md, plots, model/ ({sum(timings.values()) / 60:.1f} min)")
     return report
+
+
+def stage_runs(args: argparse.Namespace, preset: dict, out: Path, *, bf16: bool, cuda: bool) -> list[tuple[str, list[str]]]:
+    """The train.py runs of the recipe, (stage, argv) in order: each stage's settings file, then what this
+    run changes (folders, seed, backbone, the preset's sizes, precision, `FLAG_SETTINGS` of the flags set)."""
+    data_dir = out / "data"
+    folders = {stage: out / folder for stage, folder in STAGE_FOLDERS.items()}
+    stages = [s for s, skip in (("encoder", args.skip_stage0), ("align", args.skip_stage1), ("joint", False)) if not skip]
+    runs = []
+    for stage in stages:
+        settings: dict[str, object] = {"data_dir": data_dir, "output_dir": folders[stage], "seed": args.seed}
+        roles = {stage}
+        if stage != "encoder":
+            roles.add("llm")
+            settings.update(per_device_train_batch_size=preset["batch_size"],
+                            **({"backbone": args.backbone} if args.backbone else {}),
+                            **({"bf16": True} if bf16 else {}), **({} if cuda else {"use_cpu": True}))
+        if stage == "align":
+            settings["max_steps"] = preset["align_steps"]
+            if not args.skip_stage0:
+                settings["encoder_checkpoint"] = folders["encoder"]
+        if stage == "joint":
+            if preset["joint_samples"]:
+                settings["max_train_samples"] = preset["joint_samples"]
+            if not args.skip_stage1:
+                settings["model_name_or_path"] = folders["align"]
+            elif not args.skip_stage0:
+                settings["encoder_checkpoint"] = folders["encoder"]
+        if stage != "joint" or args.skip_stage1:
+            roles.add("new model")
+        for flag, (applies_to, changes) in FLAG_SETTINGS.items():
+            if getattr(args, flag) and applies_to in roles:
+                settings.update(changes)
+        runs.append((stage, [str(STAGE_SETTINGS / f"{stage}.yaml"), *option_argv(settings)]))
+    return runs
+
+
+def option_argv(settings: dict[str, object]) -> list[str]:
+    """`{option: value}` as train.py command-line options (booleans as true/false)."""
+    argv = []
+    for option, value in settings.items():
+        argv += [f"--{option}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
 
 
 def pick_precision(requested: str, preset: dict) -> dict:

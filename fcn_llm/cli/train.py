@@ -1,14 +1,19 @@
 """Train FCN-LLM: stage 0 (encoder), stage 1 (align) and stage 2 (joint), with the HF Trainer.
 
-    python train.py --stage encoder --data_dir D --output_dir out/stage0
-    python train.py --stage align   --data_dir D --output_dir out/stage1 --encoder_checkpoint out/stage0
-    python train.py --stage joint   --data_dir D --output_dir out/stage2 --model_name_or_path out/stage1 [--lora]
+    python train.py configs/stages/encoder.yaml --data_dir D --output_dir out/stage0
+    python train.py configs/stages/align.yaml   --data_dir D --output_dir out/stage1 --encoder_checkpoint out/stage0
+    python train.py configs/stages/joint.yaml   --data_dir D --output_dir out/stage2 --model_name_or_path out/stage1
+
+A stage's settings file (.yaml/.json) as the first argument, as run_clm.py takes one; options after it
+override its settings. Without a file, every option comes from the command line (`--stage align ...`).
 
 - stage 0 pre-trains the FCN encoder on the seen cohorts' attributes (seconds to minutes);
 - stage 1 freezes the LLM and its head and trains encoder + projector (+ auxiliary attribute heads);
 - stage 2 trains everything, or LoRA on the LLM with encoder and projector in `modules_to_save`.
 Every `TrainingArguments` option works (`--resume_from_checkpoint`, `--push_to_hub`, `--bf16`, ...),
-also under `accelerate launch`.
+also under `accelerate launch` (DDP or DeepSpeed ZeRO-2). The Trainer builds the optimizer, saves the model
+and processor (`trainer.save_model`) and uploads the output folder (`trainer.push_to_hub`, with the FCN-LLM
+model card when `--results_json` is given).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
 
@@ -39,14 +45,17 @@ from processing import FCNProcessor, load_atlas
 from fcn_llm.training.balancing import balance_answers
 from fcn_llm.training.collator import FCNInstructionCollator
 from fcn_llm.training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
+from fcn_llm.training.model_card import base_model_id, build_model_card, load_fcn_llm_results
 from fcn_llm.training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
 from fcn_llm.training.readout_fitting import READABLE_KINDS, fit_readout
 from fcn_llm.training.router_fitting import fit_paradigms, fit_router, fit_turns
 from fcn_llm.training.trainer import FCNTrainer
+from fcn_llm.evaluation.report import markdown_table
 
 logger = logging.getLogger("fcn_llm.train")
 STAGES = ("encoder", "align", "joint")
 PARADIGMS = ("predictive", "judgment", "comparative")
+SETTINGS_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass
@@ -156,6 +165,12 @@ class RecipeArguments:
                           "outputs; false: the token heads alone (demo data, mean zero-shot AUC over 7 conditions, "
                           "all 300 subjects, seeds 0/1: 0.744/0.733 with, 0.684/0.672 without)."},
     )
+    results_json: str | None = field(
+        default=None,
+        metadata={"help": "With --push_to_hub: this model's zero-shot results.json (evaluate_zero_shot.py), from which "
+                          "the uploaded model card (README.md) is built; without it the upload carries the Trainer's "
+                          "draft card. The card's base model is --backbone (default SmolLM2-135M-Instruct)."},
+    )
 
 
 @dataclass
@@ -178,9 +193,16 @@ class FCNTrainingArguments(TrainingArguments):
 
 
 def parse_args(argv: list[str] | None = None):
+    """The four argument dataclasses from `argv` (default `sys.argv[1:]`): command-line options, or a stage's
+    settings file (.yaml/.yml/.json, `configs/stages/`) as the first argument, which options after it override."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, FCNTrainingArguments))
     try:
-        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        if argv and argv[0].endswith(SETTINGS_SUFFIXES):
+            parsed = parse_settings_file(parser, argv[0], argv[1:])
+        else:
+            parsed = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, recipe_args, training_args = parsed
     except ValueError as err:
         if "bf16" in str(err) and not torch.cuda.is_available():
             parser.error("--bf16 true without --use_cpu true asks for bf16 on a CUDA device, and this machine has "
@@ -190,8 +212,46 @@ def parse_args(argv: list[str] | None = None):
     if recipe_args.stage not in STAGES:
         raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
     readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
+    if recipe_args.results_json is not None:
+        load_fcn_llm_results(recipe_args.results_json)  # names a missing or foreign results.json before any work
+    check_distribution(model_args, recipe_args, training_args)
     training_args.remove_unused_columns = False  # the collator needs messages and subject_ids
     return model_args, data_args, recipe_args, training_args
+
+
+def check_distribution(model_args, recipe_args, training_args) -> None:
+    """Refuse the DeepSpeed setups whose results would be wrong: ZeRO-3 (the closed-form fits write and read
+    whole parameters, which ZeRO-3 partitions), and stage-2 LoRA (the merged model is saved through the
+    Trainer, which under DeepSpeed saves the engine's adapter-wrapped weights)."""
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    if plugin.zero_stage == 3:
+        raise ValueError("DeepSpeed ZeRO-3 is not supported: stage 1's closed-form fits and the saved model need "
+                         "whole parameters. Launch with configs/accelerate/ddp.yaml (DDP) or "
+                         "configs/accelerate/deepspeed_zero2.yaml.")
+    if recipe_args.stage == "joint" and model_args.lora:
+        raise ValueError("--lora under DeepSpeed is not supported (the merged model is saved through the Trainer); "
+                         "launch stage 2 with LoRA with configs/accelerate/ddp.yaml (DDP).")
+
+
+def parse_settings_file(parser: HfArgumentParser, path: str, overrides: list[str]) -> tuple:
+    """A settings file alone through `parse_yaml_file`/`parse_json_file`, as run_clm.py reads one; with
+    `overrides` (command-line options), the file's settings as the parser's defaults."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"No settings file at {path} (a stage's .yaml/.json, e.g. configs/stages/align.yaml).")
+    settings = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} holds no mapping of option names to values.")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"{path} sets unknown option(s) {unknown}; `python train.py --help` lists the options.")
+    if not overrides:
+        return parser.parse_json_file(file) if file.suffix == ".json" else parser.parse_yaml_file(file)
+    parser.set_defaults(**settings)
+    return parser.parse_args_into_dataclasses(args=overrides)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,24 +503,6 @@ def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
     return get_peft_model(model, config)
 
 
-def evidence_optimizer(model: torch.nn.Module, args: TrainingArguments, multiplier: float) -> torch.optim.Optimizer | None:
-    """AdamW (the Trainer's settings) with the evidence token's parameters at `multiplier` x the learning
-    rate; None (the Trainer builds its own) when the multiplier is 1."""
-    if multiplier == 1.0:
-        return None
-    if multiplier <= 0:
-        raise ValueError(f"--evidence_lr_multiplier must be positive, got {multiplier}.")
-    evidence, rest = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (evidence if "instruction_conditioning" in name else rest).append(param)
-    groups = [{"params": rest}, {"params": evidence, "lr": args.learning_rate * multiplier}]
-    return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon, weight_decay=args.weight_decay,
-    )
-
-
 def subject_fcns(processor: FCNProcessor, lookup: GraphLookup, subject_ids: list[str]) -> torch.Tensor:
     """The subjects' FCNs `(S, N, N)` as the model sees them (validated, normalised)."""
     return torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(subject_ids)))))
@@ -577,34 +619,50 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         model=trainable_model, args=training_args, train_dataset=train,
         eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
         processing_class=processor, callbacks=callbacks,
-        optimizers=(evidence_optimizer(trainable_model, training_args, recipe_args.evidence_lr_multiplier), None),
+        lr_multipliers={"instruction_conditioning": recipe_args.evidence_lr_multiplier},
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)  # train_results.json, all_results.json (rank 0)
     trainer.save_state()  # trainer_state.json: the log history, for resuming and plotting
     out = Path(training_args.output_dir)
+    lora = recipe_args.stage == "joint" and model_args.lora
+    if lora:  # the adapter next to the merged model; the Trainer then saves (and pushes) the merged model
+        if trainer.is_world_process_zero():
+            trainable_model.save_pretrained(out / "adapter")
+        trainer.model = trainable_model.merge_and_unload()
     if trainer.is_world_process_zero():
-        save_model(trainable_model, processor, out, lora=recipe_args.stage == "joint" and model_args.lora)
         (out / "train_summary.json").write_text(json.dumps({
             "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread, **fitted,
             "precision": precision,
             "log_history": trainer.state.log_history,
         }, indent=2))
-        if training_args.push_to_hub:
-            final = FCNLLMForCausalLM.from_pretrained(out)
-            final.push_to_hub(training_args.hub_model_id or out.name)
-            processor.push_to_hub(training_args.hub_model_id or out.name)
+    if training_args.push_to_hub:  # saves the model and processor into `out`, then uploads `out`
+        card = stage_model_card(trainer.model.config, model_args, recipe_args, training_args, subjects["train"], len(train))
+        trainer.push_to_hub(commit_message=f"FCN-LLM stage {recipe_args.stage}", model_card=card)
+    else:
+        trainer.save_model(str(out))  # model (safetensors + remote code), processor and training_args.bin
     return out
 
 
-def save_model(model, processor: FCNProcessor, out: Path, lora: bool) -> None:
-    """Model (safetensors + remote code) and processor; with LoRA also the adapter, and the merged model at `out`."""
-    if lora:
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+def stage_model_card(config, model_args, recipe_args, training_args, subjects_train, train_instructions: int):
+    """The Hub card `--push_to_hub` uploads: `model_card.build_model_card` on `--results_json` (the
+    zero-shot results of this model); None without it (the Trainer's draft card)."""
+    if recipe_args.results_json is None:
+        logger.warning("--push_to_hub without --results_json: the upload carries the Trainer's draft model card.")
+        return None
+    settings = ("learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "lr_scheduler_type",
+                "warmup_steps", "seed", "bf16")
+    hyperparameters = {"stage": recipe_args.stage, **{name: getattr(training_args, name) for name in settings},
+                       "evidence learning-rate multiplier": recipe_args.evidence_lr_multiplier,
+                       "LoRA": f"r={model_args.lora_r}, alpha={model_args.lora_alpha}" if model_args.lora else "no"}
+    return build_model_card(
+        config, results_json=recipe_args.results_json,
+        results_table=markdown_table(json.loads(Path(recipe_args.results_json).read_text())["results"]), base_model=base_model_id(model_args.backbone),
+        atlas=subjects_train[0]["atlas"], repo_id=training_args.hub_model_id or Path(training_args.output_dir).name,
+        training_summary=f"Stage {recipe_args.stage}: {train_instructions} training instructions.",
+        hyperparameters=hyperparameters,
+    )
 
 
 def main(argv: list[str] | None = None, callbacks=None) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
 
 from fcn_llm.cli import train
@@ -131,21 +132,64 @@ def test_unknown_readout_kind_is_named():
     assert train.readout_kinds("continuous, categorical") == ("continuous", "categorical")
 
 
-def test_evidence_learning_rate_multiplier(tokenizer, tmp_path):
-    from transformers import TrainingArguments
+class RecordOptimizer(TrainerCallback):
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.groups = [(len(g["params"]), g["lr"]) for g in optimizer.param_groups]
 
-    from tests.conftest import make_tiny_model
 
-    model = make_tiny_model(tokenizer, attribute_evidence=True)
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none", use_cpu=True)
-    assert train.evidence_optimizer(model, args, 1.0) is None  # the Trainer's own optimizer
-    optimizer = train.evidence_optimizer(model, args, 10.0)
-    rest, evidence = optimizer.param_groups
-    assert rest["lr"] == pytest.approx(1e-3) and evidence["lr"] == pytest.approx(1e-2)
-    conditioning = {id(p) for p in model.model.instruction_conditioning.parameters()}
-    assert {id(p) for p in evidence["params"]} == conditioning
-    with pytest.raises(ValueError, match="must be positive"):
-        train.evidence_optimizer(model, args, 0.0)
+def test_stage1_trains_the_evidence_token_at_a_multiple_of_the_learning_rate(workspace, tmp_path):
+    """The Trainer builds the optimizer (FCNTrainer.create_optimizer): the evidence token's groups at 10x."""
+    record = RecordOptimizer()
+    train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                "--max_steps", "1", "--learning_rate", "1e-3", "--evidence_lr_multiplier", "10", *FAST],
+               callbacks=[record])
+    assert {round(lr, 9) for _, lr in record.groups} == {1e-3, 1e-2} and all(n > 0 for n, _ in record.groups)
+
+
+class FakeHub:
+    """Stands in for `huggingface_hub.HfApi` in transformers.trainer: records the uploads, reaches nothing."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def __call__(self):
+        return self
+
+    def create_repo(self, repo_id, **kwargs):
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        card = (folder / "README.md").read_text() if (folder / "README.md").exists() else None
+        self.uploads.append({"repo_id": repo_id, "folder": folder, "card": card,
+                             "files": sorted(p.name for p in folder.iterdir()), **kwargs})
+
+
+def test_push_to_hub_uploads_the_output_folder_with_the_fcn_llm_card(workspace, tmp_path, monkeypatch):
+    import transformers.trainer
+
+    from tests.fcn_llm.training.test_model_card import _results_json
+
+    hub = FakeHub()
+    monkeypatch.setattr(transformers.trainer, "hf_api", hub)
+    results = _results_json(tmp_path)
+    out = train.main(["--stage", "joint", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s2"),
+                      "--model_name_or_path", str(workspace["stage1"]), "--max_steps", "1", "--save_strategy", "no",
+                      "--push_to_hub", "true", "--hub_model_id", "org/fcn-test", "--results_json", str(results), *FAST])
+    final = hub.uploads[-1]
+    assert final["repo_id"] == "org/fcn-test" and final["folder"] == out == tmp_path / "s2"
+    assert final["commit_message"] == "FCN-LLM stage joint"
+    assert {"model.safetensors", "config.json", "processor_config.json", "train_summary.json", "README.md"} <= set(final["files"])
+    card = ModelCard.load(out / "README.md")
+    assert card.content == final["card"] and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "# FCN-LLM: fcn-test" in card.text and card.data.eval_results  # the FCN-LLM card, results included
+    assert AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+
+
+def test_push_to_hub_with_a_bad_results_json_stops_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No results.json at"):
+        train.parse_args(["--output_dir", str(tmp_path), "--results_json", str(tmp_path / "results.json")])
 
 
 def test_stage2_lora_saves_adapter_and_merged_model(workspace):
@@ -264,3 +308,56 @@ def test_train_py_sets_a_sleeping_openmp_wait_policy_unless_told(given, expected
     code = "import sys, fcn_llm.cli.train; assert 'torch' in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == expected
+
+
+STAGE_FILES = sorted((REPO / "configs" / "stages").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STAGE_FILES, ids=lambda p: p.name)
+def test_a_stage_file_alone_reads_as_run_clm_reads_one_and_options_after_it_override(path):
+    alone = train.parse_args([str(path)])  # HfArgumentParser.parse_yaml_file
+    assert alone[2].stage == path.stem
+    with_defaults = train.parse_args([str(path), "--seed", "42"])  # the file as defaults, then the options
+    for a, b in zip(alone, with_defaults):
+        assert (a.to_dict() if hasattr(a, "to_dict") else vars(a)) == (b.to_dict() if hasattr(b, "to_dict") else vars(b))
+    *_, recipe_args, training_args = train.parse_args([str(path), "--seed", "7", "--output_dir", "elsewhere"])
+    assert training_args.seed == 7 and training_args.output_dir == "elsewhere" and recipe_args.stage == path.stem
+
+
+def test_stage_files_hold_the_recipe_settings():
+    *_, recipe_args, align = train.parse_args([str(REPO / "configs/stages/align.yaml")])
+    assert (align.learning_rate, align.max_steps, align.warmup_steps, align.lr_scheduler_type) == (1e-3, 400, 20, "cosine")
+    assert align.optim == "adamw_torch" and recipe_args.evidence_lr_multiplier == 10.0
+    model_args, data_args, _, joint = train.parse_args([str(REPO / "configs/stages/joint.yaml"), "--lora", "true"])
+    assert (joint.learning_rate, joint.num_train_epochs, joint.max_steps) == (2e-5, 1, -1) and model_args.lora
+    assert data_args.balance_answers and data_args.paradigms == "predictive,judgment,comparative"
+
+
+def test_bad_stage_files_are_named(tmp_path):
+    with pytest.raises(ValueError, match="No settings file at .*missing.yaml"):
+        train.parse_args([str(tmp_path / "missing.yaml")])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- stage\n- align\n")
+    with pytest.raises(ValueError, match="holds no mapping"):
+        train.parse_args([str(listing)])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("stage: align\nlearning_rat: 0.001\nmax_step: 3\n")
+    for argv in ([str(typo)], [str(typo), "--seed", "1"]):
+        with pytest.raises(ValueError, match=r"sets unknown option\(s\) \['learning_rat', 'max_step'\]"):
+            train.parse_args(argv)
+
+
+def test_zero3_and_lora_under_deepspeed_are_refused_with_the_configs_that_work():
+    from types import SimpleNamespace
+
+    def args(stage=None, lora=False, stage_name="joint"):
+        plugin = None if stage is None else SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(lora=lora), SimpleNamespace(stage=stage_name), SimpleNamespace(deepspeed_plugin=plugin)
+
+    train.check_distribution(*args())  # DDP or one process
+    train.check_distribution(*args(stage=2))
+    train.check_distribution(*args(stage=2, lora=True, stage_name="align"))  # --lora only acts in stage 2
+    with pytest.raises(ValueError, match="ZeRO-3 is not supported.*ddp.yaml.*deepspeed_zero2.yaml"):
+        train.check_distribution(*args(stage=3))
+    with pytest.raises(ValueError, match="--lora under DeepSpeed is not supported.*ddp.yaml"):
+        train.check_distribution(*args(stage=2, lora=True))
