@@ -136,7 +136,7 @@ def _heads_to_dicts(output: dict, field_name: str) -> dict:
 
 @strict
 class FCNEncoderConfig(PreTrainedConfig):
-    r"""Configuration of `FCNEncoder`, the GNN that turns an FCN `(N, N)` into G graph tokens.
+    r"""Configuration of `FCNEncoderModel`, the GNN that turns an FCN `(N, N)` into G graph tokens.
 
     Args:
         num_rois: N, the number of ROIs of the atlas.
