@@ -309,8 +309,10 @@ def load_stage0(folder: str) -> FCNEncoderForAttributePrediction:
 
 
 def stage0_encoder_config(stage0: FCNEncoderForAttributePrediction) -> FCNEncoderConfig:
-    """The encoder config of a stage-0 model, without its heads (the composite's own are `auxiliary_heads`)."""
-    return FCNEncoderConfig.from_dict({**stage0.config.to_dict(), "attribute_heads": None, "architectures": None})
+    """The encoder config of a stage-0 model, without its heads (the composite's own are `auxiliary_heads`),
+    architecture and folder."""
+    dropped = ("attribute_heads", "architectures", "_name_or_path")
+    return FCNEncoderConfig.from_dict({k: v for k, v in stage0.config.to_dict().items() if k not in dropped})
 
 
 def copy_stage0(model: FCNLLMForCausalLM, stage0: FCNEncoderForAttributePrediction) -> bool:

@@ -68,6 +68,9 @@ def test_stage1_trains_encoder_and_projector_only(workspace):
     encoder0 = _stage0_weights(workspace["stage0"], "encoder.")
     changed = [k for k, v in encoder0.items() if not torch.equal(stage1[f"model.graph_encoder.{k}"], v)]
     assert changed, "stage 1 did not train the encoder"
+    encoder_config = json.loads((workspace["stage1"] / "config.json").read_text())["encoder_config"]
+    assert encoder_config["model_type"] == "fcn_encoder" and encoder_config["num_layers"] == 1
+    assert not {"attribute_heads", "architectures", "_name_or_path"} & {k for k, v in encoder_config.items() if v}
     summary = json.loads((workspace["stage1"] / "train_summary.json").read_text())
     # the Trainer's own records, as run_clm.py writes them
     assert json.loads((workspace["stage1"] / "train_results.json").read_text())["train_runtime"] > 0
