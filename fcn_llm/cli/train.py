@@ -298,6 +298,9 @@ def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path
 def load_stage0(folder: str) -> FCNEncoderForAttributePrediction:
     """The `FCNEncoderForAttributePrediction` a stage-0 run saved (`save_pretrained` folder, safetensors)."""
     path = Path(folder)
+    if (path / "encoder.safetensors").exists() and not (path / "model.safetensors").exists():
+        raise ValueError(f"{folder} holds an older stage-0 layout (encoder.safetensors, heads.safetensors); "
+                         "rerun --stage encoder to write it as a save_pretrained folder.")
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise ValueError(f"{folder} is not a stage-0 output (no config.json and model.safetensors); "
                          "run --stage encoder first.")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
 
 from fcn_llm.cli import train
-from modeling_fcnllm import FCNEncoderForAttributePrediction
+from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction
 from datasets_scripts import build_instructions
 from tests.conftest import make_tokenizer, tiny_text_config
 
@@ -223,6 +223,13 @@ def test_bad_inputs_name_the_problem(workspace, tmp_path):
                     *FAST])
     with pytest.raises(ValueError, match="Unknown --stage"):
         train.main(["--stage", "pretrain", "--output_dir", str(tmp_path / "o")])
+
+
+def test_an_older_stage0_layout_is_named(tmp_path):
+    FCNEncoderConfig(num_rois=4).save_pretrained(tmp_path)
+    save_file({"roi_embedding": torch.zeros(4, 128)}, tmp_path / "encoder.safetensors")
+    with pytest.raises(ValueError, match="older stage-0 layout .encoder.safetensors, heads.safetensors.; rerun --stage encoder"):
+        train.load_stage0(str(tmp_path))
 
 
 @pytest.mark.slow
