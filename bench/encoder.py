@@ -18,7 +18,7 @@ from torch import nn
 from torch_geometric.nn import GraphConv
 from torch_geometric.utils import dense_to_sparse
 
-from modeling_fcnllm import FCNEncoder, FCNEncoderConfig
+from modeling_fcnllm import FCNEncoderConfig, FCNEncoderModel
 from modeling_fcnllm.modeling_fcnllm import FCNGraphLayer
 
 from .setup import encoder_config
@@ -46,7 +46,7 @@ class SparseGraphLayer(nn.Module):
         return hidden + self.dropout(F.gelu(messages.view(batch, num_rois, width)))
 
 
-def sparse_copy(encoder: FCNEncoder) -> FCNEncoder:
+def sparse_copy(encoder: FCNEncoderModel) -> FCNEncoderModel:
     """The same encoder with sparse message passing (same weights)."""
     sparse = copy.deepcopy(encoder)
     sparse.layers = nn.ModuleList(SparseGraphLayer(layer) for layer in encoder.layers)
@@ -70,7 +70,7 @@ def encoder_throughput(sizes: dict[int, str | FCNEncoderConfig] | None = None, b
     for num_rois, spec in sizes.items():
         config = spec if isinstance(spec, FCNEncoderConfig) else encoder_config(spec)
         torch.manual_seed(0)
-        dense = FCNEncoder(config).eval()  # eval: no dropout, so both paths compute the same tokens
+        dense = FCNEncoderModel(config).eval()  # eval: no dropout, so both paths compute the same tokens
         sparse = sparse_copy(dense).eval()
         fcns = random_fcns(batch, num_rois)
         with torch.no_grad():

@@ -2,7 +2,7 @@
 
     python bench/encoder_cost.py [--batch 32] [--repeats 5] [--threads 2]
 
-Prints milliseconds per graph (forward, and forward+backward) of the whole `FCNEncoder` for each
+Prints milliseconds per graph (forward, and forward+backward) of the whole `FCNEncoderModel` for each
 dense PyG layer kind at Schaefer-100 / 200 / 400, one message-passing layer of the dense default
 (`DenseGraphConv`) against the sparse `GATv2Conv` on the same top-k graphs (the choice the encoder
 made), and the ratio to one SmolLM2-135M forward over a 64-token prompt, all measured in one run:
@@ -19,7 +19,7 @@ import torch
 from torch_geometric.nn import DenseGraphConv, GATv2Conv
 from torch_geometric.utils import dense_to_sparse
 
-from modeling_fcnllm import FCNEncoder, FCNEncoderConfig
+from modeling_fcnllm import FCNEncoderConfig, FCNEncoderModel
 from modeling_fcnllm.modeling_fcnllm import sparsify_fcn
 from processing import load_atlas
 
@@ -56,7 +56,7 @@ def main() -> None:
         fcns = random_fcns(args.batch, atlas.num_rois)
         for gnn_type in ("graph", "gin", "gcn", "gat"):
             config = FCNEncoderConfig(num_rois=atlas.num_rois, network_assignment=atlas.network_assignment, gnn_type=gnn_type)
-            encoder = FCNEncoder(config)
+            encoder = FCNEncoderModel(config)
 
             def forward():
                 with torch.no_grad():

@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"Unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}.")
-    if "stage0" in variants and not (Path(args.stage0) / "encoder.safetensors").exists():
+    if "stage0" in variants and not (Path(args.stage0) / "model.safetensors").exists():
         raise FileNotFoundError(f"{args.stage0} has no stage-0 encoder; run `train.py --stage encoder` first.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

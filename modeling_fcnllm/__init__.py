@@ -1,4 +1,4 @@
-"""FCN-LLM model package: configs, the multi-scale FCN encoder and the LLaVA-style causal LM.
+"""FCN-LLM model package: configs, the multi-scale FCN encoder (alone or with attribute heads) and the LLaVA-style causal LM.
 
 Importing it registers the classes with the Auto classes, in-process (`AutoConfig.register`, ...)
 and for remote code (`register_for_auto_class`, so `save_pretrained` writes `auto_map` and copies
@@ -7,10 +7,13 @@ and for remote code (`register_for_auto_class`, so `save_pretrained` writes `aut
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig
+from .configuration_fcnllm import AttributeHeadConfig, FCNEncoderConfig, FCNLLMConfig
 from .modeling_fcnllm import (
-    FCNEncoder,
+    FCNAttributePredictionOutput,
+    FCNEncoderForAttributePrediction,
+    FCNEncoderModel,
     FCNEncoderOutput,
+    FCNEncoderPreTrainedModel,
     FCNLLMCausalLMOutputWithPast,
     FCNLLMForCausalLM,
     FCNLLMModel,
@@ -20,6 +23,8 @@ from .modeling_fcnllm import (
     GraphAttributeHeads,
 )
 
+AutoConfig.register(FCNEncoderConfig.model_type, FCNEncoderConfig, exist_ok=True)
+AutoModel.register(FCNEncoderConfig, FCNEncoderModel, exist_ok=True)
 AutoConfig.register(FCNLLMConfig.model_type, FCNLLMConfig, exist_ok=True)
 AutoModel.register(FCNLLMConfig, FCNLLMModel, exist_ok=True)
 AutoModelForCausalLM.register(FCNLLMConfig, FCNLLMForCausalLM, exist_ok=True)
@@ -28,9 +33,13 @@ FCNLLMModel.register_for_auto_class("AutoModel")
 FCNLLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
-    "FCNEncoder",
+    "AttributeHeadConfig",
+    "FCNAttributePredictionOutput",
     "FCNEncoderConfig",
+    "FCNEncoderForAttributePrediction",
+    "FCNEncoderModel",
     "FCNEncoderOutput",
+    "FCNEncoderPreTrainedModel",
     "FCNLLMCausalLMOutputWithPast",
     "FCNLLMConfig",
     "FCNLLMForCausalLM",

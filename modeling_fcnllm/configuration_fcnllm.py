@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 GNN_TYPES = ("graph", "gin", "gcn", "gat")
+HEAD_KINDS = ("binary", "categorical", "continuous")
 
 # SmolLM2-135M-Instruct, the default backbone, with one added token (`<graph>`, id 49152).
 _DEFAULT_TEXT_CONFIG = {
@@ -27,9 +31,112 @@ _DEFAULT_TEXT_CONFIG = {
 }
 
 
+@dataclass(frozen=True)
+class AttributeHeadConfig(Mapping):
+    r"""One attribute head on the encoder's graph tokens: what it predicts and how its outputs read.
+
+    Validated on construction (a ValueError names the head and the problem). Also reads as the plain
+    mapping it is stored as in config.json (`head["key"]`, `head.get("mean")`, `dict(head)`).
+
+    Args:
+        key: the attribute's name (a column of the subjects' table), unique among the heads.
+        kind: `"binary"` (one logit), `"categorical"` (one logit per class) or `"continuous"` (one
+            standardised value).
+        num_outputs: the head's output width: 1 for binary and continuous, the number of classes (>= 2)
+            for categorical.
+        classes: a categorical head's class names, in output order (empty: unnamed); empty otherwise.
+        mean, std: a continuous head's target scaling, value = output * std + mean (std > 0).
+    """
+
+    key: str
+    kind: Literal["binary", "categorical", "continuous"]
+    num_outputs: int
+    classes: tuple[str, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self):
+        name = f"Attribute head {self.key!r}"
+        if not isinstance(self.key, str) or not self.key:
+            raise ValueError(f"Attribute head key must be a non-empty string, got {self.key!r}.")
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"{name}: unknown kind {self.kind!r}; choose one of {', '.join(HEAD_KINDS)}.")
+        if isinstance(self.num_outputs, bool) or not isinstance(self.num_outputs, int):
+            raise ValueError(f"{name}: num_outputs must be an int, got {self.num_outputs!r}.")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.kind == "categorical":
+            if self.num_outputs < 2:
+                raise ValueError(f"{name}: a categorical head needs num_outputs >= 2 (one per class), got {self.num_outputs}.")
+            if self.classes and len(self.classes) != self.num_outputs:
+                raise ValueError(f"{name}: {len(self.classes)} classes for num_outputs={self.num_outputs}.")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"{name}: classes must be distinct, got {list(self.classes)}.")
+        else:
+            if self.num_outputs != 1:
+                raise ValueError(f"{name}: a {self.kind} head has num_outputs=1, got {self.num_outputs}.")
+            if self.classes:
+                raise ValueError(f"{name}: only categorical heads have classes, got {list(self.classes)}.")
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"{name}: mean must be finite and std finite and > 0, got mean={self.mean}, std={self.std}.")
+
+    @classmethod
+    def from_dict(cls, head: Mapping[str, Any]) -> "AttributeHeadConfig":
+        """A head from its config.json mapping; missing or unknown fields are a ValueError naming them."""
+        if isinstance(head, cls):
+            return head
+        if not isinstance(head, Mapping):
+            raise ValueError(f"An attribute head is a mapping with key, kind and num_outputs, got {head!r}.")
+        names = [f.name for f in fields(cls)]
+        label = f"Attribute head {head.get('key')!r}"
+        missing = [n for n in ("key", "kind", "num_outputs") if n not in head]
+        if missing:
+            raise ValueError(f"{label} lacks {', '.join(missing)} (it needs key, kind and num_outputs), got {dict(head)}.")
+        unknown = sorted(set(head) - set(names))
+        if unknown:
+            raise ValueError(f"{label} has unknown fields {unknown}; its fields are {names}.")
+        return cls(**head)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain mapping stored in config.json."""
+        return {**asdict(self), "classes": list(self.classes)}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+def attribute_head_configs(heads: list | None, field_name: str) -> list[AttributeHeadConfig] | None:
+    """`heads` (mappings or `AttributeHeadConfig`s, None) as validated `AttributeHeadConfig`s with distinct keys."""
+    if heads is None:
+        return None
+    typed = []
+    for i, head in enumerate(heads):
+        try:
+            typed.append(AttributeHeadConfig.from_dict(head))
+        except ValueError as err:
+            raise ValueError(f"{field_name}[{i}]: {err}") from None
+    keys = [head.key for head in typed]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{field_name} keys must be distinct, got {keys}.")
+    return typed
+
+
+def _heads_to_dicts(output: dict, field_name: str) -> dict:
+    if output.get(field_name) is not None:
+        output[field_name] = [AttributeHeadConfig.from_dict(head).to_dict() for head in output[field_name]]
+    return output
+
+
 @strict
 class FCNEncoderConfig(PreTrainedConfig):
-    r"""Configuration of `FCNEncoder`, the GNN that turns an FCN `(N, N)` into G graph tokens.
+    r"""Configuration of `FCNEncoderModel`, the GNN that turns an FCN `(N, N)` into G graph tokens.
 
     Args:
         num_rois: N, the number of ROIs of the atlas.
@@ -43,6 +150,8 @@ class FCNEncoderConfig(PreTrainedConfig):
         num_roi_tokens: R, learned queries of the ROI-level attention pooling.
         use_roi_tokens / use_network_tokens / use_global_token: switch each scale on or off.
         dropout: dropout inside the GNN.
+        attribute_heads: the heads of `FCNEncoderForAttributePrediction` (stage 0), as `AttributeHeadConfig`s
+            or their mappings; unused by `FCNEncoderModel`.
     """
 
     model_type = "fcn_encoder"
@@ -62,9 +171,11 @@ class FCNEncoderConfig(PreTrainedConfig):
     use_global_token: bool = True
     dropout: float = 0.1
     initializer_range: float = 0.02
+    attribute_heads: list[AttributeHeadConfig | dict] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self.attribute_heads = attribute_head_configs(self.attribute_heads, "attribute_heads")
         if self.num_rois < 2:
             raise ValueError(f"num_rois must be at least 2, got {self.num_rois}.")
         if self.network_assignment is not None:
@@ -112,6 +223,10 @@ class FCNEncoderConfig(PreTrainedConfig):
             + int(self.use_global_token)
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types (attribute heads as mappings)."""
+        return _heads_to_dicts(super().to_dict(), "attribute_heads")
+
 
 @strict
 class FCNLLMConfig(PreTrainedConfig):
@@ -126,8 +241,9 @@ class FCNLLMConfig(PreTrainedConfig):
             word-embedding RMS, so graph tokens have the scale of word tokens.
         projector_batchnorm: standardise every (token, channel) of the encoder output over subjects
             before projecting (removes what is the same for every subject).
-        auxiliary_heads: optional attribute heads on the encoder's graph tokens, a list of
-            `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int}`; pre-trained
+        auxiliary_heads: optional attribute heads on the encoder's graph tokens, `AttributeHeadConfig`s
+            (or their mappings, `{"key": str, "kind": "binary"|"categorical"|"continuous", "num_outputs": int,
+            ...}`); pre-trained
             in stage 0, trained with `graph_attribute_labels` (the auxiliary loss) and returned as
             `graph_attribute_outputs`.
         auxiliary_loss_weight: weight of the auxiliary attribute loss added to the LM loss.
@@ -170,7 +286,7 @@ class FCNLLMConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     projector_layernorm: bool = True
     projector_batchnorm: bool = True
-    auxiliary_heads: list[dict] | None = None
+    auxiliary_heads: list[AttributeHeadConfig | dict] | None = None
     auxiliary_loss_weight: float = 0.0
     instruction_conditioning: bool = True
     instruction_rank: int = 256
@@ -182,6 +298,7 @@ class FCNLLMConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         kwargs.pop("graph_seq_length", None)  # derived, never stored
         super().__post_init__(**kwargs)
+        self.auxiliary_heads = attribute_head_configs(self.auxiliary_heads, "auxiliary_heads")
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
         vocab_size = getattr(self.text_config, "vocab_size", None)
@@ -203,16 +320,15 @@ class FCNLLMConfig(PreTrainedConfig):
                 raise ValueError(
                     f"numeral_tokens maps token ids to the number text they spell (digits or '.'), got {token!r}: {text!r}."
                 )
-        for head in self.auxiliary_heads or []:
-            if set(head) < {"key", "kind", "num_outputs"} or head["kind"] not in ("binary", "categorical", "continuous"):
-                raise ValueError(
-                    f"Each auxiliary head needs key, kind (binary/categorical/continuous) and num_outputs, got {head}."
-                )
 
     @property
     def graph_seq_length(self) -> int:
         """G, the number of graph tokens per FCN (derived from `encoder_config`)."""
         return self.encoder_config.graph_seq_length
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types (attribute heads as mappings)."""
+        return _heads_to_dicts(super().to_dict(), "auxiliary_heads")
 
 
 def numeral_tokens_of(tokenizer, max_digits: int = 4) -> dict[str, str]:
@@ -227,4 +343,4 @@ def numeral_tokens_of(tokenizer, max_digits: int = 4) -> dict[str, str]:
     return numerals
 
 
-__all__ = ["FCNEncoderConfig", "FCNLLMConfig", "numeral_tokens_of"]
+__all__ = ["AttributeHeadConfig", "FCNEncoderConfig", "FCNLLMConfig", "attribute_head_configs", "numeral_tokens_of"]

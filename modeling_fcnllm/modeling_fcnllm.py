@@ -3,7 +3,7 @@
 Data flow for a batch with `num_graphs` FCNs of N ROIs:
 
     graph_values (num_graphs, N, N)
-      -> FCNEncoder: top-k signed graph per FCN, PyG (dense) message passing over ROIs
+      -> FCNEncoderModel: top-k signed graph per FCN, PyG (dense) message passing over ROIs
          -> ROI tokens (R, attention pooling into learned queries)
           + subnetwork tokens (K, mean over each network's ROIs)
           + whole-brain token (1, global mean/max pooling)        = G tokens of size H
@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_fcnllm import FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
+from .configuration_fcnllm import AttributeHeadConfig, FCNEncoderConfig, FCNLLMConfig, numeral_tokens_of
 
 # The turn classifier's logit before it is fitted: every question asks the plain way.
 PLAIN_LOGIT = -30.0
@@ -40,7 +40,7 @@ ROI_SCALE, NETWORK_SCALE, GLOBAL_SCALE = 0, 1, 2
 
 @dataclass
 class FCNEncoderOutput(ModelOutput):
-    """Output of `FCNEncoder`.
+    """Output of `FCNEncoderModel`.
 
     Args:
         graph_tokens: `(B, G, H)` ROI, subnetwork and whole-brain tokens, in that order.
@@ -52,6 +52,23 @@ class FCNEncoderOutput(ModelOutput):
     graph_tokens: torch.Tensor | None = None
     node_embeddings: torch.Tensor | None = None
     roi_attention: torch.Tensor | None = None
+    network_connectivity: torch.Tensor | None = None
+
+
+@dataclass
+class FCNAttributePredictionOutput(ModelOutput):
+    """Output of `FCNEncoderForAttributePrediction`.
+
+    Args:
+        loss: `()` the heads' loss on `labels` (mean over heads with known labels), when labels are given.
+        attribute_outputs: `(num_graphs, A)` the heads' outputs (`GraphAttributeHeads`).
+        graph_tokens: `(num_graphs, G, H)` the encoder's graph tokens.
+        network_connectivity: `(num_graphs, K, K)` the network-level FCN.
+    """
+
+    loss: torch.Tensor | None = None
+    attribute_outputs: torch.Tensor | None = None
+    graph_tokens: torch.Tensor | None = None
     network_connectivity: torch.Tensor | None = None
 
 
@@ -118,8 +135,7 @@ class FCNGraphLayer(nn.Module):
     - ``"gin"``: `DenseGINConv` on the signed adjacency;
     - ``"gcn"``: `DenseGCNConv` on |r| (GCN normalisation needs non-negative weights);
     - ``"gat"``: `DenseGATConv`, attention over the kept neighbours.
-    Dense layers on `(B, N, N)` run 6-16x faster than scatter-based sparse layers at N = 100 on a
-    CPU (bench/encoder_cost.py), and an FCN's top-k graph is small enough for them.
+    Dense layers on `(B, N, N)` suit an FCN's small top-k graph better than scatter-based sparse layers.
     """
 
     def __init__(self, config: FCNEncoderConfig):
@@ -144,7 +160,28 @@ class FCNGraphLayer(nn.Module):
         return hidden + self.dropout(F.gelu(self.conv(self.norm(hidden), adjacency)))
 
 
-class FCNEncoder(nn.Module):
+class FCNEncoderPreTrainedModel(PreTrainedModel):
+    """Base of the FCN encoder models: `FCNEncoderConfig`, weight initialisation, loading."""
+
+    config_class = FCNEncoderConfig
+    config: FCNEncoderConfig
+    base_model_prefix = "encoder"
+    main_input_name = "graph_values"
+    input_modalities = ("graph",)
+    # no attention of transformers' own (the ROI pooling is `nn.MultiheadAttention`): any implementation the
+    # composite's language model is given leaves the encoder as it is
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, (FCNEncoderModel, GraphAttributeHeads)):
+            module.reset_parameters()
+
+
+class FCNEncoderModel(FCNEncoderPreTrainedModel):
     """Multi-scale FCN encoder: FCNs `(B, N, N)` -> graph tokens `(B, G, H)`.
 
     Node features are each ROI's connectivity profile (its FCN row, diagonal zeroed) projected to H,
@@ -155,8 +192,7 @@ class FCNEncoder(nn.Module):
     """
 
     def __init__(self, config: FCNEncoderConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         hidden = config.hidden_size
         self.input_norm = nn.LayerNorm(config.num_rois)
         self.node_projection = nn.Linear(config.num_rois, hidden)
@@ -175,7 +211,7 @@ class FCNEncoder(nn.Module):
         if config.use_global_token:
             self.global_projection = nn.Linear(2 * hidden + num_networks * (num_networks + 1) // 2, hidden)
         self.output_norm = nn.LayerNorm(hidden)
-        self.reset_parameters()
+        self.post_init()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -208,7 +244,9 @@ class FCNEncoder(nn.Module):
         pairs = sizes[:, None] * sizes[None, :] - torch.diag(sizes)
         return sums * (sizes[:, None] * sizes[None, :]) / pairs.clamp_min(1.0)
 
-    def forward(self, graph_values: torch.Tensor) -> FCNEncoderOutput:
+    def forward(self, graph_values: torch.Tensor, **kwargs) -> FCNEncoderOutput:
+        """`graph_values`: `(B, N, N)` FCNs (normalised as the processor does) -> `FCNEncoderOutput`."""
+        check_graph_values(graph_values, self.config.num_rois)
         config = self.config
         batch, num_rois, _ = graph_values.shape
         eye = torch.eye(num_rois, dtype=torch.bool, device=graph_values.device)
@@ -244,8 +282,7 @@ class FCNProjector(nn.Module):
 
     - The optional BatchNorm standardises every (token, channel) over subjects: it removes the part of
       the tokens that is the same for everyone (learned queries, scale embeddings) and keeps what
-      differs between subjects, which is all a frozen LLM can learn from (shared DESIGN §10: the
-      runs whose graph tokens barely differed between subjects never learned).
+      differs between subjects, which is all a frozen LLM can learn from.
     - The LayerNorm gain is set to the LLM's word-embedding RMS (`match_embedding_scale`), so graph
       tokens enter the LLM at the scale of word tokens.
     """
@@ -305,13 +342,13 @@ class InstructionConditioning(nn.Module):
       the others, times -1 for a question asked the other way round ("Can ADHD be ruled out?", "younger
       than 40?"; `signs`, bag-of-words classifiers fitted before stage 1, buffers). With `config.evidence_paradigms` (P > 1), `out`
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
-      the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted by
-      `training/router_fitting.py`, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
+      the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted in
+      closed form before stage 1, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
       A row with two graphs (a comparison) reads `(z_first - z_second) / 2` on both instead of `z - t`
       (`pair_difference`), so "which is older, the first or the second?" gets the difference between them.
 
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
-    `training/readout_fitting.py` fits the thresholds and signs and writes the heads' judgment columns
+    the training code fits the thresholds and signs and writes the heads' judgment columns
     in the answers' word embeddings).
     """
 
@@ -321,7 +358,7 @@ class InstructionConditioning(nn.Module):
         self.reads_attributes = config.instruction_evidence == "attributes"
         self.graph_len = config.graph_seq_length
         if self.reads_attributes:
-            self.head_sizes = [int(head["num_outputs"]) for head in config.auxiliary_heads]
+            self.head_sizes = [head.num_outputs for head in config.auxiliary_heads]
             # no gain or bias: every question map below reads the same features after stage 1 as when fitted
             self.router_norm = nn.LayerNorm(width, elementwise_affine=False)
             self.router = nn.Linear(width, len(self.head_sizes))
@@ -329,18 +366,17 @@ class InstructionConditioning(nn.Module):
             # learns from how a subject differs from others, not from the outputs' common offset
             self.evidence_norm = nn.BatchNorm1d(sum(self.head_sizes), affine=False)
             # the threshold a judgment names ("older than 30?"), per head output in the standardised units: a
-            # linear map of the router's bag of words, fitted in closed form (`training/readout_fitting.py`) and
-            # never trained (buffers: under the answer loss, at the evidence's learning rate, the demo's
-            # thresholds drifted to +-20-80 standard deviations within stage 1)
+            # linear map of the router's bag of words, fitted in closed form before stage 1 and
+            # never trained (buffers: the answer loss would let them drift)
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
             # with `config.numeral_tokens`, the threshold is the number the question spells, read as a number `v`:
             # `threshold_scale * v + threshold_offset` per head output, the exact conversion of a continuous head's
-            # units into the evidence's (set by `calibrate`; buffers, never trained: see docs/design.md), and the map
+            # units into the evidence's (set by `calibrate`; buffers, never trained), and the map
             # above stays zero
             self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
-            self.head_units = [(float(h.get("mean", 0.0)), float(h.get("std", 1.0)), h["kind"] == "continuous")
-                               for h in config.auxiliary_heads for _ in range(int(h["num_outputs"]))]
+            self.head_units = [(h.mean, h.std, h.kind == "continuous")
+                               for h in config.auxiliary_heads for _ in range(h.num_outputs)]
             self.register_buffer("threshold_scale", torch.zeros(sum(self.head_sizes)))
             self.register_buffer("threshold_offset", torch.zeros(sum(self.head_sizes)))
             # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
@@ -458,9 +494,8 @@ class InstructionConditioning(nn.Module):
         A bag-of-words linear classifier: `router` applied to the sum of the instruction tokens'
         layer-normed embeddings, i.e. every token's head scores summed. Tokens that every question
         shares add the same amount to every question, so the words that name the attribute decide.
-        (A log-sum-exp over per-token scores, the earlier pooling, let the shared "?" and "." decide:
-        the demo router sent half the anxiety questions to the ADHD head. A mean would dilute the
-        attribute's word ~30 times.) `training/router_fitting.py` fits it in closed form before stage 1.
+        (A log-sum-exp over per-token scores would let the shared "?" and "." decide; a mean would dilute
+        the attribute's word.) The training code fits it in closed form before stage 1.
         Rows without instruction tokens get zero logits (uniform).
         """
         return self.route_features(self.routing_features(word_embeds, instruction_mask), instruction_mask)
@@ -579,30 +614,27 @@ class GraphAttributeHeads(nn.Module):
     - a *token* head on the encoder's flattened layer-normed graph tokens `(num_graphs, G * H)`;
     - a *network-level* path on the standardised upper triangle of the network-level FCN
       `(num_graphs, K(K+1)/2)` (`network_mean` / `network_std` buffers), zero in a new model.
-    Stage 0 (`training/encoder_pretraining.py`) trains the encoder with the token heads, then replaces
+    Stage 0 (`FCNEncoderForAttributePrediction`) trains the encoder with the token heads, then replaces
     both maps by a cross-validated linear stack of [network-level FCN, token outputs] fitted in closed
-    form: on the default data a linear model on the 28 network-level values alone reached a zero-shot
-    mean AUC of 0.75 over seven conditions where the trained token heads had 0.68 (the stack: 0.74,
-    with an encoder that learned the attributes). A = the sum of the specs' `num_outputs` (a logit for
-    binary, class logits for categorical, a standardised value for continuous attributes). Stage 1
-    starts from stage 0's heads, and the evidence token can read their outputs
-    (`instruction_evidence="attributes"`). Labels `(num_graphs, len(specs))` hold a 0/1 value, a class
-    index or a standardised value per head, NaN where unknown.
+    form. A = the sum of the specs' `num_outputs` (a logit for binary, class logits for categorical, a
+    standardised value for continuous attributes). Stage 1 starts from stage 0's heads, and the evidence
+    token can read their outputs (`instruction_evidence="attributes"`). Labels `(num_graphs, len(specs))`
+    hold a 0/1 value, a class index or a standardised value per head, NaN where unknown.
     """
 
-    def __init__(self, specs: list[dict], num_tokens: int, hidden_size: int, num_networks: int = 1,
-                 dropout: float = 0.1):
+    def __init__(self, specs: list[AttributeHeadConfig | dict], num_tokens: int, hidden_size: int,
+                 num_networks: int = 1, dropout: float = 0.1):
         super().__init__()
-        self.specs = [dict(spec) for spec in specs]
+        self.specs = [AttributeHeadConfig.from_dict(spec) for spec in specs]
         self.norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
         width = num_tokens * hidden_size
-        self.heads = nn.ModuleDict({spec["key"]: nn.Linear(width, int(spec["num_outputs"])) for spec in self.specs})
+        self.heads = nn.ModuleDict({spec.key: nn.Linear(width, spec.num_outputs) for spec in self.specs})
         self.num_network_features = num_networks * (num_networks + 1) // 2
         self.register_buffer("network_mean", torch.zeros(self.num_network_features))
         self.register_buffer("network_std", torch.ones(self.num_network_features))
         self.network_heads = nn.ModuleDict(
-            {spec["key"]: nn.Linear(self.num_network_features, int(spec["num_outputs"])) for spec in self.specs})
+            {spec.key: nn.Linear(self.num_network_features, spec.num_outputs) for spec in self.specs})
         self.reset_parameters()
 
     @torch.no_grad()
@@ -616,8 +648,13 @@ class GraphAttributeHeads(nn.Module):
 
     @classmethod
     def from_config(cls, config: FCNLLMConfig) -> "GraphAttributeHeads":
-        encoder = config.encoder_config
-        return cls(config.auxiliary_heads, encoder.graph_seq_length, encoder.hidden_size, encoder.num_networks)
+        """The composite's heads: `config.auxiliary_heads` on `config.encoder_config`'s tokens."""
+        return cls.for_encoder(config.auxiliary_heads, config.encoder_config)
+
+    @classmethod
+    def for_encoder(cls, specs: list[AttributeHeadConfig | dict], config: FCNEncoderConfig) -> "GraphAttributeHeads":
+        """Heads `specs` on the tokens of an encoder of `config` (G tokens of size H, K subnetworks)."""
+        return cls(specs, config.graph_seq_length, config.hidden_size, config.num_networks)
 
     def network_features(self, network_connectivity: torch.Tensor) -> torch.Tensor:
         """`(num_graphs, K, K)` network-level FCNs -> `(num_graphs, K(K+1)/2)` upper triangles (diagonal kept), raw."""
@@ -640,7 +677,7 @@ class GraphAttributeHeads(nn.Module):
 
     def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """`(num_graphs, A)` outputs -> per attribute key `(num_graphs, num_outputs)`."""
-        sizes = [int(spec["num_outputs"]) for spec in self.specs]
+        sizes = [spec.num_outputs for spec in self.specs]
         return dict(zip(self.heads.keys(), outputs.split(sizes, dim=-1)))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -655,13 +692,41 @@ class GraphAttributeHeads(nn.Module):
             if not known.any():
                 continue
             y, out = labels[known, j], out[known].float()
-            if spec["kind"] == "binary":
+            if spec.kind == "binary":
                 losses.append(F.binary_cross_entropy_with_logits(out[:, 0], y))
-            elif spec["kind"] == "categorical":
+            elif spec.kind == "categorical":
                 losses.append(F.cross_entropy(out, y.long()))
             else:
                 losses.append(F.mse_loss(out[:, 0], y))
         return torch.stack(losses).mean() if losses else outputs.sum() * 0.0
+
+
+class FCNEncoderForAttributePrediction(FCNEncoderPreTrainedModel):
+    """The FCN encoder with attribute heads (`config.attribute_heads`): stage 0's model.
+
+    FCNs `(num_graphs, N, N)` -> `FCNEncoderModel` -> `GraphAttributeHeads` -> outputs `(num_graphs, A)`;
+    with `labels` `(num_graphs, len(config.attribute_heads))` (NaN = unknown) also the heads' loss.
+    `encoder` and `attribute_heads` are what `FCNLLMModel`'s `graph_encoder` and `graph_attribute_heads`
+    start from.
+    """
+
+    def __init__(self, config: FCNEncoderConfig):
+        super().__init__(config)
+        if not config.attribute_heads:
+            raise ValueError("FCNEncoderForAttributePrediction needs config.attribute_heads (at least one head).")
+        self.encoder = FCNEncoderModel(config)
+        self.attribute_heads = GraphAttributeHeads.for_encoder(config.attribute_heads, config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, graph_values: torch.Tensor, labels: torch.Tensor | None = None,
+                **kwargs) -> FCNAttributePredictionOutput:
+        """`graph_values` `(num_graphs, N, N)`, `labels` `(num_graphs, len(heads))` or None."""
+        encoded = self.encoder(graph_values)
+        outputs = self.attribute_heads(encoded)
+        loss = None if labels is None else self.attribute_heads.loss(outputs, labels.to(outputs.device))
+        return FCNAttributePredictionOutput(loss=loss, attribute_outputs=outputs, graph_tokens=encoded.graph_tokens,
+                                            network_connectivity=encoded.network_connectivity)
 
 
 class FCNLLMPreTrainedModel(PreTrainedModel):
@@ -677,7 +742,7 @@ class FCNLLMPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, (FCNEncoder, InstructionConditioning, GraphAttributeHeads)):
+        if isinstance(module, (InstructionConditioning, GraphAttributeHeads)):
             module.reset_parameters()
         if getattr(module, "starts_at_zero", False):
             # transformers initialises a remote-code module without parameters of its own through its children
@@ -700,7 +765,10 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
 
     def __init__(self, config: FCNLLMConfig):
         super().__init__(config)
-        self.graph_encoder = FCNEncoder(config.encoder_config)
+        # as remote code the config and the model code are separate modules, each with its own
+        # FCNEncoderConfig class: the encoder is registered for the class this config has
+        AutoModel.register(type(config.encoder_config), FCNEncoderModel, exist_ok=True)
+        self.graph_encoder = AutoModel.from_config(config.encoder_config)
         self.graph_projector = FCNProjector(config)
         self.instruction_conditioning = InstructionConditioning(config) if config.instruction_conditioning else None
         self.graph_attribute_heads = GraphAttributeHeads.from_config(config) if config.auxiliary_heads else None
@@ -881,7 +949,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     @property
-    def graph_encoder(self) -> FCNEncoder:
+    def graph_encoder(self) -> FCNEncoderModel:
         return self.model.graph_encoder
 
     @property
@@ -1052,7 +1120,10 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
 
 
 __all__ = [
-    "FCNEncoder",
+    "FCNAttributePredictionOutput",
+    "FCNEncoderForAttributePrediction",
+    "FCNEncoderModel",
+    "FCNEncoderPreTrainedModel",
     "GraphAttributeHeads",
     "FCNEncoderOutput",
     "FCNProjector",

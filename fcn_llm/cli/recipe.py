@@ -223,7 +223,7 @@ def pick_precision(requested: str, preset: dict) -> dict:
 def training_summary(out: Path, args, preset: dict, timings: dict, precision: dict) -> str:
     lines = [f"Recipe preset `{args.preset}` (seed {args.seed}), atlas {args.atlas}, {preset['subjects']} simulated subjects, "
              f"{'bf16 autocast' if precision['bf16'] else 'fp32'} ({precision['reason']})."]
-    stage0 = out / "stage0" / "stage0.json"
+    stage0 = out / "stage0" / "train_results.json"
     if stage0.exists():
         info = json.loads(stage0.read_text())
         lines.append(f"- Stage 0 (encoder pre-training): {info['samples_seen']} samples, {info['seconds']:.0f}s, best epoch {info['best_epoch']}.")

@@ -34,13 +34,12 @@ import datasets
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
 from datasets_scripts.loading import load_instruction_set
-from modeling_fcnllm import FCNEncoderConfig, FCNLLMForCausalLM
+from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
 from fcn_llm.training.balancing import balance_answers
 from fcn_llm.training.collator import FCNInstructionCollator
@@ -341,7 +340,7 @@ def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path
     attributes = [registry[k] for k in registry if k in meta.columns]
     encoder_config = encoder_config_from(model_args, train)
     logger.info("stage 0: %d subjects, %d attributes, G=%d", len(meta), len(attributes), encoder_config.graph_seq_length)
-    encoder, heads, history = pretrain_encoder(
+    model, history = pretrain_encoder(
         encoder_config, fcns, meta, attributes,
         normalization=model_args.normalization, epochs=recipe_args.encoder_epochs,
         batch_size=recipe_args.encoder_batch_size, lr=recipe_args.encoder_lr, seed=training_args.seed, log_every=5,
@@ -349,42 +348,48 @@ def run_encoder_stage(model_args, data_args, recipe_args, training_args) -> Path
     )
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    encoder_config.save_pretrained(out)
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, out / "encoder.safetensors")
-    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, out / "heads.safetensors")
-    summary = {
-        "specs": heads.specs, "normalization": model_args.normalization,
-        "train_loss": history.train_loss, "val_loss": history.val_loss, "best_epoch": history.best_epoch,
-        "samples_seen": history.samples_seen, "seconds": history.seconds,
-    }
-    (out / "stage0.json").write_text(json.dumps(summary, indent=2))
+    model.save_pretrained(out)  # config.json (encoder config + attribute heads) and model.safetensors
+    (out / "train_results.json").write_text(json.dumps(vars(history), indent=2))
     logger.info("stage 0 done in %.1fs (%d samples, best epoch %d) -> %s", history.seconds, history.samples_seen, history.best_epoch, out)
     return out
 
 
-def load_stage0(folder: str) -> tuple[FCNEncoderConfig, dict[str, torch.Tensor]]:
-    """The encoder config and weights a stage-0 run saved (safetensors only)."""
+def load_stage0(folder: str) -> FCNEncoderForAttributePrediction:
+    """The `FCNEncoderForAttributePrediction` a stage-0 run saved (`save_pretrained` folder, safetensors)."""
     path = Path(folder)
-    if not (path / "encoder.safetensors").exists():
-        raise ValueError(f"{folder} is not a stage-0 output (no encoder.safetensors); run --stage encoder first.")
-    return FCNEncoderConfig.from_pretrained(path), load_file(path / "encoder.safetensors")
+    if (path / "encoder.safetensors").exists() and not (path / "model.safetensors").exists():
+        raise ValueError(f"{folder} holds an older stage-0 layout (encoder.safetensors, heads.safetensors); "
+                         "rerun --stage encoder to write it as a save_pretrained folder.")
+    if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+        raise ValueError(f"{folder} is not a stage-0 output (no config.json and model.safetensors); "
+                         "run --stage encoder first.")
+    architectures = PretrainedConfig.get_config_dict(str(path))[0].get("architectures") or []
+    if FCNEncoderForAttributePrediction.__name__ not in architectures:
+        raise ValueError(f"{folder} is not a stage-0 output: its config.json describes {architectures or 'no model'}, "
+                         f"not an {FCNEncoderForAttributePrediction.__name__}; run --stage encoder first.")
+    return FCNEncoderForAttributePrediction.from_pretrained(path)
 
 
-def load_stage0_heads(model: FCNLLMForCausalLM, folder: str) -> bool:
-    """Start the model's attribute heads from stage 0's when both predict the same attributes; True if loaded."""
-    path = Path(folder)
+def stage0_encoder_config(stage0: FCNEncoderForAttributePrediction) -> FCNEncoderConfig:
+    """The encoder config of a stage-0 model, without its heads (the composite's own are `auxiliary_heads`),
+    architecture and folder."""
+    dropped = ("attribute_heads", "architectures", "_name_or_path")
+    return FCNEncoderConfig.from_dict({k: v for k, v in stage0.config.to_dict().items() if k not in dropped})
+
+
+def copy_stage0(model: FCNLLMForCausalLM, stage0: FCNEncoderForAttributePrediction) -> bool:
+    """Copy stage 0's encoder into `model`, and its attribute heads when both predict the same attributes
+    (key, kind, num_outputs, in order); True if the heads were copied."""
+    model.model.graph_encoder.load_state_dict(stage0.encoder.state_dict())
     heads = model.graph_attribute_heads
-    if heads is None or not (path / "heads.safetensors").exists():
+    if heads is None:
         return False
-    saved = json.loads((path / "stage0.json").read_text())["specs"]
-    same = [(h["key"], h["kind"], int(h["num_outputs"])) for h in saved] == [
-        (h["key"], h["kind"], int(h["num_outputs"])) for h in heads.specs
-    ]
-    if not same:
+    saved = stage0.attribute_heads.specs
+    if [(h.key, h.kind, h.num_outputs) for h in saved] != [(h.key, h.kind, h.num_outputs) for h in heads.specs]:
         logger.warning("Stage 0's heads (%s) predict other attributes than this model's: the heads start at random.",
-                       [h["key"] for h in saved])
+                       [h.key for h in saved])
         return False
-    heads.load_state_dict(load_file(path / "heads.safetensors"))
+    heads.load_state_dict(stage0.attribute_heads.state_dict())
     return True
 
 
@@ -436,10 +441,8 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     from modeling_fcnllm.backbone import default_backbone_dir
 
     backbone = model_args.backbone or str(default_backbone_dir())
-    if model_args.encoder_checkpoint:
-        encoder_config, encoder_weights = load_stage0(model_args.encoder_checkpoint)
-    else:
-        encoder_config, encoder_weights = encoder_config_from(model_args, subjects_train), None
+    stage0 = load_stage0(model_args.encoder_checkpoint) if model_args.encoder_checkpoint else None
+    encoder_config = stage0_encoder_config(stage0) if stage0 is not None else encoder_config_from(model_args, subjects_train)
     aux_heads = None
     if recipe_args.auxiliary_loss_weight > 0:
         aux_heads, aux_targets = auxiliary_targets(meta, attributes)
@@ -458,10 +461,8 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
         **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
-    if encoder_weights is not None:
-        model.model.graph_encoder.load_state_dict(encoder_weights)
-        if load_stage0_heads(model, model_args.encoder_checkpoint):
-            logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
+    if stage0 is not None and copy_stage0(model, stage0):
+        logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
     processor = FCNProcessor.from_model_config(tokenizer, model.config, normalization=model_args.normalization)
     return model, processor, aux_targets
 

@@ -109,11 +109,10 @@ def encoder_supervised(encoder_config, fcns_train: np.ndarray, meta_train: pd.Da
     closed-form stack of the network-level FCN and the token heads); predictions per attribute key for `fcns_eval`."""
     from fcn_llm.training.encoder_pretraining import predict_attributes, pretrain_encoder
 
-    encoder, heads, history = pretrain_encoder(encoder_config, fcns_train.astype(np.float32), meta_train,
-                                               list(attributes), normalization=normalization, epochs=epochs,
-                                               batch_size=batch_size, lr=lr, seed=seed,
-                                               linear_network_heads=linear_network_heads)
-    predictions = predict_attributes(encoder, heads, fcns_eval.astype(np.float32), normalization=normalization)
+    model, history = pretrain_encoder(encoder_config, fcns_train.astype(np.float32), meta_train, list(attributes),
+                                      normalization=normalization, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      seed=seed, linear_network_heads=linear_network_heads)
+    predictions = predict_attributes(model, fcns_eval.astype(np.float32), normalization=normalization)
     notes = [f"{a.key}: no labels to train the encoder head" for a in attributes if a.key not in predictions]
     notes.append(f"encoder_supervised: {len(history.train_loss)} epochs, best {history.best_epoch}, "
                  f"{history.seconds:.1f}s")

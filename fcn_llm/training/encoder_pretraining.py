@@ -24,7 +24,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from torch import nn
 
-from modeling_fcnllm import FCNEncoder, FCNEncoderConfig, GraphAttributeHeads
+from modeling_fcnllm import (
+    AttributeHeadConfig,
+    FCNEncoderConfig,
+    FCNEncoderForAttributePrediction,
+    FCNEncoderModel,
+    GraphAttributeHeads,
+)
 from processing.processing_fcnllm import prepare_fcn_stack
 
 LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -32,19 +38,7 @@ RIDGE_ALPHAS = tuple(np.logspace(-1, 4, 11))
 ABSENT_LOGIT = -20.0  # logit of a class no training subject has (it is never chosen)
 
 
-@dataclass
-class HeadSpec:
-    """How one attribute is predicted: `kind`, output width, classes and target scaling."""
-
-    key: str
-    kind: str
-    num_outputs: int
-    classes: tuple[str, ...] = ()
-    mean: float = 0.0
-    std: float = 1.0
-
-
-def head_specs(meta: pd.DataFrame, attributes) -> list[HeadSpec]:
+def head_specs(meta: pd.DataFrame, attributes) -> list[AttributeHeadConfig]:
     """Specs for the registry `attributes` that have at least 2 distinct non-missing values in `meta`."""
     specs = []
     for attr in attributes:
@@ -55,27 +49,28 @@ def head_specs(meta: pd.DataFrame, attributes) -> list[HeadSpec]:
             continue
         if attr.kind == "continuous":
             x = values.astype(float)
-            specs.append(HeadSpec(attr.key, "continuous", 1, mean=float(x.mean()), std=float(x.std() or 1.0)))
+            specs.append(AttributeHeadConfig(attr.key, "continuous", 1, mean=float(x.mean()), std=float(x.std() or 1.0)))
         elif attr.kind == "binary":
-            specs.append(HeadSpec(attr.key, "binary", 1))
+            specs.append(AttributeHeadConfig(attr.key, "binary", 1))
         else:
-            specs.append(HeadSpec(attr.key, "categorical", len(attr.classes), classes=tuple(attr.classes)))
+            specs.append(AttributeHeadConfig(attr.key, "categorical", len(attr.classes), classes=tuple(attr.classes)))
     return specs
 
 
-def attribute_heads(specs: list[HeadSpec], encoder_config: FCNEncoderConfig) -> GraphAttributeHeads:
-    """The model's `GraphAttributeHeads` for `specs` on this encoder's tokens (what stage 1 loads)."""
-    return GraphAttributeHeads([vars(s) for s in specs], encoder_config.graph_seq_length, encoder_config.hidden_size,
-                               encoder_config.num_networks)
+def attribute_model(specs: list[AttributeHeadConfig], encoder_config: FCNEncoderConfig) -> FCNEncoderForAttributePrediction:
+    """A new `FCNEncoderForAttributePrediction`: an encoder of `encoder_config` with heads `specs` (its
+    config's `attribute_heads`), what stage 0 trains and saves."""
+    config = FCNEncoderConfig.from_dict({**encoder_config.to_dict(), "attribute_heads": [s.to_dict() for s in specs]})
+    return FCNEncoderForAttributePrediction(config)
 
 
-def nan_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> torch.Tensor:
+def nan_targets(meta: pd.DataFrame, specs: list[AttributeHeadConfig]) -> torch.Tensor:
     """`encode_targets` as one `(S, A)` tensor with NaN where a target is unknown (the heads' label format)."""
     targets, mask = encode_targets(meta, specs)
     return torch.where(mask, targets, torch.full_like(targets, float("nan")))
 
 
-def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_targets(meta: pd.DataFrame, specs: list[AttributeHeadConfig]) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets `(S, A)` float (class index for categorical, standardised value for continuous) and a mask `(S, A)`."""
     targets = np.zeros((len(meta), len(specs)), dtype=np.float32)
     mask = np.zeros_like(targets, dtype=bool)
@@ -97,7 +92,7 @@ def encode_targets(meta: pd.DataFrame, specs: list[HeadSpec]) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def stack_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torch.Tensor, targets: torch.Tensor,
+def stack_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoderModel, x: torch.Tensor, targets: torch.Tensor,
                         seed: int = 0, batch_size: int = 256) -> None:
     """Fit the heads' final linear stack in closed form: the network-level FCN next to the trained token heads.
 
@@ -118,7 +113,7 @@ def stack_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torc
     z = ((features - mean) / std).numpy()
     flat = torch.cat([heads.norm(e.graph_tokens).flatten(1) for e in encoded])
     for j, spec in enumerate(heads.specs):
-        network_head, token_head = heads.network_heads[spec["key"]], heads.heads[spec["key"]]
+        network_head, token_head = heads.network_heads[spec.key], heads.heads[spec.key]
         tokens = token_head(flat).double()
         t_mean, t_std = tokens.mean(0), tokens.std(0).clamp_min(1e-6)
         stacked = np.concatenate([z, ((tokens - t_mean) / t_std).numpy()], axis=1)
@@ -134,9 +129,9 @@ def stack_network_heads(heads: GraphAttributeHeads, encoder: FCNEncoder, x: torc
         token_head.bias.zero_()
 
 
-def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _fit_linear(z: np.ndarray, y: np.ndarray, spec: AttributeHeadConfig, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Weights `(num_outputs, F)` and bias `(num_outputs,)` of one head's linear model; (None, None) if untrainable."""
-    if spec["kind"] == "continuous":
+    if spec.kind == "continuous":
         if len(y) < 10 or np.ptp(y) == 0:
             return None, None
         model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y)
@@ -150,9 +145,9 @@ def _fit_linear(z: np.ndarray, y: np.ndarray, spec: dict, seed: int) -> tuple[np
         warnings.simplefilter("ignore", FutureWarning)
         model = LogisticRegressionCV(Cs=list(LOGISTIC_CS), cv=3, scoring="neg_log_loss", max_iter=500,
                                      random_state=seed).fit(z, labels)
-    if spec["kind"] == "binary":
+    if spec.kind == "binary":
         return model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
-    return class_logits(model, int(spec["num_outputs"]))
+    return class_logits(model, spec.num_outputs)
 
 
 def class_logits(classifier, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +195,9 @@ def pretrain_encoder(
     max_seconds: float | None = None,
     log_every: int = 0,
     linear_network_heads: bool = True,
-) -> tuple[FCNEncoder, GraphAttributeHeads, PretrainingHistory]:
-    """Train `FCNEncoder(encoder_config)` + `GraphAttributeHeads` to predict `attributes` from `fcns`.
+) -> tuple[FCNEncoderForAttributePrediction, PretrainingHistory]:
+    """Train an `FCNEncoderForAttributePrediction` (an encoder of `encoder_config` + attribute heads) to
+    predict `attributes` from `fcns`.
 
     The encoder and the token heads are trained first (the network path silent), with early stopping
     on held-out subjects. With `linear_network_heads` (default), the heads' outputs then become a
@@ -214,7 +210,8 @@ def pretrain_encoder(
         attributes: registry `Attribute`s to predict (those without 2+ values in `meta` are dropped).
         val_fraction: subjects held out for early stopping (best validation loss is kept).
     Returns:
-        the trained encoder (best epoch), its heads and the history.
+        the trained model (best epoch, in eval mode; its config's `attribute_heads` are the heads' specs) and
+        the history.
     """
     if fcns.ndim != 3 or len(fcns) != len(meta):
         raise ValueError(f"fcns must be (S, N, N) aligned with meta ({len(meta)} rows), got {fcns.shape}.")
@@ -230,8 +227,8 @@ def pretrain_encoder(
     val_idx, train_idx = order[:num_val], order[num_val:]
 
     start = time.perf_counter()
-    encoder = FCNEncoder(encoder_config)
-    heads = attribute_heads(specs, encoder_config)
+    model = attribute_model(specs, encoder_config)
+    encoder, heads = model.encoder, model.attribute_heads
     heads.network_heads.requires_grad_(False)
     history, best, bad_epochs = PretrainingHistory(), (math.inf, None), 0
     params = [p for p in (*encoder.parameters(), *heads.parameters()) if p.requires_grad]
@@ -270,7 +267,7 @@ def pretrain_encoder(
     if linear_network_heads:  # on all stage-0 subjects: the held-out ones temper the (optimistic) token outputs
         stack_network_heads(heads, encoder, x, targets, seed)
     history.seconds = time.perf_counter() - start
-    return encoder.eval(), heads.eval(), history
+    return model.eval(), history
 
 
 def _snapshot(*modules: nn.Module) -> tuple[dict, ...]:
@@ -290,18 +287,19 @@ def _evaluate_loss(encoder, heads, x, targets, batch_size) -> float:
 
 @torch.no_grad()
 def predict_attributes(
-    encoder: FCNEncoder, heads: GraphAttributeHeads, fcns: np.ndarray, normalization: str = "zscore", batch_size: int = 256
+    model: FCNEncoderForAttributePrediction, fcns: np.ndarray, normalization: str = "zscore", batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """Per attribute: binary P(1) `(S,)`, categorical probabilities `(S, C)` (classes order), continuous value `(S,)`."""
-    encoder.eval(), heads.eval()
+    """Per attribute of `model`'s heads, from FCNs `(S, N, N)`: binary P(1) `(S,)`, categorical probabilities
+    `(S, C)` (classes order), continuous value `(S,)`."""
+    encoder, heads = model.encoder.eval(), model.attribute_heads.eval()
     x = torch.from_numpy(prepare_fcn_stack(fcns, normalization))
     outputs = torch.cat([heads(encoder(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
     predictions = {}
     for spec, (key, out) in zip(heads.specs, heads.split(outputs).items()):
-        if spec["kind"] == "binary":
+        if spec.kind == "binary":
             predictions[key] = torch.sigmoid(out[:, 0]).numpy()
-        elif spec["kind"] == "categorical":
+        elif spec.kind == "categorical":
             predictions[key] = torch.softmax(out, -1).numpy()
         else:
-            predictions[key] = (out[:, 0] * spec["std"] + spec["mean"]).numpy()
+            predictions[key] = (out[:, 0] * spec.std + spec.mean).numpy()
     return predictions

@@ -14,7 +14,7 @@ from bench.pipeline import loader_throughput, loader_to_step_ratio
 from bench.setup import bare_batch, collate, sample_rows
 from bench.tokens import default_graph_tokens, prompt_lengths, step_time_vs_graph_tokens
 from fcn_llm.questions import Question
-from modeling_fcnllm import FCNEncoder
+from modeling_fcnllm import FCNEncoderModel
 from tests.conftest import tiny_encoder_config
 
 
@@ -39,7 +39,7 @@ def test_step_overhead_reports_both_stages_and_restores_the_model(setup, data):
 
 def test_sparse_layer_equals_the_dense_one():
     config = tiny_encoder_config()
-    dense = FCNEncoder(config).eval()
+    dense = FCNEncoderModel(config).eval()
     layer = SparseGraphLayer(dense.layers[0])
     hidden = torch.randn(3, config.num_rois, config.hidden_size)
     shape = (3, config.num_rois, config.num_rois)

@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from modeling_fcnllm import FCNEncoderConfig, FCNLLMConfig
+from modeling_fcnllm import AttributeHeadConfig, FCNEncoderConfig, FCNLLMConfig
 from tests.conftest import NETWORKS, NUM_ROIS, tiny_encoder_config, tiny_text_config
 
 
@@ -49,3 +51,51 @@ def test_bad_encoder_configs_name_the_problem():
 def test_graph_token_outside_vocabulary_is_an_error():
     with pytest.raises(ValueError, match="outside the text model's vocabulary"):
         FCNLLMConfig(text_config=tiny_text_config("llama", 50), encoder_config=tiny_encoder_config(), graph_token_id=50)
+
+
+# --- attribute heads -------------------------------------------------------------------------------
+@pytest.mark.parametrize("head, problem", [
+    ({"key": "adhd", "kind": "ordinal", "num_outputs": 1}, "'adhd': unknown kind 'ordinal'"),
+    ({"key": "adhd", "kind": "binary"}, "'adhd' lacks num_outputs"),
+    ({"key": "adhd", "kind": "binary", "extra": 1}, "'adhd' lacks num_outputs"),  # not a proper subset of the keys
+    ({"kind": "binary", "num_outputs": 1}, "None lacks key"),
+    ({"key": "adhd", "kind": "binary", "num_outputs": 1, "class": ["a"]}, r"'adhd' has unknown fields \['class'\]"),
+    ({"key": "adhd", "kind": "binary", "num_outputs": 2}, "'adhd': a binary head has num_outputs=1, got 2"),
+    ({"key": "age", "kind": "continuous", "num_outputs": 3}, "'age': a continuous head has num_outputs=1, got 3"),
+    ({"key": "sex", "kind": "categorical", "num_outputs": 1}, "'sex': a categorical head needs num_outputs >= 2"),
+    ({"key": "sex", "kind": "categorical", "num_outputs": 2, "classes": ["F", "M", "X"]}, "'sex': 3 classes for num_outputs=2"),
+    ({"key": "sex", "kind": "categorical", "num_outputs": 2, "classes": ["F", "F"]}, "'sex': classes must be distinct"),
+    ({"key": "adhd", "kind": "binary", "num_outputs": 1, "classes": ["yes"]}, "'adhd': only categorical heads have classes"),
+    ({"key": "adhd", "kind": "binary", "num_outputs": "1"}, "'adhd': num_outputs must be an int"),
+    ({"key": "age", "kind": "continuous", "num_outputs": 1, "std": 0.0}, "'age': mean must be finite and std finite and > 0"),
+    ({"key": "", "kind": "binary", "num_outputs": 1}, "key must be a non-empty string"),
+    ("adhd", "is a mapping with key, kind and num_outputs"),
+])
+@pytest.mark.parametrize("config_class, field", [(FCNLLMConfig, "auxiliary_heads"), (FCNEncoderConfig, "attribute_heads")])
+def test_bad_attribute_heads_name_the_head_and_the_problem(head, problem, config_class, field):
+    heads = [{"key": "first", "kind": "binary", "num_outputs": 1}, head]
+    with pytest.raises(ValueError, match=rf"{field}\[1\]: .*{problem}"):
+        config_class(**{field: heads})
+
+
+def test_attribute_head_keys_must_be_distinct():
+    with pytest.raises(ValueError, match=r"auxiliary_heads keys must be distinct, got \['adhd', 'adhd'\]"):
+        FCNLLMConfig(auxiliary_heads=[{"key": "adhd", "kind": "binary", "num_outputs": 1}] * 2)
+
+
+def test_attribute_heads_are_typed_in_memory_and_plain_dicts_in_config_json(tmp_path):
+    old = [{"key": "adhd", "kind": "binary", "num_outputs": 1},
+           {"key": "sex", "kind": "categorical", "num_outputs": 2, "mean": 0.0, "std": 1.0, "classes": ["F", "M"]},
+           {"key": "age", "kind": "continuous", "num_outputs": 1, "mean": 30.0, "std": 8.0}]
+    config = FCNLLMConfig(auxiliary_heads=old, encoder_config=FCNEncoderConfig(attribute_heads=old[:1]))
+    assert all(isinstance(h, AttributeHeadConfig) for h in config.auxiliary_heads)
+    assert config.auxiliary_heads[2].std == 8.0 and config.auxiliary_heads[1].classes == ("F", "M")
+    assert config.auxiliary_heads[2]["mean"] == 30.0 and config.auxiliary_heads[0].get("classes") == ()  # reads as a mapping
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auxiliary_heads"][1] == {"key": "sex", "kind": "categorical", "num_outputs": 2, "classes": ["F", "M"],
+                                           "mean": 0.0, "std": 1.0}
+    assert saved["encoder_config"]["attribute_heads"][0]["key"] == "adhd"
+    loaded = FCNLLMConfig.from_pretrained(tmp_path)
+    assert loaded.auxiliary_heads == config.auxiliary_heads
+    assert loaded.encoder_config.attribute_heads == config.encoder_config.attribute_heads

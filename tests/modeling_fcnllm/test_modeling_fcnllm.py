@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers import AutoModel, PreTrainedModel
 
-from modeling_fcnllm import FCNEncoder, FCNLLMConfig, FCNLLMForCausalLM
+from modeling_fcnllm import FCNEncoderForAttributePrediction, FCNEncoderModel, FCNLLMConfig, FCNLLMForCausalLM
 from processing import FCNProcessor
 from tests.conftest import NUM_ROIS, TINY_HEADS, make_number_reading_model, make_tiny_model, random_fcns, tiny_encoder_config
 
@@ -20,7 +21,7 @@ def _batch(processor, texts, num_graphs, seed=0):
 @pytest.mark.parametrize("gnn_type", ["graph", "gin", "gcn", "gat"])
 def test_encoder_token_shapes(gnn_type):
     config = tiny_encoder_config(gnn_type=gnn_type)
-    out = FCNEncoder(config)(torch.from_numpy(random_fcns(5)))
+    out = FCNEncoderModel(config)(torch.from_numpy(random_fcns(5)))
     assert out.graph_tokens.shape == (5, config.graph_seq_length, config.hidden_size)
     assert out.node_embeddings.shape == (5, NUM_ROIS, config.hidden_size)
     assert out.roi_attention.shape == (5, config.num_roi_tokens, NUM_ROIS)
@@ -31,13 +32,13 @@ def test_encoder_token_shapes(gnn_type):
 def test_encoder_scales_can_be_switched_off(scales):
     roi, network, glob = scales
     config = tiny_encoder_config(use_roi_tokens=roi, use_network_tokens=network, use_global_token=glob)
-    out = FCNEncoder(config)(torch.from_numpy(random_fcns(2)))
+    out = FCNEncoderModel(config)(torch.from_numpy(random_fcns(2)))
     assert out.graph_tokens.shape[1] == config.graph_seq_length
     assert (out.roi_attention is None) == (not roi)
 
 
 def test_encoder_tokens_depend_on_the_fcn():
-    encoder = FCNEncoder(tiny_encoder_config()).eval()
+    encoder = FCNEncoderModel(tiny_encoder_config()).eval()
     tokens = encoder(torch.from_numpy(random_fcns(2))).graph_tokens
     assert (tokens[0] - tokens[1]).abs().max() > 1e-3
 
@@ -46,7 +47,7 @@ def test_network_connectivity_is_the_mean_edge_within_and_between_subnetworks():
     import numpy as np
 
     config = tiny_encoder_config()
-    encoder = FCNEncoder(config)
+    encoder = FCNEncoderModel(config)
     fcns = torch.from_numpy(random_fcns(2))
     profiles = fcns.clone()
     profiles[:, range(NUM_ROIS), range(NUM_ROIS)] = 0
@@ -61,7 +62,7 @@ def test_network_connectivity_is_the_mean_edge_within_and_between_subnetworks():
 
 def test_subnetwork_tokens_see_a_shift_of_one_network_block():
     config = tiny_encoder_config(use_roi_tokens=False, use_global_token=False)
-    encoder = FCNEncoder(config).eval()
+    encoder = FCNEncoderModel(config).eval()
     fcns = torch.from_numpy(random_fcns(1))
     members = torch.tensor(config.network_assignment) == 0
     shifted = fcns.clone()
@@ -70,8 +71,46 @@ def test_subnetwork_tokens_see_a_shift_of_one_network_block():
     assert change[0] > 0
 
 
+def test_auto_model_builds_the_encoder_and_the_composite_uses_it(model):
+    encoder = AutoModel.from_config(tiny_encoder_config())
+    assert type(encoder) is FCNEncoderModel and isinstance(encoder, PreTrainedModel)
+    assert type(model.graph_encoder) is FCNEncoderModel
+    # the composite's parameter names are those of the plain module it replaces
+    assert {"model.graph_encoder.roi_embedding", "model.graph_encoder.layers.0.conv.lin_rel.weight"} <= set(model.state_dict())
+
+
+def test_encoder_rejects_bad_graph_values():
+    encoder = FCNEncoderModel(tiny_encoder_config())
+    with pytest.raises(ValueError, match="encoder expects num_rois=12"):
+        encoder(torch.zeros(2, 5, 5))
+    with pytest.raises(ValueError, match=r"shape \(num_graphs, N, N\)"):
+        encoder(torch.zeros(12, 12))
+
+
+def test_attribute_prediction_model_needs_heads():
+    with pytest.raises(ValueError, match="needs config.attribute_heads"):
+        FCNEncoderForAttributePrediction(tiny_encoder_config())
+
+
+def test_attribute_prediction_model_loss_and_pretrained_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = FCNEncoderForAttributePrediction(tiny_encoder_config(attribute_heads=TINY_HEADS)).eval()
+    fcns = torch.from_numpy(random_fcns(4))
+    labels = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, float("nan")], [1.0, 1.0, -0.2], [0.0, 0.0, 1.0]])
+    out = model(fcns, labels=labels)
+    assert out.attribute_outputs.shape == (4, 4) and out.graph_tokens.shape == (4, 7, 16)
+    torch.testing.assert_close(out.loss, model.attribute_heads.loss(out.attribute_outputs, labels))
+    assert model(fcns).loss is None
+    model.save_pretrained(tmp_path)
+    loaded = FCNEncoderForAttributePrediction.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded(fcns).attribute_outputs, out.attribute_outputs)
+    # the encoder alone loads from the same folder (base_model_prefix "encoder"), its pooling buffer rebuilt
+    encoder = FCNEncoderModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(encoder(fcns).graph_tokens, out.graph_tokens)
+
+
 def test_encoder_gradient_reaches_every_fcn_edge_used():
-    encoder = FCNEncoder(tiny_encoder_config())
+    encoder = FCNEncoderModel(tiny_encoder_config())
     fcn = torch.from_numpy(random_fcns(1)).requires_grad_(True)
     encoder(fcn).graph_tokens.sum().backward()
     assert fcn.grad is not None and fcn.grad.abs().sum() > 0

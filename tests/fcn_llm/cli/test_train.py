@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, TrainerCallback
 
 from fcn_llm.cli import train
+from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction
 from datasets_scripts import build_instructions
 from tests.conftest import make_tokenizer, tiny_text_config
 
@@ -43,11 +44,19 @@ def _weights(folder):
     return load_file(Path(folder) / "model.safetensors")
 
 
-def test_stage0_saves_encoder_heads_and_summary(workspace):
+def _stage0_weights(folder, prefix):
+    """The stage-0 model's weights under `prefix` ("encoder." or "attribute_heads."), names without it."""
+    return {k.removeprefix(prefix): v for k, v in _weights(folder).items() if k.startswith(prefix)}
+
+
+def test_stage0_saves_a_pretrained_attribute_model(workspace):
     stage0 = workspace["stage0"]
-    assert {"config.json", "encoder.safetensors", "heads.safetensors", "stage0.json"} <= {p.name for p in stage0.iterdir()}
-    summary = json.loads((stage0 / "stage0.json").read_text())
-    assert summary["samples_seen"] > 0 and len(summary["specs"]) >= 10
+    assert {p.name for p in stage0.iterdir()} == {"config.json", "model.safetensors", "train_results.json"}
+    config = json.loads((stage0 / "config.json").read_text())
+    assert config["architectures"] == ["FCNEncoderForAttributePrediction"] and len(config["attribute_heads"]) >= 10
+    assert json.loads((stage0 / "train_results.json").read_text())["samples_seen"] > 0
+    model = FCNEncoderForAttributePrediction.from_pretrained(stage0)
+    assert [h.key for h in model.attribute_heads.specs] == [h["key"] for h in config["attribute_heads"]]
 
 
 def test_stage1_trains_encoder_and_projector_only(workspace):
@@ -57,9 +66,12 @@ def test_stage1_trains_encoder_and_projector_only(workspace):
         if "embed_tokens" in name or "lm_head" in name:
             continue  # resized by one row for <graph>
         torch.testing.assert_close(stage1[f"model.language_model.{name.removeprefix('model.')}"], value)
-    encoder0 = load_file(workspace["stage0"] / "encoder.safetensors")
+    encoder0 = _stage0_weights(workspace["stage0"], "encoder.")
     changed = [k for k, v in encoder0.items() if not torch.equal(stage1[f"model.graph_encoder.{k}"], v)]
     assert changed, "stage 1 did not train the encoder"
+    encoder_config = json.loads((workspace["stage1"] / "config.json").read_text())["encoder_config"]
+    assert encoder_config["model_type"] == "fcn_encoder" and encoder_config["num_layers"] == 1
+    assert not {"attribute_heads", "architectures", "_name_or_path"} & {k for k, v in encoder_config.items() if v}
     summary = json.loads((workspace["stage1"] / "train_summary.json").read_text())
     # the Trainer's own records, as run_clm.py writes them
     assert json.loads((workspace["stage1"] / "train_results.json").read_text())["train_runtime"] > 0
@@ -74,7 +86,7 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
                          "--freeze_encoder", "true", "--max_steps", "2", "--learning_rate", "1e-3", *FAST])
     weights = _weights(folder)
-    for name, value in load_file(workspace["stage0"] / "heads.safetensors").items():
+    for name, value in _stage0_weights(workspace["stage0"], "attribute_heads.").items():
         torch.testing.assert_close(weights[f"model.graph_attribute_heads.{name}"], value)
     config = json.loads((Path(folder) / "config.json").read_text())
     assert config["instruction_evidence"] == "attributes"
@@ -249,8 +261,19 @@ def test_bad_inputs_name_the_problem(workspace, tmp_path):
     with pytest.raises(ValueError, match="not a stage-0 output"):
         train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
                     "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(tmp_path), *FAST])
+    with pytest.raises(ValueError, match=r"not a stage-0 output: its config.json describes \['LlamaForCausalLM'\]"):
+        train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "o"),
+                    "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["backbone"]),
+                    *FAST])
     with pytest.raises(ValueError, match="Unknown --stage"):
         train.main(["--stage", "pretrain", "--output_dir", str(tmp_path / "o")])
+
+
+def test_an_older_stage0_layout_is_named(tmp_path):
+    FCNEncoderConfig(num_rois=4).save_pretrained(tmp_path)
+    save_file({"roi_embedding": torch.zeros(4, 128)}, tmp_path / "encoder.safetensors")
+    with pytest.raises(ValueError, match="older stage-0 layout .encoder.safetensors, heads.safetensors.; rerun --stage encoder"):
+        train.load_stage0(str(tmp_path))
 
 
 @pytest.mark.slow

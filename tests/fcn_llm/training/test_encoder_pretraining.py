@@ -7,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 from datasets_scripts.attributes import load_registry
 from tests.conftest import NUM_ROIS, tiny_encoder_config
 from processing.processing_fcnllm import normalize_fcn
+from modeling_fcnllm import FCNEncoderForAttributePrediction
 from fcn_llm.training.encoder_pretraining import encode_targets, head_specs, predict_attributes, pretrain_encoder
 
 
@@ -44,12 +45,13 @@ def test_pretraining_learns_a_planted_effect():
     registry = load_registry()
     fcns, meta = _cohort(240)
     train, test = slice(0, 160), slice(160, 240)
-    encoder, heads, history = pretrain_encoder(
+    model, history = pretrain_encoder(
         tiny_encoder_config(hidden_size=32), fcns[train], meta[train], registry.select(["adhd", "age", "sex"]),
         epochs=30, batch_size=32, lr=3e-3, seed=0,
     )
     assert history.samples_seen > 0 and history.best_epoch >= 0
-    predictions = predict_attributes(encoder, heads, fcns[test])
+    assert [h.key for h in model.config.attribute_heads] == ["adhd", "age", "sex"]
+    predictions = predict_attributes(model, fcns[test])
     assert predictions["adhd"].shape == (80,)
     assert predictions["sex"].shape == (80, 2)
     assert roc_auc_score(meta["adhd"][test], predictions["adhd"]) > 0.8
@@ -81,13 +83,14 @@ def test_heads_become_the_fitted_stack_of_network_fcn_and_token_outputs(monkeypa
     registry = load_registry()
     fcns, meta = _cohort(240)
     train, test = slice(0, 160), slice(160, 240)
-    encoder, heads, history = pretrain_encoder(
+    model, history = pretrain_encoder(
         tiny_encoder_config(hidden_size=32), fcns[train], meta[train], registry.select(["adhd", "age", "sex"]),
         epochs=0, seed=0,
     )
+    encoder, heads = model.encoder, model.attribute_heads
     assert history.samples_seen == 0 and set(fits) == {"adhd", "age", "sex"}
     assert heads.network_heads["adhd"].weight.abs().sum() > 0 and (heads.network_std > 0).all()
-    assert roc_auc_score(meta["adhd"][test], predict_attributes(encoder, heads, fcns[test])["adhd"]) > 0.8
+    assert roc_auc_score(meta["adhd"][test], predict_attributes(model, fcns[test])["adhd"]) > 0.8
 
     x = torch.from_numpy(normalize_fcn(fcns[train], "zscore"))
     with torch.no_grad():
@@ -104,9 +107,25 @@ def test_heads_become_the_fitted_stack_of_network_fcn_and_token_outputs(monkeypa
 def test_without_linear_network_heads_the_network_path_stays_zero():
     registry = load_registry()
     fcns, meta = _cohort(60)
-    _, heads, _ = pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]), epochs=2, seed=0,
-                                   linear_network_heads=False)
-    assert all((h.weight == 0).all() and (h.bias == 0).all() for h in heads.network_heads.values())
+    model, _ = pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]), epochs=2, seed=0,
+                                linear_network_heads=False)
+    assert all((h.weight == 0).all() and (h.bias == 0).all() for h in model.attribute_heads.network_heads.values())
+
+
+def test_the_trained_model_saves_and_loads_as_a_pretrained_folder(tmp_path):
+    """Stage 0's model is an ordinary `save_pretrained` folder: `from_pretrained` gives the same predictions,
+    with the head specs (classes, target scaling) in its config."""
+    registry = load_registry()
+    fcns, meta = _cohort(60)
+    model, _ = pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd", "age", "sex"]), epochs=1)
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors"}
+    loaded = FCNEncoderForAttributePrediction.from_pretrained(tmp_path)
+    assert loaded.config.attribute_heads == model.config.attribute_heads
+    age = next(h for h in loaded.config.attribute_heads if h.key == "age")
+    assert age.std > 1 and age.mean == pytest.approx(meta["age"].mean())
+    for key, value in predict_attributes(model, fcns[:8]).items():
+        np.testing.assert_allclose(predict_attributes(loaded, fcns[:8])[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_a_nan_fcn_is_refused_by_the_processors_validation():
@@ -115,6 +134,6 @@ def test_a_nan_fcn_is_refused_by_the_processors_validation():
     fcns[3, 0, 1] = fcns[3, 1, 0] = np.nan
     with pytest.raises(ValueError, match="FCN 3 has 2 NaN or inf"):
         pretrain_encoder(tiny_encoder_config(), fcns, meta, registry.select(["adhd"]))
-    encoder, heads, _ = pretrain_encoder(tiny_encoder_config(), fcns[4:], meta[4:], registry.select(["adhd"]), epochs=1)
+    model, _ = pretrain_encoder(tiny_encoder_config(), fcns[4:], meta[4:], registry.select(["adhd"]), epochs=1)
     with pytest.raises(ValueError, match="FCN 3 has 2 NaN or inf"):
-        predict_attributes(encoder, heads, fcns)
+        predict_attributes(model, fcns)
