@@ -119,6 +119,21 @@ def encoder_supervised(encoder_config, fcns_train: np.ndarray, meta_train: pd.Da
     return predictions, notes
 
 
+def model_heads(model, fcns_eval: np.ndarray, attributes, *, normalization: str = "zscore"
+                ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The evaluated FCN-LLM's own attribute heads read directly, without the LLM: the classifier on the same
+    graph tokens the LLM reads (predictions per attribute key for `fcns_eval`)."""
+    from fcn_llm.training.encoder_pretraining import head_predictions
+
+    heads = model.model.graph_attribute_heads
+    if heads is None:
+        return {}, ["fcn_llm_heads: the model has no attribute heads"]
+    predictions = head_predictions(model.model.graph_encoder, heads, fcns_eval.astype(np.float32),
+                                   normalization=normalization)
+    wanted = {a.key for a in attributes}
+    return {k: v for k, v in predictions.items() if k in wanted}, []
+
+
 def oracle(scores: dict[str, np.ndarray], rows: np.ndarray, attributes) -> tuple[dict[str, np.ndarray], list[str]]:
     """The simulator's oracle scores for subject `rows`; binary log-odds -> P(1)."""
     predictions, notes = {}, []

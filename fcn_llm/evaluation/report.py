@@ -29,7 +29,7 @@ from fcn_llm.questions import Question
 
 LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering, and its two controls
 SCOPED_CONTROLS = ("fcn_llm_shuffled", "text_only")  # asked the conditions' scored questions in training wording
-METHODS = (*LLM_METHODS, "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
+METHODS = (*LLM_METHODS, "fcn_llm_heads", "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
 
 
@@ -197,7 +197,8 @@ def write_markdown(report: dict, path: str | Path) -> Path:
     parts = ["# FCN-LLM zero-shot evaluation\n",
              "Main metric per row: AUC (yes/no and binary questions), accuracy (categorical, comparative), "
              "Pearson r / MAE (continuous, generated numbers). `chance`: a label-blind answer (AUC 0.5, the "
-             "majority answer's accuracy, the median's MAE). All methods are scored on the same zero-shot "
+             "majority answer's accuracy, the median's MAE). `fcn_llm_heads`: the model's own attribute heads read "
+             "without the LLM (the classifier on the same graph tokens). All methods are scored on the same zero-shot "
              "subjects (the 80 % not used by `edge_regression_in_domain`).\n",
              markdown_table(results)]
     unparseable = [(k, r["metrics"]["fcn_llm"]["n_unparseable"], r["n"]) for k, r in results.items()

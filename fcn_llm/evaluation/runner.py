@@ -187,7 +187,8 @@ def run_zero_shot_evaluation(
         methods: subset of `fcn_llm`, `fcn_llm_shuffled` (each subject's FCN swapped for another
             evaluated subject's from the same site), `text_only` (no graph; both controls on the conditions'
             scored questions in training wording), `edge_regression`,
-            `edge_regression_in_domain`, `encoder_supervised`, `oracle`.
+            `fcn_llm_heads` (the model's own attribute heads, no LLM), `edge_regression_in_domain`,
+            `encoder_supervised`, `oracle`.
         encoder_epochs: epoch cap of the `encoder_supervised` baseline (early stopping inside).
         bf16: answer under bf16 autocast (as the model trained, where the hardware computes bf16 natively).
         parsability_questions: scored-choice zero-shot questions also answered by greedy generation (spread
@@ -259,6 +260,8 @@ def run_zero_shot_evaluation(
                 meta = data.subjects.iloc[in_domain_rows].reset_index(drop=True)
                 preds, mnotes = baselines.edge_regression(data.fcns[in_domain_rows], meta, data.fcns[eval_rows],
                                                           attributes, normalization=normalization, seed=seed)
+            elif method == "fcn_llm_heads":
+                preds, mnotes = baselines.model_heads(model, data.fcns[eval_rows], attributes, normalization=normalization)
             elif method == "encoder_supervised":
                 preds, mnotes = baselines.encoder_supervised(
                     model.config.encoder_config, data.fcns[train_rows], train_meta, data.fcns[eval_rows], attributes,

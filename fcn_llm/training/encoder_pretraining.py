@@ -291,9 +291,18 @@ def predict_attributes(
 ) -> dict[str, np.ndarray]:
     """Per attribute of `model`'s heads, from FCNs `(S, N, N)`: binary P(1) `(S,)`, categorical probabilities
     `(S, C)` (classes order), continuous value `(S,)`."""
-    encoder, heads = model.encoder.eval(), model.attribute_heads.eval()
+    return head_predictions(model.encoder, model.attribute_heads, fcns, normalization, batch_size)
+
+
+@torch.no_grad()
+def head_predictions(encoder: nn.Module, heads: GraphAttributeHeads, fcns: np.ndarray, normalization: str = "zscore",
+                     batch_size: int = 256) -> dict[str, np.ndarray]:
+    """`predict_attributes` for an encoder and its heads wherever they live (a stage-0 model, or an FCN-LLM's
+    `graph_encoder` and `graph_attribute_heads`); FCNs `(S, N, N)` are validated and normalised first."""
+    encoder, heads = encoder.eval(), heads.eval()
+    dtype = next(heads.parameters()).dtype
     x = torch.from_numpy(prepare_fcn_stack(fcns, normalization))
-    outputs = torch.cat([heads(encoder(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    outputs = torch.cat([heads(encoder(x[i : i + batch_size].to(dtype))).float() for i in range(0, len(x), batch_size)])
     predictions = {}
     for spec, (key, out) in zip(heads.specs, heads.split(outputs).items()):
         if spec.kind == "binary":

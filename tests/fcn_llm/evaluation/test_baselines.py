@@ -87,3 +87,24 @@ def test_a_nan_fcn_is_refused_by_the_processors_validation():
         baselines.edge_features(fcns)
     with pytest.raises(ValueError, match="FCN 2 has 2 NaN or inf"):
         baselines.edge_regression(fcns, meta, fcns[:3], ATTRS)
+
+
+def test_model_heads_read_the_models_own_heads_without_the_llm():
+    import torch
+
+    from processing import prepare_fcn_stack
+    from tests.conftest import make_tiny_model, make_tokenizer, random_fcns
+
+    model = make_tiny_model(make_tokenizer(), attribute_evidence=True).eval()
+    fcns = random_fcns(5, seed=3)
+    keys = [h["key"] for h in model.config.auxiliary_heads]
+    preds, notes = baselines.model_heads(model, fcns, [REGISTRY[k] for k in keys[:1]])
+    assert list(preds) == keys[:1] and not notes  # only the asked attributes
+    with torch.no_grad():
+        x = torch.from_numpy(prepare_fcn_stack(fcns, "zscore"))
+        outputs = model.model.get_attribute_outputs(model.model.graph_encoder(x))
+    spec = model.config.auxiliary_heads[0]
+    expected = torch.sigmoid(outputs[:, 0]) if spec["kind"] == "binary" else outputs[:, 0] * spec["std"] + spec["mean"]
+    np.testing.assert_allclose(preds[keys[0]], expected.numpy(), rtol=1e-5, atol=1e-6)
+    bare = make_tiny_model(make_tokenizer())  # no attribute heads
+    assert baselines.model_heads(bare, fcns, ATTRS) == ({}, ["fcn_llm_heads: the model has no attribute heads"])
