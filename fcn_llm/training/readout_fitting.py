@@ -2,39 +2,23 @@
 
 The evidence token adds `out(w * (z - t))` to a graph's tokens (`InstructionConditioning`): `z` the
 standardised attribute-head outputs, `w` the router's weights, `t` the threshold the question names.
-Each head's column of `out` must find a direction in the frozen LLM's embedding space that turns
-"this subject scores high on the head" into the answer "Yes" (or the positive class word). Learned by
-the answer loss from zero, a condition gets ~50 judgment questions in the demo's 400 stage-1 steps:
-the demo's autism and PTSD answers followed their heads with Spearman 0.23 and 0.46 after stage 1
-(ADHD, depression: 0.83, 0.85).
+Each head's column of `out` must turn "this subject scores high on the head" into the positive answer.
+The columns are written in the LLM's own words: the embedding of the positive answer's first token minus
+the negative answer's, unit length, on the head's judgments ("Yes" - "No"; a binary head without
+judgments: its predictive answers, e.g. "ADHD" - "Control"), in the column of the paradigm the answers
+belong to when the model has one readout per paradigm (`evidence_paradigms`), else in the shared column
+(the paradigms' directions summed). A continuous head is read out on its threshold judgments ("Is this
+subject older than 30 years?"), whose threshold `t` comes from the question's number or `fit_thresholds`.
+A categorical head's outputs all get the judgments' column; `fit_signs` turns them to the class asked.
 
-Here the columns are written in the LLM's own words: the embedding of the positive answer's first
-token minus the negative answer's, unit length, on the head's judgments ("Yes" - "No"; a binary head
-without judgments: its predictive answers, e.g. "ADHD" - "Control"), in the column of the paradigm
-the answers belong to when the model has one readout per paradigm (`evidence_paradigms`), else in
-the shared column (the paradigms' directions summed). Adding
-the class words to the judgment direction inverted the demo's ADHD judgments at the start of stage 1
-(AUC 0.23: the question already names "ADHD"). A continuous head is read out on its threshold judgments ("Is this subject older than 30 years?"), whose threshold `t`
-`fit_thresholds` reads from the router's bag-of-words features by ridge regression (R^2 1.00 for the
-eight continuous attributes of the demo data: the thresholds come from a few templates). Each kind's
-columns get one scale, the one of `SCALES` (x the mean embedding norm) whose answer margins
-log P(positive) - log P(negative) separate balanced training judgments best (AUC).
-
-Measured, zero-shot AUC before any training (40-50 questions per attribute, seed 0): with
-`bench/learning_curve.py` (4 conditions only) mean 0.695 / 0.681 (seeds 0 / 1) with the judgment
-direction at scale 4; 0.577 +- 0.029 (seeds 0-2) with the direction of the margin's gradient (scaled so
-the margin moves by the head's logistic slope to first order: it moved by a fifth of that, not
-monotonically); 0.478 +- 0.034 without a fitted readout. After 600 training instructions the three
-were within noise of each other (0.66-0.72). On all 19 attributes, threshold judgments went from
-near chance (0.43-0.59 on the previous demo model) to age 0.81, FIQ 0.78, education 0.87, PIQ 0.85,
-ADHD index 0.77 (BMI 0.57). Choosing the scale by the answers' likelihood instead picked 1-2 for the
-binary heads, where the conditions' judgments stayed at 0.39-0.69. Trained on judgments only, the
-binary heads' written columns gained nothing by 600 instructions (0.690 against 0.715 +- 0.018);
-trained on all paradigms, as the recipe does, they hold up where learned ones lag (0.654-0.658
-against 0.567 at 800 instructions, seeds 0-1), so train.py writes every kind by default
-(`--fit_readout all`). A categorical head's outputs all get the judgments' column; `fit_signs` turns
-them to the class a question asks. Fit it after the router and the paradigm classifier (each column
-acts through its head's routing weight and its paradigm's weight).
+How far, and which way, a frozen LLM's answer moves when the answer words' direction is added to its graph
+tokens is an empirical fact about that LLM, so each kind of head ("binary", "categorical", "continuous",
+"comparative") gets a signed scale, in units of the mean input-embedding norm: the sign is the one of
+`+probe` and `-probe` (probe: the middle of `SCALES`) whose answer margins log P(positive) - log P(negative)
+separate balanced training judgments better, then the other magnitudes of `SCALES` are tried with that sign,
+and 0 (no readout) is always a candidate. Separation is the mean over heads of each head's AUC (pooled over
+heads, a per-head answer prior would count as separation). Fit it after the router and the paradigm
+classifier (each column acts through its head's routing weight and its paradigm's weight).
 """
 
 from __future__ import annotations
@@ -60,7 +44,7 @@ from .router_fitting import routing_dataset
 logger = logging.getLogger("fcn_llm.train")
 
 
-SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+SCALES = (0.5, 2.0, 8.0)
 READABLE_KINDS = ("binary", "categorical", "continuous")
 
 
@@ -282,6 +266,14 @@ def comparison_rows(rows: Sequence[dict]) -> tuple[list[dict], np.ndarray]:
     return pairs, np.array([float(str(row["answer"]).strip() == FIRST) for row in pairs])
 
 
+def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> float | None:
+    """Mean over heads of the AUC of `scores` for `labels` among each head's rows (heads with both labels);
+    None if no head has both."""
+    values = [roc_auc_score(labels[heads == h], scores[heads == h]) for h in sorted(set(heads.tolist()))
+              if len(set(labels[heads == h].tolist())) == 2]
+    return float(np.mean(values)) if values else None
+
+
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
                 kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
@@ -289,7 +281,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     `config.numeral_tokens`) and the categorical heads' signs (`fit_signs`),
     then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
-    scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
+    signed scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
     comparative columns in the direction of "The first" - "The second" (the evidence of a pair reads the
     difference between its subjects), their scale chosen as a kind of its own, `comparative`.
 
@@ -299,12 +291,13 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         rows: training instructions; those `readout_rows` picks are used.
         per_class: judgments per head and label on which the scales are compared (fewer if fewer exist; other
             instructions about the head where it has no judgments with both answers).
-        scales: candidate scales, in units of the mean input-embedding norm (0, no readout, is always compared).
+        scales: candidate magnitudes, in units of the mean input-embedding norm, tried with the sign that
+            separates better at the middle one (0, no readout, is always compared).
         bf16: compare the scales under bfloat16 autocast (as training runs).
     Returns:
-        `heads` (the keys of the heads given a nonzero column), `scale` (per kind, the chosen one, in
-        embedding norms), `auc` (per kind and scale, the compared judgments' AUC; ties go to the smaller
-        scale), `threshold_r2` (`fit_thresholds`) and `sign_r2` (`fit_signs`).
+        `heads` (the keys of the heads given a nonzero column), `scale` (per kind, the chosen signed one, in
+        embedding norms), `auc` (per kind and compared scale, the compared judgments' mean per-head AUC; ties
+        go to the smaller magnitude), `threshold_r2` (`fit_thresholds`) and `sign_r2` (`fit_signs`).
     """
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
@@ -324,7 +317,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
     embeddings = model.get_input_embeddings().weight.detach()
     rng = np.random.default_rng(seed)
-    directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind)
+    directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind, head)
     for key, j in readable.items():
         about, label = readout_rows(model, grouped.get(key, []), targets, j)
         if not about:
@@ -347,7 +340,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         directions.update({column: (written[key], direction) for column, direction in columns.items()})
         for value in (1, 0):
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
-                compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"])))
+                compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"]), key))
         pairs, first = comparison_rows(grouped.get(key, []))
         if "comparative" in getattr(conditioning, "paradigms", []) and 0 < first.sum() < len(first):
             said = answer_directions(embeddings, collate.processor.tokenizer, {"comparative": (FIRST, SECOND)})
@@ -355,7 +348,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
                                for column, direction in evidence_columns(conditioning, output, said).items()})
             for value in (1, 0):
                 for i in rng.permutation(np.flatnonzero(first == value))[:per_class]:
-                    compared.append((pairs[i], value, (FIRST, SECOND), "comparative"))
+                    compared.append((pairs[i], value, (FIRST, SECOND), "comparative", key))
     if not directions:
         raise ValueError(f"fit_readout found no instructions about a {' or '.join(kinds)} attribute head "
                          f"({sorted(readable)}) with a known label.")
@@ -369,20 +362,34 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
             for column, (kind, direction) in directions.items():
                 weight[:, column] = (scale_of(kind) * unit * direction).to(weight.dtype)
 
-    rows_compared, labels, pairs, kinds = (list(x) for x in zip(*compared))
-    labels, kinds = np.array(labels), np.array(kinds)
+    rows_compared, labels, pairs, kinds, heads_of = (list(x) for x in zip(*compared))
+    labels, kinds, heads_of = np.array(labels), np.array(kinds), np.array(heads_of)
+    kinds_compared = sorted(set(kinds.tolist()))
     was_training = model.training
     model.eval()
-    margins = {}
-    for scale in (0.0, *scales):  # each instruction reads its own head's column (the router's weight)
-        write(lambda kind: scale)
-        margins[scale] = answer_margins(model, collate, rows_compared, pairs, bf16=bf16)
+    auc: dict[str, dict[float, float]] = {kind: {} for kind in kinds_compared}
+
+    def compare(scale_of: Callable[[str], float]) -> None:
+        """Score the compared rows with each kind's column at `scale_of(kind)`; record each kind's AUC."""
+        write(scale_of)
+        margins = answer_margins(model, collate, rows_compared, pairs, bf16=bf16)
+        for kind in kinds_compared:
+            value = mean_head_auc(labels[kinds == kind], margins[kinds == kind], heads_of[kinds == kind])
+            if value is not None:
+                auc[kind][float(scale_of(kind))] = value
+
+    probe = float(sorted(scales)[len(scales) // 2])
+    for scale in (0.0, probe, -probe):  # each instruction reads its own head's column (the router's weight)
+        compare(lambda kind: scale)
+    sign = {kind: 1.0 if by.get(probe, -1.0) >= by.get(-probe, -1.0) else -1.0 for kind, by in auc.items()}
+    for magnitude in sorted(float(s) for s in scales if float(s) != probe):
+        compare(lambda kind: sign.get(kind, 1.0) * magnitude)
     model.train(was_training)
-    auc = {kind: {scale: float(roc_auc_score(labels[kinds == kind], m[kinds == kind])) for scale, m in margins.items()}
-           for kind in sorted(set(kinds.tolist())) if len(set(labels[kinds == kind])) == 2}
-    best = {kind: max(by_scale, key=by_scale.get) for kind, by_scale in auc.items()}  # ties: the smaller scale
+    auc = {kind: by for kind, by in auc.items() if by}
+    # ties go to the smaller magnitude (0 first)
+    best = {kind: max(sorted(by, key=abs), key=by.get) for kind, by in auc.items()}
     write(lambda kind: best.get(kind, 0.0))
-    heads = [key for key, kind in written.items() if best.get(kind, 0) > 0]
+    heads = [key for key, kind in written.items() if best.get(kind, 0.0) != 0.0]
     logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (judgment AUC on "
                 "%d training instructions: %s); thresholds and asked classes read from the instructions, R^2 %s",
                 len(heads), best, len(compared),

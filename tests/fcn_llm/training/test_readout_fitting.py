@@ -55,6 +55,23 @@ def _age_rows():
     return rows
 
 
+def llm_reading_the_column(monkeypatch, model, processor, column: int, response: float):
+    """Stand in for the LLM's answers while the readout is fitted: each row's margin log P(Yes) - log P(No) is
+    `response` x the signed scale now written in `column` (in embedding norms along "Yes" - "No") x (+1 for a
+    "Yes" row, -1 for a "No" row), plus fixed noise; so the best scale's sign is the sign of `response`."""
+    import fcn_llm.training.readout_fitting as readout_fitting
+
+    unit = _word_column(model, processor, 1.0)
+    noise = np.random.default_rng(0).normal(scale=0.5, size=10_000)
+
+    def margins(model_, collate, rows, answers, bf16=False, batch_size=16):
+        scale = float(model_.model.instruction_conditioning.out.weight[:, column] @ unit / (unit @ unit))
+        said = np.array([1.0 if str(row["answer"]).startswith(("Yes", "The first")) else -1.0 for row in rows])
+        return response * scale * said + noise[: len(rows)]
+
+    monkeypatch.setattr(readout_fitting, "answer_margins", margins)
+
+
 @pytest.fixture
 def collator(processor):
     return FCNInstructionCollator(processor, FCNS, attribute_targets=TARGETS, num_attribute_targets=len(TINY_HEADS),
@@ -69,26 +86,36 @@ def _word_column(model, processor, scale: float) -> torch.Tensor:
     return scale * embeddings.norm(dim=-1).mean() * direction / direction.norm()
 
 
-def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_scale(processor, collator):
+@pytest.mark.parametrize("response", [1.0, -1.0])
+def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_signed_scale(
+        processor, collator, monkeypatch, response):
+    """An LLM whose answer follows the "Yes" - "No" direction gets a positive scale; one that reads it the other
+    way round, a negative one."""
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    llm_reading_the_column(monkeypatch, model, processor, 0, response)
     report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
     by_scale = report["auc"]["binary"]
-    assert set(by_scale) == {0.0, 1.0, 3.0}
-    assert report["scale"] == {"binary": max(by_scale, key=by_scale.get)}
-    assert report["heads"] == (["adhd"] if report["scale"]["binary"] else [])
+    best = report["scale"]["binary"]
+    # 0, then both signs of the middle magnitude, then the other magnitude with the better sign
+    assert set(by_scale) == {0.0, 3.0, -3.0, 1.0 if by_scale[3.0] >= by_scale[-3.0] else -1.0}
+    assert report["scale"] == {"binary": max(sorted(by_scale, key=abs), key=by_scale.get)}
+    assert np.sign(best) == response and by_scale[best] > by_scale[0.0]
+    assert best != 0 and report["heads"] == ["adhd"]  # a column was written, not left at zero
     out = model.model.instruction_conditioning.out
     torch.testing.assert_close(out.weight[:, 0], _word_column(model, processor, report["scale"]["binary"]))
     assert torch.count_nonzero(out.weight[:, 1:]) == 0  # categorical and continuous heads are left to training
     assert torch.count_nonzero(out.bias) == 0
 
 
-def test_with_a_readout_per_paradigm_only_the_judgments_columns_are_written(processor, collator):
+def test_with_a_readout_per_paradigm_only_the_judgments_columns_are_written(processor, collator, monkeypatch):
     """Judgments are read out in their paradigm's block of `out`; the predictive block ("ADHD"/"Control") is
     left to training."""
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
-    report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
     conditioning = model.model.instruction_conditioning
     judgment = conditioning.evidence_column(0, "judgment")
+    llm_reading_the_column(monkeypatch, model, processor, judgment, 1.0)
+    report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
+    assert report["scale"]["binary"] != 0
     torch.testing.assert_close(conditioning.out.weight[:, judgment],
                                _word_column(model, processor, report["scale"]["binary"]))
     others = [c for c in range(conditioning.out.in_features) if c != judgment]
@@ -293,7 +320,8 @@ def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor
                             evidence_paradigms=["predictive", "judgment", "comparative"])
     report = fit_readout(model, collator, _age_rows() + _comparison_rows(), kinds=("continuous",), per_class=6,
                          scales=(1.0, 3.0))
-    assert "comparative" in report["auc"] and set(report["auc"]["comparative"]) == {0.0, 1.0, 3.0}
+    by_scale = report["auc"]["comparative"]
+    assert set(by_scale) == {0.0, 3.0, -3.0, 1.0 if by_scale[3.0] >= by_scale[-3.0] else -1.0}
     conditioning = model.model.instruction_conditioning
     column = conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")]
     embeddings = model.get_input_embeddings().weight.detach()
