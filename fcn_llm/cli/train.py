@@ -135,8 +135,8 @@ class RecipeArguments:
     evidence_lr_multiplier: float = field(
         default=10.0,
         metadata={"help": "Learning-rate multiplier of the evidence token (instruction_conditioning): its output "
-                          "starts at zero and must outgrow the rest of the graph tokens' effect on the answer "
-                          "(stage-1 learning curve, 600 instructions: mean zero-shot AUC 0.586 at 1x, 0.663 at 10x)."},
+                          "starts small and must outgrow the rest of the graph tokens' effect on the answer "
+                          "(docs/experiments.md)."},
     )
     encoder_epochs: int = field(default=40, metadata={"help": "Stage 0: most epochs (early stopping on validation)."})
     encoder_lr: float = field(default=1e-3, metadata={"help": "Stage 0 learning rate."})
@@ -153,9 +153,7 @@ class RecipeArguments:
                           "the asked classes judgments name from the instructions and write the evidence token's "
                           "judgment columns of the heads of these kinds (comma-separated: binary, categorical, "
                           "continuous; 'all', the default; 'none') as their answers' word embeddings (E['Yes'] - "
-                          "E['No']) at the scale that separates training judgments best. Learning curve on all "
-                          "paradigms, 4 conditions, 800 instructions: mean zero-shot AUC 0.65 with the binary "
-                          "columns written, 0.57 learned from zero."},
+                          "E['No']) at the signed scale that separates training judgments best (docs/experiments.md)."},
     )
     linear_network_heads: bool = field(
         default=True,
