@@ -37,7 +37,7 @@ DEFAULT_LIMITATIONS = (
     "numbers say how well the recipe recovers planted, literature-shaped effects, not clinical validity. "
     "Not a diagnostic device. Judgment answers come from the model's own attribute predictions (a linear stack of "
     "the network-level FCN and the encoder's outputs, fitted on the training cohorts), handed to the LLM by the "
-    "evidence token, and they trail those predictions: on the demo the conditions' judgments averaged AUC 0.63 "
+    "evidence token, and they trail those predictions: on the demo the conditions' judgments averaged AUC 0.62 "
     "against 0.67 for the same model's heads read directly (`fcn_llm_heads`) and 0.86 for the simulator's oracle. "
     "The evidence token reads which attribute a question is about, its paradigm and whether it is negated or "
     "reversed from a bag of word embeddings fitted to the training wording, and the threshold a judgment names "
