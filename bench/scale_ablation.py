@@ -57,7 +57,7 @@ def score(predictions: dict[str, np.ndarray], meta, attributes) -> dict[str, flo
     for attribute in attributes:
         if attribute.key not in predictions or attribute.kind not in ("binary", "continuous"):
             continue
-        mask, y = baselines._targets(meta, attribute)
+        mask, y = baselines.known_targets(meta, attribute)
         p = np.asarray(predictions[attribute.key], dtype=float)[mask]
         if attribute.kind == "binary":
             out[attribute.key] = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")

@@ -39,7 +39,7 @@ def edge_features(fcns: np.ndarray, normalization: str = "zscore") -> np.ndarray
     return normed[:, r, c].astype(np.float32)
 
 
-def _targets(meta: pd.DataFrame, attribute) -> tuple[np.ndarray, np.ndarray]:
+def known_targets(meta: pd.DataFrame, attribute) -> tuple[np.ndarray, np.ndarray]:
     """(row mask `(S,)` of non-missing values, targets: class index / 0-1 / value)."""
     if attribute.key not in meta.columns:
         return np.zeros(len(meta), dtype=bool), np.zeros(0)
@@ -91,7 +91,7 @@ def edge_regression(fcns_train: np.ndarray, meta_train: pd.DataFrame, fcns_eval:
     x_eval = edge_features(fcns_eval, normalization)
     predictions, notes = {}, []
     for attribute in attributes:
-        mask, y = _targets(meta_train, attribute)
+        mask, y = known_targets(meta_train, attribute)
         pred = fit_predict_edges(x_train[mask], y, x_eval, attribute, seed) if mask.any() else None
         if pred is None:
             notes.append(f"{attribute.key}: too few labelled subjects ({int(mask.sum())}) or a single class "
