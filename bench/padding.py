@@ -37,7 +37,7 @@ def train_padding(setup: Setup, data: BenchData, batch_size: int = 8, rows: int 
     pool = data.rows["train"]
     picked = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:rows]]
     collator = FCNInstructionCollator(setup.processor, data.lookup)
-    lengths = [len(collator.encode(row)[0]) for row in picked]
+    lengths = [collator.token_length(row) for row in picked]
     generator = torch.Generator().manual_seed(seed)
     random_order = torch.randperm(len(lengths), generator=generator).tolist()
     bucketed = LengthBucketSampler(lengths, batch_size, bucket_batches=bucket_batches, generator=generator).batches()

@@ -161,12 +161,16 @@ class FCNProcessor(ProcessorMixin):
         """Token ids of `answer` after the chat-template `prompt`, tokenized jointly with it (so training labels
         and scored continuations are the same tokens); the answer alone where a token would merge across the
         boundary."""
+        return self.prompt_and_answer_ids(prompt, answer)[1]
+
+    def prompt_and_answer_ids(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """Token ids of the `<graph>`-expanded `prompt`, and of `answer` after it (`answer_ids`)."""
         expanded = self.expand_graphs(prompt)
-        prompt_ids = self.tokenizer(expanded)["input_ids"]
+        prompt_ids = list(self.tokenizer(expanded)["input_ids"])
         full_ids = self.tokenizer(expanded + answer)["input_ids"]
         if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
-            return list(full_ids[len(prompt_ids):])
-        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+            return prompt_ids, list(full_ids[len(prompt_ids):])
+        return prompt_ids, list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
 
     @classmethod
     def from_model_config(cls, tokenizer, config, **kwargs) -> "FCNProcessor":
@@ -268,9 +272,9 @@ class FCNProcessor(ProcessorMixin):
         if kwargs:
             raise ValueError(f"Tokenizer argument(s) {sorted(kwargs)} are not supported with answers.")
         ids, labels = [], []
+        end_of_turn = self.end_of_turn
         for i, (prompt, answer) in enumerate(zip(texts, answers)):
-            prompt_ids = list(self.tokenizer(self.expand_graphs(prompt))["input_ids"])
-            answer_ids = self.answer_ids(prompt, str(answer) + self.end_of_turn)
+            prompt_ids, answer_ids = self.prompt_and_answer_ids(prompt, str(answer) + end_of_turn)
             if max_length is not None and len(prompt_ids) + len(answer_ids) > max_length:
                 raise ValueError(
                     f"Sample {i} is {len(prompt_ids) + len(answer_ids)} tokens long (prompt {len(prompt_ids)}, answer "

@@ -545,7 +545,7 @@ def with_token_lengths(split: datasets.Dataset, collator: FCNInstructionCollator
     (read by the length-grouped samplers; an instruction over `max_length` raises here, before training)."""
     if "length" in split.column_names:
         split = split.remove_columns("length")
-    return split.add_column("length", [len(collator.encode(row)[0]) for row in split])
+    return split.add_column("length", [collator.token_length(row) for row in split])
 
 
 def report_precision(training_args: TrainingArguments) -> dict:

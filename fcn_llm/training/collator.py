@@ -45,6 +45,7 @@ class FCNInstructionCollator:
         self.attribute_targets = attribute_targets
         self.num_attribute_targets = num_attribute_targets
         self.routing_index = None if routing_keys is None else {key: i for i, key in enumerate(routing_keys)}
+        self.end_of_turn = processor.end_of_turn
 
     def prompt(self, row: Mapping[str, Any]) -> str:
         """The row's chat-template prompt (user turns, assistant prefix); its placeholders must match its subjects."""
@@ -58,10 +59,15 @@ class FCNInstructionCollator:
             )
         return prompt
 
-    def encode(self, row: Mapping[str, Any]) -> tuple[list[int], list[int], list]:
-        """One row as the processor encodes it: token ids `(L,)`, labels `(L,)` (-100 on the prompt), its FCNs."""
-        encoded, fcns = self._process([row])
-        return encoded["input_ids"][0].tolist(), encoded["labels"][0].tolist(), fcns
+    def token_length(self, row: Mapping[str, Any]) -> int:
+        """The row's token count as the processor encodes it (prompt, answer, end-of-turn), without its FCNs;
+        a row over `max_length` raises."""
+        answer = str(row["answer"]) + self.end_of_turn
+        prompt_ids, answer_ids = self.processor.prompt_and_answer_ids(self.prompt(row), answer)
+        length = len(prompt_ids) + len(answer_ids)
+        if self.max_length is not None and length > self.max_length:
+            raise ValueError(f"Instruction {row.get('id', '?')} is {length} tokens long, over max_length={self.max_length}.")
+        return length
 
     def _process(self, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], list]:
         """The processor's `input_ids`, `attention_mask`, `labels` `(B, L)` (right padding, as training wants) and

@@ -77,3 +77,13 @@ def test_bad_rows_name_the_problem(processor, lookup):
         FCNInstructionCollator(processor, lookup, max_length=10)([ROWS[0]])
     with pytest.raises(KeyError):
         FCNInstructionCollator(processor, lookup)([dict(ROWS[0], subject_ids=["zz"])])
+
+
+def test_token_length_is_the_batch_rows_length_without_looking_up_fcns(processor, lookup):
+    collator = FCNInstructionCollator(processor, lookup)
+    for row in ROWS:
+        assert collator.token_length(row) == int(collator([row])["attention_mask"].sum())
+    never_looked_up = FCNInstructionCollator(processor, lambda sid: (_ for _ in ()).throw(AssertionError(sid)))
+    assert never_looked_up.token_length(ROWS[0]) == collator.token_length(ROWS[0])
+    with pytest.raises(ValueError, match="over max_length=10"):
+        FCNInstructionCollator(processor, lookup, max_length=10).token_length(ROWS[0])
