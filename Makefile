@@ -28,7 +28,7 @@ example: $(STAMP)
 	$(PY) -m examples.demo --out outputs/example
 
 explain: $(STAMP)
-	$(PY) -m interpret ground-truth --model outputs/demo/model --data outputs/demo/data --out outputs/demo/explain --subjects 24 --pattern-subjects 200
+	$(PY) -m fcn_llm.interpret ground-truth --model outputs/demo/model --data outputs/demo/data --out outputs/demo/explain --subjects 24 --pattern-subjects 200
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
