@@ -34,6 +34,7 @@ def child(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16")
+    parser.add_argument("--adaptive", action="store_true", help="threads at the free cores (fcn_llm.threads)")
     args = parser.parse_args(argv)
 
     import torch
@@ -42,8 +43,12 @@ def child(argv: list[str] | None = None) -> dict:
 
     from .setup import backbone_lm, collate, default_tokenizer, encoder_config, load_bench_data, sample_rows, wrap
 
+    from fcn_llm.threads import enable_adaptive_threads, rebalance
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.adaptive:
+        enable_adaptive_threads(interval_s=0.5)
     data = load_bench_data(args.data)
     tokenizer = default_tokenizer()
     setup = wrap("default", backbone_lm("default", len(tokenizer)), tokenizer, encoder_config(data.atlas))
@@ -54,7 +59,10 @@ def child(argv: list[str] | None = None) -> dict:
     batch = collate(setup, data, sample_rows(data.rows["train"], args.batch, seed=0))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
+    thread_counts = []
+
     def step(bf16: bool) -> float:
+        thread_counts.append(rebalance())
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
@@ -70,9 +78,11 @@ def child(argv: list[str] | None = None) -> dict:
     for _ in range(args.steps):
         for p in precisions:
             times[p].append(step(p == "bf16"))
-    record = {"threads": torch.get_num_threads(), "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+    record = {"threads": torch.get_num_threads(), "adaptive": args.adaptive,
+              "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
               "batch": args.batch, "padded_length": int(batch["input_ids"].shape[1]),
-              "step_s": {p: sorted(t)[len(t) // 2] for p, t in times.items()}, "repeats_s": times}
+              "step_s": {p: sorted(t)[len(t) // 2] for p, t in times.items()}, "repeats_s": times,
+              "threads_per_step": thread_counts}
     print(json.dumps(record))
     return record
 
@@ -94,10 +104,12 @@ def run_child(data_dir: str | Path, *, threads: int, wait_policy: str, precision
     """One child process (alone, or next to a busy loop); its JSON record."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("OMP_WAIT_POLICY", None)
-    if wait_policy != "default":
+    if wait_policy not in ("default", "adaptive"):
         env["OMP_WAIT_POLICY"] = wait_policy
     cmd = [sys.executable, "-m", "bench.contention", "--child", "--data", str(data_dir), "--threads", str(threads),
            "--precisions", precisions, "--batch", str(batch), "--steps", str(steps)]
+    if wait_policy == "adaptive":  # the default (spinning) policy, threads at the free cores
+        cmd.append("--adaptive")
     with busy_process(contended):
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
@@ -113,7 +125,7 @@ def bf16_step_ratio(data_dir: str | Path, *, threads: int, batch: int = 8, steps
 
 
 def contention(data_dir: str | Path, *, threads: tuple[int, ...] = (2, 1),
-               wait_policies: tuple[str, ...] = ("default", "PASSIVE"), batch: int = 8, steps: int = 4,
+               wait_policies: tuple[str, ...] = ("default", "PASSIVE", "adaptive"), batch: int = 8, steps: int = 4,
                log=print) -> dict:
     """Per setting "threads=T,wait=P": fp32 step seconds alone and contended, and their ratio."""
     settings = {}
@@ -134,7 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", default="2,1")
-    parser.add_argument("--wait_policies", default="default,PASSIVE")
+    parser.add_argument("--wait_policies", default="default,PASSIVE,adaptive",
+                        help="OpenMP wait policies (default, PASSIVE, ACTIVE) or adaptive: the default policy with "
+                             "threads at the free cores")
     args = parser.parse_args(argv)
     result = {
         "bf16": bf16_step_ratio(args.data, threads=int(args.threads.split(",")[0]), batch=args.batch, steps=args.steps),

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
                 "bf16": bf16_step_ratio(data_dir, threads=cores, steps=2 if quick else 4),
                 "contention": contention(data_dir, threads=(cores, 1) if cores > 1 else (1,),
                                          steps=2 if quick else 4, log=log),
-                "main_job_setting": f"threads={cores},wait=PASSIVE" if cores > 1 else "threads=1,wait=default",
+                "main_job_setting": f"threads={cores},wait=adaptive" if cores > 1 else "threads=1,wait=default",
                 "demo": demo_timings(args.demo_timings),
             }
             done("speed", t0)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fcn_llm.threads import rebalance
+
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -75,6 +77,7 @@ def choice_log_likelihoods(
     device = next(model.parameters()).device
     out = np.zeros((len(prompts), len(choices)), dtype=np.float64)
     for batch in length_sorted_batches(processor, prompts, batch_size):
+        rebalance()
         batch_prompts = [prompts[i] for i in batch]
         batch_fcns = [list(fcns[i]) for i in batch]
         cont = [[processor.answer_ids(p, c + suffix) for c in choices] for p in batch_prompts]
@@ -206,6 +209,7 @@ def generate_answers(
     answers: list[str] = [""] * len(prompts)
     tokenizer = processor.tokenizer
     for batch in length_sorted_batches(processor, prompts, batch_size):
+        rebalance()
         batch_prompts = [prompts[i] for i in batch]
         batch_fcns = [f for i in batch for f in fcns[i]]
         inputs = processor(text=batch_prompts, fcns=batch_fcns or None, padding=True, padding_side="left",

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("modeling_fcnllm", "processing"),
     ("datasets_scripts",),
-    ("fcn_llm.questions", "fcn_llm.scoring"),
+    ("fcn_llm.questions", "fcn_llm.scoring", "fcn_llm.threads"),
     ("fcn_llm.training",),
     ("fcn_llm.evaluation",),
     ("fcn_llm.interpret",),

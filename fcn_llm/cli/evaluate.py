@@ -12,12 +12,6 @@ on. See `evaluation/runner.py` for how subjects are split between the in-domain 
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
-# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import sys
 
@@ -26,6 +20,7 @@ from fcn_llm.evaluation.known_attributes import untrained_note
 from fcn_llm.evaluation.model_io import ModelFormatError
 from fcn_llm.evaluation.report import METHODS
 from fcn_llm.evaluation.runner import run_zero_shot_evaluation
+from fcn_llm.threads import enable_adaptive_threads
 
 __all__ = ["run_zero_shot_evaluation", "main"]
 
@@ -57,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    enable_adaptive_threads()
     if args.precision == "auto":
         from fcn_llm.training.precision import choose_precision, probe_capabilities
 

@@ -18,12 +18,6 @@ with this run's folders, seed, backbone, preset sizes and precision, and the set
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
-# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import shutil
@@ -39,6 +33,7 @@ from fcn_llm.evaluation.runner import run_zero_shot_evaluation
 from modeling_fcnllm import FCNLLMForCausalLM
 from processing import FCNProcessor
 from fcn_llm.training.model_card import DEFAULT_BACKBONE_NOTE, base_model_id, write_model_card
+from fcn_llm.threads import enable_adaptive_threads
 from fcn_llm.training.precision import choose_precision, probe_capabilities
 
 PRESETS = {
@@ -114,6 +109,7 @@ def phase(title: str) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    enable_adaptive_threads()
     preset = PRESETS[args.preset]
     out = Path(args.out)
     data_dir, stage2 = out / "data", out / STAGE_FOLDERS["joint"]

@@ -18,12 +18,6 @@ model card when `--results_json` is given).
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: threads that sleep at barriers instead of spinning, so a busy core elsewhere
-# does not stall every step (docs/performance.md). Set OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json
 import logging
 import sys
@@ -38,6 +32,7 @@ from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, Trai
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
+from fcn_llm.threads import enable_adaptive_threads
 from datasets_scripts.loading import load_instruction_set
 from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
@@ -667,6 +662,7 @@ def stage_model_card(config, model_args, recipe_args, training_args, subjects_tr
 def main(argv: list[str] | None = None, callbacks=None) -> Path:
     """Run one stage; `callbacks` are extra `TrainerCallback`s for stages 1 and 2."""
     model_args, data_args, recipe_args, training_args = parse_args(argv)
+    enable_adaptive_threads()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
     set_seed(training_args.seed)
     if recipe_args.stage == "encoder":

@@ -1,4 +1,5 @@
-"""The HF `Trainer` with FCN-LLM's length-bucketed training batches, per-module learning rates and model card."""
+"""The HF `Trainer` with FCN-LLM's length-bucketed training batches, per-module learning rates, model card and
+thread count re-read before each step (`fcn_llm.threads`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Mapping
 import torch
 from transformers import Trainer
 from transformers.trainer_optimizer import is_optimizer_factory
+
+from fcn_llm.threads import rebalance
 
 from .sampling import LengthBucketSampler
 
@@ -25,6 +28,9 @@ class FCNTrainer(Trainer):
     fragment in their own groups at `multiplier x learning_rate` (first matching fragment wins), the
     Trainer's weight-decay split kept. Empty or all-1 multipliers: the Trainer's own optimizer.
 
+    Before each training step the process's thread governor, where one is enabled (`fcn_llm.threads`), sets
+    torch's thread count to the cores other processes leave free.
+
     `push_to_hub(model_card=card)` uploads `card` (a `huggingface_hub.ModelCard`) as the output folder's
     `README.md` instead of the Trainer's draft card.
     """
@@ -36,6 +42,10 @@ class FCNTrainer(Trainer):
                 raise ValueError(f"The learning-rate multiplier of {fragment!r} must be positive, got {multiplier}.")
         self.lr_multipliers = {k: float(v) for k, v in multipliers.items() if v != 1.0}
         super().__init__(*args, **kwargs)
+
+    def training_step(self, *args, **kwargs) -> torch.Tensor:
+        rebalance()
+        return super().training_step(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset

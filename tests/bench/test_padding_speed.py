@@ -37,10 +37,14 @@ def test_speed_keys_read_the_main_job_setting(tmp_path):
     (tmp_path / "timings.json").write_text(json.dumps({"data": 60.0, "stage1": 540.0, "precision": {"bf16": True}}))
     details = {"speed": {
         "bf16": {"bf16_speedup_or_slowdown": 1.4, "threads": 2},
-        "contention": {"threads=2,wait=default": {"slowdown": 2.8}, "threads=2,wait=PASSIVE": {"slowdown": 1.3}},
-        "main_job_setting": "threads=2,wait=PASSIVE", "demo": demo_timings(tmp_path / "timings.json")}}
+        "contention": {"threads=2,wait=default": {"slowdown": 2.8, "contended_s": 5.6},
+                       "threads=2,wait=PASSIVE": {"slowdown": 1.6, "contended_s": 4.0},
+                       "threads=2,wait=adaptive": {"slowdown": 1.4, "contended_s": 3.0}},
+        "main_job_setting": "threads=2,wait=adaptive", "demo": demo_timings(tmp_path / "timings.json")}}
     summary = summarize(details)
-    assert summary["contended_slowdown"] == 1.3 and summary["contended_slowdown_spinning"] == 2.8
+    assert summary["contended_slowdown"] == 1.4 and summary["contended_slowdown_spinning"] == 2.8
+    assert summary["contended_slowdown_passive"] == 1.6
+    assert summary["contended_step_over_passive"] == pytest.approx(0.75)
     assert summary["demo_minutes"] == pytest.approx(10.0)
     assert targets_met(summary) == {"contended_slowdown": True, "demo_minutes": True}
     assert demo_timings(tmp_path / "missing.json")["minutes"] is None

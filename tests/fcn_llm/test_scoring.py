@@ -104,3 +104,15 @@ def test_generate_answers_keep_the_prompts_order(tokenizer):
     together = generate_answers(model, processor, prompts, fcns, batch_size=3, max_new_tokens=3)
     alone = [generate_answers(model, processor, [p], [f], batch_size=1, max_new_tokens=3)[0] for p, f in zip(prompts, fcns)]
     assert together == alone
+
+
+def test_every_scoring_and_generation_batch_re_reads_the_free_cores(tokenizer, monkeypatch):
+    import fcn_llm.scoring as scoring
+
+    model, processor, prompts, fcns = _setup(tokenizer, "llama")
+    calls = []
+    monkeypatch.setattr(scoring, "rebalance", lambda: calls.append(1) or 1)
+    choice_log_likelihoods(model, processor, prompts, fcns, ["Yes", "No"], batch_size=1)
+    assert len(calls) == len(prompts)
+    generate_answers(model, processor, prompts, fcns, batch_size=2, max_new_tokens=2)
+    assert len(calls) == len(prompts) + -(-len(prompts) // 2)

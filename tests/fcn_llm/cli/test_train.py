@@ -321,16 +321,18 @@ def test_fp32_where_bf16_is_native_records_the_hardware(monkeypatch):
     assert info["precision"] == "fp32" and info["native_bf16"] and "AMX" in info["reason"]
 
 
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_train_py_sets_a_sleeping_openmp_wait_policy_unless_told(given, expected):
+@pytest.mark.parametrize("given", [None, "PASSIVE"])
+def test_train_py_leaves_the_openmp_wait_policy_to_the_user(given):
+    """Threads spin at barriers (fastest alone); the thread governor, not a sleeping policy, handles busy cores."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if given:
         env["OMP_WAIT_POLICY"] = given
-    code = "import sys, fcn_llm.cli.train; assert 'torch' in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
+    code = ("import sys, os, fcn_llm.cli.train; assert 'torch' in sys.modules; "
+            "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == expected
+    assert done.stdout.strip() == (given or "unset")
 
 
 STAGE_FILES = sorted((REPO / "configs" / "stages").glob("*.yaml"))

@@ -60,3 +60,17 @@ def test_bad_multipliers_are_named(tokenizer, tmp_path):
     trainer.optimizer_cls_and_kwargs = (torch.optim.AdamW, {"lr": 1e-3, "params": []})  # as GaLore's kwargs
     with pytest.raises(ValueError, match="builds its own parameter groups"):
         trainer.create_optimizer()
+
+
+def test_each_training_step_re_reads_the_free_cores_first(tokenizer, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    from fcn_llm.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "rebalance", lambda: calls.append("rebalance") or 1)
+    monkeypatch.setattr(Trainer, "training_step", lambda self, *a, **kw: calls.append("step") or torch.tensor(0.0))
+    model, trainer = _trainer(tokenizer, tmp_path)
+    for _ in range(2):
+        trainer.training_step(model, {})
+    assert calls == ["rebalance", "step", "rebalance", "step"]
