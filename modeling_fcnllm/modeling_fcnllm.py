@@ -916,6 +916,10 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
 class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
     """FCN-LLM with a language-modelling head: answers questions about FCNs."""
 
+    # Its loss is a mean per batch (answer tokens, attribute heads, router), never a sum over the
+    # `num_items_in_batch` the Trainer counts: so the Trainer divides it by the gradient-accumulation steps.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: FCNLLMConfig):
         super().__init__(config)
         self.model = FCNLLMModel(config)

@@ -74,3 +74,22 @@ def test_each_training_step_re_reads_the_free_cores_first(tokenizer, tmp_path, m
     for _ in range(2):
         trainer.training_step(model, {})
     assert calls == ["rebalance", "step", "rebalance", "step"]
+
+
+def test_gradient_accumulation_averages_the_micro_batch_losses(tokenizer, tmp_path):
+    """The model's loss is a per-batch mean: with 2 accumulation steps each micro-batch counts half."""
+    from processing import FCNProcessor
+    from tests.conftest import random_fcns
+
+    tokenizer = FCNProcessor(tokenizer).tokenizer  # with <graph>
+    model, trainer = _trainer(tokenizer, tmp_path)
+    assert trainer.model_accepts_loss_kwargs is False
+    processor = FCNProcessor.from_model_config(tokenizer, model.config)
+    batch = dict(processor(text=["<graph> Is this subject older than 30?"], fcns=random_fcns(1), answers=["Yes"]))
+    model.train()
+    torch.manual_seed(0)
+    expected = model(**batch).loss.item()
+    trainer.current_gradient_accumulation_steps = 2
+    torch.manual_seed(0)
+    step_loss = trainer.training_step(model, dict(batch), num_items_in_batch=torch.tensor(3))
+    assert step_loss.item() == pytest.approx(expected / 2, rel=1e-5)
