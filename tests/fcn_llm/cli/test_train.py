@@ -77,6 +77,7 @@ def test_stage1_trains_encoder_and_projector_only(workspace):
     assert json.loads((workspace["stage1"] / "train_results.json").read_text())["train_runtime"] > 0
     assert json.loads((workspace["stage1"] / "trainer_state.json").read_text())["global_step"] > 0
     assert summary["stage"] == "align" and "graph_token_spread" in summary
+    assert summary["attention"] == ("sdpa" if torch.cuda.is_available() else "eager")  # the CPU's faster kernel
 
 
 def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):

@@ -35,3 +35,9 @@ def test_probe_on_cpu_reports_this_machines_flags():
 def test_measured_ratio_is_a_positive_time_ratio():
     ratio = measure_bf16_ratio(rows=16, in_features=32, out_features=32, seconds=0.05)
     assert math.isfinite(ratio) and ratio > 0
+
+
+def test_attention_is_eager_on_cpus_and_fused_on_cuda():
+    from fcn_llm.training.precision import choose_attention
+
+    assert choose_attention("cpu") == "eager" and choose_attention("cuda") == "sdpa"
