@@ -6,7 +6,9 @@ categorical class probabilities `(S, C)` in the registry's class order, continuo
 
 - `edge_regression`: logistic (binary/categorical) or ridge (continuous) regression on the upper-
   triangle edges `(S, N(N-1)/2)` after the same per-subject normalisation the FCN-LLM processor uses,
-  standardised per edge, with a small cross-validation over C / alpha.
+  standardised per edge, with a small cross-validation over C / alpha. With more edges than training
+  subjects it is fitted in the coordinates of the training subjects' span (`row_space`): an L2-penalised
+  linear model's weights lie in that span, so the fit is the same, on S instead of E features.
 - `encoder_supervised`: the FCN-LLM encoder and attribute heads trained directly on the attributes, as
   stage 0 does (`training.encoder_pretraining`: the encoder with token heads, then the closed-form
   linear stack with the network-level FCN): what FCN-LLM's evidence token hands the LLM.
@@ -22,7 +24,6 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from processing.processing_fcnllm import prepare_fcn_stack
@@ -53,26 +54,41 @@ def known_targets(meta: pd.DataFrame, attribute) -> tuple[np.ndarray, np.ndarray
     return mask, (y.astype(np.int64) if attribute.kind == "binary" else y)
 
 
+def row_space(x_train: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised `x_train` `(S, E)` and `x_eval` `(S', E)` in an orthonormal basis of the standardised training
+    rows' span, `(S, r)` and `(S', r)` with r <= min(S, E): for an L2-penalised linear model of the training rows
+    (any loss, any subset of them, intercept unpenalised) the same weights and predictions, with r features.
+    `x_train` unchanged where it has no more columns than rows."""
+    scaler = StandardScaler().fit(x_train)
+    train, evaluate = scaler.transform(x_train), scaler.transform(x_eval)
+    if train.shape[1] <= train.shape[0]:
+        return train, evaluate
+    _, singular, basis = np.linalg.svd(train.astype(np.float64), full_matrices=False)
+    keep = singular > singular[0] * 1e-10 if len(singular) else singular.astype(bool)
+    basis = basis[keep]
+    return train @ basis.T, evaluate @ basis.T
+
+
 def fit_predict_edges(x_train: np.ndarray, y: np.ndarray, x_eval: np.ndarray, attribute,
                       seed: int = 0) -> np.ndarray | None:
     """Fit the edge model on `x_train` `(S, E)` with targets `y` and predict `x_eval`; None if untrainable."""
     if attribute.kind == "continuous":
         if len(y) < MIN_TRAIN_SUBJECTS or np.ptp(y) == 0:
             return None
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-        model.fit(x_train, y)
-        return model.predict(x_eval).astype(float)
+        train, evaluate = row_space(x_train, x_eval)
+        return RidgeCV(alphas=RIDGE_ALPHAS).fit(train, y).predict(evaluate).astype(float)
     classes, counts = np.unique(y, return_counts=True)
     if len(y) < MIN_TRAIN_SUBJECTS or len(classes) < 2 or counts.min() < 2:
         return None
     folds = StratifiedKFold(n_splits=int(min(3, counts.min())), shuffle=True, random_state=seed)
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(
-        Cs=list(LOGISTIC_CS), cv=folds, scoring="neg_log_loss", max_iter=500, random_state=seed))
+    model = LogisticRegressionCV(Cs=list(LOGISTIC_CS), cv=folds, scoring="neg_log_loss", max_iter=500,
+                                 random_state=seed)
+    train, evaluate = row_space(x_train, x_eval)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.8+ l1_ratios / legacy-attribute notices
-        model.fit(x_train, y)
-    proba = model.predict_proba(x_eval)
+        model.fit(train, y)
+    proba = model.predict_proba(evaluate)
     if attribute.kind == "binary":
         return proba[:, list(model.classes_).index(1)] if 1 in model.classes_ else np.zeros(len(x_eval))
     out = np.zeros((len(x_eval), len(attribute.classes)))

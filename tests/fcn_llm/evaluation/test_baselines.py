@@ -108,3 +108,25 @@ def test_model_heads_read_the_models_own_heads_without_the_llm():
     np.testing.assert_allclose(preds[keys[0]], expected.numpy(), rtol=1e-5, atol=1e-6)
     bare = make_tiny_model(make_tokenizer())  # no attribute heads
     assert baselines.model_heads(bare, fcns, ATTRS) == ({}, ["fcn_llm_heads: the model has no attribute heads"])
+
+
+def test_the_row_space_fit_predicts_as_the_fit_on_every_edge():
+    """An L2-penalised linear model on S subjects x E > S edges: the same predictions from S coordinates."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x, x_eval = rng.normal(size=(30, 200)), rng.normal(size=(7, 200))
+    y = (x[:, 0] + 0.5 * rng.normal(size=30) > 0).astype(int)
+    train, evaluate = baselines.row_space(x, x_eval)
+    assert train.shape == (30, 29) and evaluate.shape == (7, 29)  # standardised rows sum to zero: rank S - 1
+    scaler = StandardScaler().fit(x)
+    full = LogisticRegression(C=0.1, tol=1e-10, max_iter=10000).fit(scaler.transform(x), y)
+    reduced = LogisticRegression(C=0.1, tol=1e-10, max_iter=10000).fit(train, y)
+    np.testing.assert_allclose(reduced.predict_proba(evaluate), full.predict_proba(scaler.transform(x_eval)), atol=1e-6)
+    target = x[:, :3].sum(1)
+    np.testing.assert_allclose(Ridge(alpha=3.0).fit(train, target).predict(evaluate),
+                               Ridge(alpha=3.0).fit(scaler.transform(x), target).predict(scaler.transform(x_eval)),
+                               atol=1e-8)
+    few = baselines.row_space(x[:, :20], x_eval[:, :20])[0]  # no more edges than subjects: only standardised
+    np.testing.assert_allclose(few, scaler.fit_transform(x[:, :20]))
