@@ -37,11 +37,13 @@ from fcn_llm.threads import enable_adaptive_threads
 from fcn_llm.training.precision import choose_precision, probe_capabilities
 
 PRESETS = {
-    # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects
-    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=120, eval_batch_size=16,
-                 bf16=True),
+    # subjects to simulate, stage-1 steps, stage-2 instruction cap, evaluated zero-shot subjects, R ROI-level graph
+    # tokens (the demo's 4: the encoder's heads read nothing from the ROI tokens beyond the network tokens,
+    # docs/experiments.md, and each prompt is 4 tokens per FCN shorter than with the default 8)
+    "demo": dict(subjects=1200, align_steps=400, joint_samples=800, batch_size=8, eval_subjects=90, eval_batch_size=16,
+                 roi_tokens=4, bf16=True),
     "full": dict(subjects=6000, align_steps=3000, joint_samples=None, batch_size=16, eval_subjects=None, eval_batch_size=32,
-                 bf16=True),
+                 roi_tokens=8, bf16=True),
 }
 
 
@@ -190,6 +192,7 @@ def stage_runs(args: argparse.Namespace, preset: dict, out: Path, *, bf16: bool,
                 settings["encoder_checkpoint"] = folders["encoder"]
         if stage != "joint" or args.skip_stage1:
             roles.add("new model")
+            settings["num_roi_tokens"] = preset["roi_tokens"]
         for flag, (applies_to, changes) in FLAG_SETTINGS.items():
             if getattr(args, flag) and applies_to in roles:
                 settings.update(changes)
@@ -239,7 +242,7 @@ def card_hyperparameters(args, preset: dict, precision: dict, timings: dict) -> 
                  if value is True and name not in ("lora", "rebuild_data")]
     return {
         "preset": args.preset, "seed": args.seed, "atlas": args.atlas, "simulated subjects": preset["subjects"],
-        "per-device batch size": preset["batch_size"],
+        "per-device batch size": preset["batch_size"], "ROI-level graph tokens (R)": preset["roi_tokens"],
         "stage 0 (encoder pre-training)": "skipped" if args.skip_stage0 else "run",
         "stage 1 (alignment) steps": "skipped" if args.skip_stage1 else preset["align_steps"],
         "stage 2 (joint)": "one epoch, " + ("LoRA" if args.lora else "full fine-tuning"),

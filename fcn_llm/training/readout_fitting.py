@@ -275,7 +275,7 @@ def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> 
 
 
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
-                kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 6, scales: Sequence[float] = SCALES,
+                kinds: Sequence[str] = ("binary", "continuous"), per_class: int = 4, scales: Sequence[float] = SCALES,
                 seed: int = 0, bf16: bool = False) -> dict:
     """Fit the continuous heads' thresholds (`fit_thresholds`, unless the model reads them as numbers: its
     `config.numeral_tokens`) and the categorical heads' signs (`fit_signs`),

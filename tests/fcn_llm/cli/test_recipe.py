@@ -48,6 +48,8 @@ def test_demo_runs_the_three_stage_files_with_the_run_s_folders_and_sizes(tmp_pa
     assert "--bf16" in on_gpu["align"] and "--use_cpu" not in on_gpu["align"]  # resolved only where CUDA is
     full = _runs(tmp_path, "--preset", "full")
     assert full["align"]["max_steps"] == 3000 and full["joint"]["max_train_samples"] is None
+    # the demo's encoder is built with 4 ROI tokens (G = 1 + 7 + 4 on Schaefer-100), the full preset's with 8
+    assert encoder["num_roi_tokens"] == align["num_roi_tokens"] == 4 and full["encoder"]["num_roi_tokens"] == 8
 
 
 def _changed(base: dict, other: dict) -> dict:

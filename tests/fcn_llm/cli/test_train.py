@@ -353,7 +353,7 @@ def test_a_stage_file_alone_reads_as_run_clm_reads_one_and_options_after_it_over
 def test_stage_files_hold_the_recipe_settings():
     *_, recipe_args, align = train.parse_args([str(REPO / "configs/stages/align.yaml")])
     assert (align.learning_rate, align.max_steps, align.warmup_steps, align.lr_scheduler_type) == (1e-3, 400, 20, "cosine")
-    assert align.optim == "adamw_torch" and recipe_args.evidence_lr_multiplier == 10.0
+    assert align.optim == "adamw_torch_fused" and recipe_args.evidence_lr_multiplier == 10.0
     model_args, data_args, _, joint = train.parse_args([str(REPO / "configs/stages/joint.yaml"), "--lora", "true"])
     assert (joint.learning_rate, joint.num_train_epochs, joint.max_steps) == (2e-5, 1, -1) and model_args.lora
     assert data_args.balance_answers and data_args.paradigms == "predictive,judgment,comparative"
