@@ -9,7 +9,7 @@
 5. zero-shot evaluation on unseen cohorts and sites, next to supervised baselines and the oracle;
 6. `OUT/model/`: the final model + processor with remote code and a model card holding the real table.
 
-`demo` is sized for a 2-core CPU (about 20-30 minutes); `full` is the GPU configuration (more
+`demo` is sized for a 2-core CPU (about 18-20 minutes with the install); `full` is the GPU configuration (more
 subjects, longer alignment, bf16 on CUDA). Each stage is `train.py` on its settings file (`configs/stages/`)
 with this run's folders, seed, backbone, preset sizes and precision, and the settings of the flags given
 (`FLAG_SETTINGS`). Ablations: `--skip_stage0`, `--skip_stage1`,
