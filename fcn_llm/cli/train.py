@@ -32,7 +32,6 @@ from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, Trai
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
-from fcn_llm.threads import enable_adaptive_threads
 from datasets_scripts.loading import load_instruction_set
 from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
@@ -43,6 +42,7 @@ from fcn_llm.training.model_card import base_model_id, build_model_card, load_fc
 from fcn_llm.training.precision import choose_attention, choose_precision, measure_bf16_ratio, probe_capabilities
 from fcn_llm.training.readout_fitting import READABLE_KINDS, fit_readout
 from fcn_llm.training.router_fitting import fit_paradigms, fit_router, fit_turns
+from fcn_llm.threads import enable_adaptive_threads
 from fcn_llm.training.trainer import FCNTrainer
 from fcn_llm.evaluation.report import markdown_table
 

@@ -58,14 +58,13 @@ def row_space(x_train: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray, np.n
     """Standardised `x_train` `(S, E)` and `x_eval` `(S', E)` in an orthonormal basis of the standardised training
     rows' span, `(S, r)` and `(S', r)` with r <= min(S, E): for an L2-penalised linear model of the training rows
     (any loss, any subset of them, intercept unpenalised) the same weights and predictions, with r features.
-    `x_train` unchanged where it has no more columns than rows."""
+    Only standardised where `x_train` has no more columns than rows."""
     scaler = StandardScaler().fit(x_train)
     train, evaluate = scaler.transform(x_train), scaler.transform(x_eval)
     if train.shape[1] <= train.shape[0]:
         return train, evaluate
     _, singular, basis = np.linalg.svd(train.astype(np.float64), full_matrices=False)
-    keep = singular > singular[0] * 1e-10 if len(singular) else singular.astype(bool)
-    basis = basis[keep]
+    basis = basis[singular > singular.max(initial=0.0) * 1e-10]  # the directions the rows span
     return train @ basis.T, evaluate @ basis.T
 
 
