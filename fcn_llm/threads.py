@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+FIXED_THREADS_VARIABLE = "FCN_LLM_THREADS"
+
 
 @dataclass(frozen=True)
 class CpuSample:
@@ -115,9 +117,6 @@ class ThreadGovernor:
 
 
 _governor: ThreadGovernor | None = None
-
-
-FIXED_THREADS_VARIABLE = "FCN_LLM_THREADS"
 
 
 def enable_adaptive_threads(interval_s: float = 1.0) -> ThreadGovernor | None:

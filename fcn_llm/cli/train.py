@@ -549,14 +549,20 @@ def with_token_lengths(split: datasets.Dataset, collator: FCNInstructionCollator
     return split.add_column("length", [collator.token_length(row) for row in split])
 
 
+def training_device(training_args: TrainingArguments) -> str:
+    """"cuda" where a CUDA device is present and `--use_cpu` is not set, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu"
+
+
 def report_precision(training_args: TrainingArguments) -> dict:
     """Log the run's precision and whether the device computes bf16 natively; warn, with the measured
     slowdown, when `--bf16 true` runs where bf16 is emulated. Returns what the training summary records."""
-    native = choose_precision(probe_capabilities(use_cpu=training_args.use_cpu or not torch.cuda.is_available()))
+    device = training_device(training_args)
+    native = choose_precision(probe_capabilities(use_cpu=device == "cpu"))
     precision = "bf16 autocast" if training_args.bf16 else "fp32"
     info = {"precision": precision, "native_bf16": native.bf16, "reason": native.reason}
     if training_args.bf16 and not native.bf16:
-        ratio = measure_bf16_ratio("cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu")
+        ratio = measure_bf16_ratio(device)
         info["bf16_over_fp32_time"] = round(ratio, 2)
         logger.warning("--bf16 true, but %s: one Linear forward+backward ran %.2fx %s under bf16 autocast than "
                        "in fp32 here. Drop --bf16 to train faster.", native.reason, ratio,
@@ -572,8 +578,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     if recipe_args.stage == "joint" and not model_args.model_name_or_path:
         logger.warning("Stage 2 without a stage-1 folder (--model_name_or_path): starting from an unaligned encoder.")
     model, processor, aux_targets = build_model(model_args, recipe_args, subjects["train"])
-    attention = model_args.attn_implementation or choose_attention(
-        "cpu" if training_args.use_cpu or not torch.cuda.is_available() else "cuda")
+    attention = model_args.attn_implementation or choose_attention(training_device(training_args))
     model.set_attn_implementation(attention)
     logger.info("attention: %s", attention)
     freeze_for_stage(model, recipe_args.stage, model_args.freeze_encoder, model_args.freeze_projector)
