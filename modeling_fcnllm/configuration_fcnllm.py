@@ -46,6 +46,8 @@ class AttributeHeadConfig(Mapping):
             for categorical.
         classes: a categorical head's class names, in output order (empty: unnamed); empty otherwise.
         mean, std: a continuous head's target scaling, value = output * std + mean (std > 0).
+        valid_range: a continuous head's `(lo, hi)` values (None: unbounded); a written estimate is clipped to it.
+        decimals: a continuous head's digits after the decimal point when its estimate is written.
     """
 
     key: str
@@ -54,6 +56,8 @@ class AttributeHeadConfig(Mapping):
     classes: tuple[str, ...] = ()
     mean: float = 0.0
     std: float = 1.0
+    valid_range: tuple[float, float] | None = None
+    decimals: int = 0
 
     def __post_init__(self):
         name = f"Attribute head {self.key!r}"
@@ -78,6 +82,13 @@ class AttributeHeadConfig(Mapping):
                 raise ValueError(f"{name}: only categorical heads have classes, got {list(self.classes)}.")
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"{name}: mean must be finite and std finite and > 0, got mean={self.mean}, std={self.std}.")
+        if self.valid_range is not None:
+            bounds = tuple(float(b) for b in self.valid_range)
+            if self.kind != "continuous" or len(bounds) != 2 or not bounds[0] < bounds[1]:
+                raise ValueError(f"{name}: valid_range is a continuous head's (lo, hi) with lo < hi, got {self.valid_range!r}.")
+            object.__setattr__(self, "valid_range", bounds)
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 3:
+            raise ValueError(f"{name}: decimals must be an int in [0, 3], got {self.decimals!r}.")
 
     @classmethod
     def from_dict(cls, head: Mapping[str, Any]) -> "AttributeHeadConfig":
@@ -98,7 +109,8 @@ class AttributeHeadConfig(Mapping):
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping stored in config.json."""
-        return {**asdict(self), "classes": list(self.classes)}
+        return {**asdict(self), "classes": list(self.classes),
+                "valid_range": None if self.valid_range is None else list(self.valid_range)}
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.__dataclass_fields__:
@@ -267,6 +279,20 @@ class FCNLLMConfig(PreTrainedConfig):
             threshold is compared exactly. None: the threshold is a linear map of the question's bag of
             words (fitted to the training questions). `FCNLLMForCausalLM.from_text_model` fills it from the
             tokenizer (`numeral_tokens_of`).
+        evidence_position: with ``"attributes"``, where the evidence enters. ``"graph"``: added to every graph
+            token, read by the LLM like the rest of its input; ``"answer"``: added to the LLM's last hidden state
+            where the answer starts (the position whose logits give the answer's first token), so the answer
+            words' logits move linearly with the asked head's output (the LLM writes the answer's form, the
+            heads decide it).
+        answer_prefix_ids: the token ids that end every prompt before an answer (the chat template's assistant
+            prefix, `FCNProcessor.answer_prefix_ids`): with ``"answer"``, the evidence is added at the positions
+            where they end; a row without them gets it at its last attended position.
+        answer_end_id: the token that ends an answer (the chat template's end of turn), written after an estimate.
+        number_writing_bias: with ``"answer"`` and `numeral_tokens`, at inference, logits added to each token of
+            the asked continuous head's estimate (rounded to its `decimals`, clipped to its `valid_range`, then
+            `answer_end_id`) as the answer is written, times the question's predictive-paradigm and routing
+            weights: "What is this subject's age?" is answered with the head's estimate. 0: the LLM writes numbers
+            alone.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -293,6 +319,10 @@ class FCNLLMConfig(PreTrainedConfig):
     instruction_evidence: str = "tokens"
     evidence_paradigms: list[str] | None = None
     numeral_tokens: dict[str, str] | None = None
+    evidence_position: str = "graph"
+    answer_prefix_ids: list[int] | None = None
+    answer_end_id: int | None = None
+    number_writing_bias: float = 20.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -312,6 +342,15 @@ class FCNLLMConfig(PreTrainedConfig):
             raise ValueError(f"instruction_evidence must be 'tokens' or 'attributes', got {self.instruction_evidence!r}.")
         if self.instruction_evidence == "attributes" and not self.auxiliary_heads:
             raise ValueError("instruction_evidence='attributes' reads the auxiliary heads' outputs, but auxiliary_heads is empty.")
+        if self.evidence_position not in ("graph", "answer"):
+            raise ValueError(f"evidence_position must be 'graph' or 'answer', got {self.evidence_position!r}.")
+        if self.evidence_position == "answer" and self.instruction_evidence != "attributes":
+            raise ValueError("evidence_position='answer' adds the attribute heads' evidence to the answer's logits: it "
+                             "needs instruction_evidence='attributes'.")
+        if self.answer_prefix_ids is not None and not all(isinstance(t, int) and t >= 0 for t in self.answer_prefix_ids):
+            raise ValueError(f"answer_prefix_ids must be token ids, got {self.answer_prefix_ids!r}.")
+        if not (math.isfinite(self.number_writing_bias) and self.number_writing_bias >= 0):
+            raise ValueError(f"number_writing_bias must be finite and >= 0, got {self.number_writing_bias!r}.")
         paradigms = list(self.evidence_paradigms or [])
         if len(set(paradigms)) != len(paradigms) or not all(isinstance(p, str) and p for p in paradigms):
             raise ValueError(f"evidence_paradigms must be distinct paradigm names, got {self.evidence_paradigms!r}.")

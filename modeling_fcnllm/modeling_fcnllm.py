@@ -77,21 +77,33 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     """`BaseModelOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens,
     `graph_attribute_outputs`: `(num_graphs, A)` the attribute heads' outputs (None without heads) and
     `instruction_routing_logits`: `(B, num_heads)` which attribute each instruction asks about (None unless
-    the evidence token reads the heads)."""
+    the evidence token reads the heads) and `answer_evidence`: `(B, D)` what each row's answer position adds to
+    the last hidden state (None unless `config.evidence_position == "answer"`); `number_plan` `(B, P)` the tokens
+    of the estimate each row's answer writes (-1 after its end) and `number_gate` `(B,)` how strongly (at inference
+    with number writing, `InstructionConditioning.plan_numbers`; else None)."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
     instruction_routing_logits: torch.Tensor | None = None
+    answer_evidence: torch.Tensor | None = None
+    number_plan: torch.Tensor | None = None
+    number_gate: torch.Tensor | None = None
 
 
 @dataclass
 class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     """`CausalLMOutputWithPast` plus `graph_hidden_states` `(num_graphs, G, D)`, `graph_attribute_outputs`
-    `(num_graphs, A)` and `instruction_routing_logits` `(B, num_heads)`, as in `FCNLLMModelOutputWithPast`."""
+    `(num_graphs, A)`, `instruction_routing_logits` `(B, num_heads)` and `answer_evidence` `(B, D)`, as in
+    `FCNLLMModelOutputWithPast`, and `answer_offset` `(B,)` the last position's place in the answer (0: it gives the
+    answer's first token; -1: before the answer), with which generation goes on writing the `number_plan`."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
     instruction_routing_logits: torch.Tensor | None = None
+    answer_evidence: torch.Tensor | None = None
+    number_plan: torch.Tensor | None = None
+    number_gate: torch.Tensor | None = None
+    answer_offset: torch.Tensor | None = None
 
 
 def check_graph_values(graph_values: torch.Tensor, num_rois: int) -> None:
@@ -347,6 +359,11 @@ class InstructionConditioning(nn.Module):
       A row with two graphs (a comparison) reads `(z_first - z_second) / 2` on both instead of `z - t`
       (`pair_difference`), so "which is older, the first or the second?" gets the difference between them.
 
+    Where the evidence goes (`config.evidence_position`): ``"graph"`` adds it to every token of its graph;
+    ``"answer"`` leaves the graph tokens as projected and returns it per row (the mean over the row's graphs)
+    for `FCNLLMForCausalLM` to add to the last hidden state where the answer starts, so the answer words'
+    logits move linearly with it.
+
     `out` starts at zero, so a new model equals the plain LLaVA splice (before stage 1,
     the training code fits the thresholds and signs and writes the heads' judgment columns
     in the answers' word embeddings).
@@ -356,6 +373,7 @@ class InstructionConditioning(nn.Module):
         super().__init__()
         width = config.text_config.hidden_size
         self.reads_attributes = config.instruction_evidence == "attributes"
+        self.at_answer = config.evidence_position == "answer"
         self.graph_len = config.graph_seq_length
         if self.reads_attributes:
             self.head_sizes = [head.num_outputs for head in config.auxiliary_heads]
@@ -375,6 +393,10 @@ class InstructionConditioning(nn.Module):
             # units into the evidence's (set by `calibrate`; buffers, never trained), and the map
             # above stays zero
             self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
+            # the tokens an estimate is written with: digits and "." that start no word, then the end of the answer
+            self.digit_ids = {text: token for token, text in self.numerals.items() if len(text) == 1}
+            self.answer_end_id = config.answer_end_id
+            self.head_specs = list(config.auxiliary_heads)
             self.head_units = [(h.mean, h.std, h.kind == "continuous")
                                for h in config.auxiliary_heads for _ in range(h.num_outputs)]
             self.register_buffer("threshold_scale", torch.zeros(sum(self.head_sizes)))
@@ -550,6 +572,54 @@ class InstructionConditioning(nn.Module):
         paired = (counts[graph_rows] == 2)[:, None]
         return torch.where(paired, order * (standard - row_mean[graph_rows]), torch.full_like(standard, float("nan")))
 
+    def writes_numbers(self) -> bool:
+        """Whether estimates can be written: answer-position evidence, digit tokens, a predictive paradigm of its
+        own and a continuous head."""
+        return (self.reads_attributes and self.at_answer and len(self.digit_ids) >= 10 and "predictive" in self.paradigms
+                and any(spec.kind == "continuous" for spec in self.head_specs))
+
+    def estimate_text(self, head: int, output: float) -> str:
+        """Continuous head `head`'s standardised `output` as the answer writes it: in its units, clipped to its
+        `valid_range`, rounded to its `decimals`."""
+        spec = self.head_specs[head]
+        value = output * spec.std + spec.mean
+        if spec.valid_range is not None:
+            value = min(max(value, spec.valid_range[0]), spec.valid_range[1])
+        return f"{round(value, spec.decimals):.{spec.decimals}f}"
+
+    @torch.no_grad()
+    def plan_numbers(self, attribute_outputs: torch.Tensor, routing_logits: torch.Tensor, features: torch.Tensor,
+                     graph_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What each row's answer writes if it is a number: the estimate of the continuous head the router weighs
+        most, as tokens. `attribute_outputs` `(num_graphs, A)`, `routing_logits` `(B, num_heads)`, `features` `(B, D)`
+        (`routing_features`), `graph_rows` `(num_graphs,)` -> `plan` `(B, P)` token ids (the estimate's digits, then
+        `answer_end_id`; -1 after) and `gate` `(B,)`: P(predictive) x that head's routing weight (0 for rows
+        without exactly one graph)."""
+        batch_size = routing_logits.shape[0]
+        routing = routing_logits.float().softmax(-1)
+        continuous = torch.tensor([spec.kind == "continuous" for spec in self.head_specs], device=routing.device)
+        head = routing.masked_fill(~continuous, -1.0).argmax(-1)  # (B,)
+        predictive = self.paradigm_weights(features)[:, self.paradigms.index("predictive")]
+        gate = predictive * routing.gather(1, head[:, None])[:, 0]
+        counts = torch.bincount(graph_rows, minlength=batch_size)
+        gate = torch.where(counts == 1, gate, torch.zeros_like(gate))
+        starts = torch.tensor([sum(spec.num_outputs for spec in self.head_specs[:j]) for j in range(len(self.head_specs))])
+        graph_of = {row: g for g, row in enumerate(graph_rows.tolist())}
+        plans = []
+        for row in range(batch_size):
+            tokens = []
+            if row in graph_of and counts[row] == 1:
+                j = int(head[row])
+                text = self.estimate_text(j, float(attribute_outputs[graph_of[row], int(starts[j])]))
+                tokens = [self.digit_ids[ch] for ch in text if ch in self.digit_ids]
+                tokens += [self.answer_end_id] if self.answer_end_id is not None else []
+            plans.append(tokens)
+        width = max(1, max(len(tokens) for tokens in plans))
+        plan = torch.full((batch_size, width), -1, dtype=torch.long, device=routing.device)
+        for row, tokens in enumerate(plans):
+            plan[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        return plan, gate
+
     def evidence_column(self, output: int, paradigm: str | None = None) -> int:
         """The column of `out` that reads head output `output` (of A) in questions of `paradigm` (ignored, and
         may be None, with one shared readout)."""
@@ -567,7 +637,7 @@ class InstructionConditioning(nn.Module):
         graph_rows: torch.Tensor,
         attribute_outputs: torch.Tensor | None = None,
         numbers: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Args:
         graph_features: `(num_graphs, G, D)` projected graph tokens.
         word_embeds: `(B, L, D)` the text's input embeddings.
@@ -575,8 +645,9 @@ class InstructionConditioning(nn.Module):
         graph_rows: `(num_graphs,)` the batch row each graph belongs to.
         attribute_outputs: `(num_graphs, A)` the attribute heads' outputs (needed with `"attributes"`).
         numbers: `(B,)` the number each question names (NaN: none; `question_numbers`), read as its threshold.
-        Returns: `graph_features` with the evidence added (see the class docstring), and the router's
-        logits `(B, num_heads)` (None with `"tokens"`).
+        Returns: `graph_features` with the evidence added (see the class docstring; as given with
+        `evidence_position="answer"`), the router's logits `(B, num_heads)` (None with `"tokens"`) and the
+        evidence per row `(B, D)` for the answer position (None unless `evidence_position="answer"`).
         """
         embeds = word_embeds.to(graph_features.dtype)
         if self.reads_attributes:
@@ -597,14 +668,19 @@ class InstructionConditioning(nn.Module):
             relative = weights * asked  # (num_graphs, A)
             paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
             evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))
+            if self.at_answer:
+                batch_size = embeds.shape[0]
+                counts = torch.bincount(graph_rows, minlength=batch_size).clamp(min=1)[:, None].to(evidence.dtype)
+                per_row = evidence.new_zeros(batch_size, evidence.shape[-1]).index_add_(0, graph_rows, evidence)
+                return graph_features, routing_logits, per_row / counts
             # on every graph token (on the last one only, the stage-1 learning curve gave 0.550 instead of 0.586)
-            return graph_features + evidence[:, None, :], routing_logits
+            return graph_features + evidence[:, None, :], routing_logits, None
         pooled = self.graph_norm(graph_features).mean(1)
         question = self.pool_question(embeds, instruction_mask)
         evidence = self.out(self.instruction_proj(question[graph_rows]) * self.graph_proj(pooled))
         last = torch.zeros_like(graph_features)
         last[:, -1] = evidence
-        return graph_features + last, None
+        return graph_features + last, None, None
 
 
 class GraphAttributeHeads(nn.Module):
@@ -814,9 +890,12 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         instruction_mask: torch.Tensor | None,
         attribute_outputs: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, and the
-        router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`).
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, the
+        router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`),
+        the evidence per row `(B, D)` for the answer position (None unless `evidence_position="answer"`), and
+        the estimates the answers would write (`InstructionConditioning.plan_numbers`; at inference with
+        `config.number_writing_bias` > 0 only, else None).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
         (needed when the evidence reads them). `input_ids` `(B, L)`: where the evidence reads the numbers
@@ -828,7 +907,13 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         numbers = None
         if conditioning.reads_attributes and conditioning.numerals and input_ids is not None:
             numbers = conditioning.question_numbers(input_ids, instruction, placeholder_mask)
-        return conditioning(graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
+        graph_features, routing_logits, answer_evidence = conditioning(
+            graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
+        plan = None
+        if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
+            features = conditioning.routing_features(inputs_embeds.to(graph_features.dtype), instruction)
+            plan = conditioning.plan_numbers(attribute_outputs, routing_logits, features, graph_rows)
+        return graph_features, routing_logits, answer_evidence, plan
 
     @staticmethod
     def instruction_tokens(placeholder_mask: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -878,7 +963,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        graph_features = attribute_outputs = routing_logits = None
+        graph_features = attribute_outputs = routing_logits = answer_evidence = number_plan = None
         if graph_values is not None:
             if input_ids is None:
                 raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
@@ -886,7 +971,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
             attribute_outputs = self.get_attribute_outputs(encoded)
             if self.instruction_conditioning is not None:
-                graph_features, routing_logits = self.condition_on_instruction(
+                graph_features, routing_logits, answer_evidence, number_plan = self.condition_on_instruction(
                     graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs, input_ids
                 )
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
@@ -910,6 +995,9 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             graph_hidden_states=graph_features,
             graph_attribute_outputs=attribute_outputs,
             instruction_routing_logits=routing_logits,
+            answer_evidence=answer_evidence,
+            number_plan=None if number_plan is None else number_plan[0],
+            number_gate=None if number_plan is None else number_plan[1],
         )
 
 
@@ -1002,6 +1090,10 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             labelled tokens are always left out.
         """
         shift_labels = kwargs.pop("shift_labels", None)
+        # generation's state after the prefill: the estimates being written and where the answer is (see
+        # `_update_model_kwargs_for_generation`)
+        number_plan, number_gate = kwargs.pop("number_plan", None), kwargs.pop("number_gate", None)
+        answer_offset = kwargs.pop("answer_offset", None)
         if labels is not None or shift_labels is not None:  # instruction conditioning never reads the answer
             prompt = labels == -100 if labels is not None else F.pad(shift_labels[:, :-1] == -100, (1, 0), value=True)
             instruction_mask = prompt if instruction_mask is None else prompt & instruction_mask.bool()
@@ -1021,20 +1113,39 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             labels = labels.masked_fill(input_ids == self.config.graph_token_id, -100)
         if shift_labels is not None and input_ids is not None:  # pre-shifted targets: position i predicts token i + 1
             shift_labels = shift_labels.masked_fill(F.pad(input_ids[:, 1:] == self.config.graph_token_id, (0, 1)), -100)
+        hidden_states, starts = outputs.last_hidden_state, None
+        if outputs.answer_evidence is not None:
+            targets = shift_labels if shift_labels is not None else (
+                None if labels is None else F.pad(labels, (0, 1), value=-100)[:, 1:])
+            starts = self.answer_positions(input_ids, attention_mask, targets)
+            evidence = outputs.answer_evidence.to(hidden_states.dtype)
+            hidden_states = hidden_states + starts[..., None].to(hidden_states.dtype) * evidence[:, None, :]
         if (labels is not None or shift_labels is not None) and self.training and not logits_to_keep:
             # training: logits only at the positions that predict a label `(num_labelled, V)`, not at every
             # prompt position (the same loss, without the largest tensors of a step)
             if shift_labels is None:
                 shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
             labelled = shift_labels != -100
-            logits = self.lm_head(outputs.last_hidden_state[labelled])
+            logits = self.lm_head(hidden_states[labelled])
             loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.text_config.vocab_size,
                                       shift_labels=shift_labels[labelled])
         else:
-            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
             if labels is not None or shift_labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
                                           shift_labels=shift_labels)
+        offsets = None  # (B, L) each position's place in the answer
+        if outputs.number_plan is not None and starts is not None:  # this pass read the question
+            number_plan, number_gate = outputs.number_plan, outputs.number_gate
+            index = torch.arange(input_ids.shape[1], device=input_ids.device)
+            start = torch.where(starts, index, -1).amax(1)
+            offsets = torch.where((start >= 0)[:, None] & (index >= start[:, None]), index - start[:, None], -1)
+        elif number_plan is not None and answer_offset is not None and input_ids is not None:
+            offsets = answer_offset[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)
+        if offsets is not None and labels is None and shift_labels is None:
+            kept = offsets if not logits_to_keep else (
+                offsets[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else offsets[:, logits_to_keep])
+            logits = self.write_numbers(logits, number_plan, number_gate, kept)
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")
@@ -1064,7 +1175,62 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             graph_hidden_states=outputs.graph_hidden_states,
             graph_attribute_outputs=outputs.graph_attribute_outputs,
             instruction_routing_logits=outputs.instruction_routing_logits,
+            answer_evidence=outputs.answer_evidence,
+            number_plan=number_plan,
+            number_gate=number_gate,
+            answer_offset=None if offsets is None else offsets[:, -1],
         )
+
+    def write_numbers(self, logits: torch.Tensor, plan: torch.Tensor, gate: torch.Tensor,
+                      offsets: torch.Tensor) -> torch.Tensor:
+        """`logits` `(B, L, V)` with `config.number_writing_bias * gate` `(B,)` added, at each position, to the
+        token `plan` `(B, P)` holds at its place in the answer (`offsets` `(B, L)`: 0 gives the answer's first token;
+        positions before the answer or past the plan get nothing)."""
+        width = plan.shape[1]
+        inside = (offsets >= 0) & (offsets < width)
+        tokens = plan.gather(1, offsets.clamp(0, width - 1))
+        inside &= tokens >= 0
+        bias = self.config.number_writing_bias * gate.to(logits.dtype)[:, None] * inside.to(logits.dtype)
+        return logits.scatter_add(-1, tokens.clamp(min=0)[..., None], bias[..., None])
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs: dict, is_encoder_decoder: bool = False,
+                                            num_new_tokens: int = 1) -> dict:
+        """GenerationMixin's update, plus the estimates being written: after a pass that read the question its
+        `number_plan`, `number_gate` and the next token's place in the answer; after later passes that place moves on."""
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
+        if getattr(outputs, "answer_offset", None) is not None:
+            model_kwargs["number_plan"], model_kwargs["number_gate"] = outputs.number_plan, outputs.number_gate
+            model_kwargs["answer_offset"] = outputs.answer_offset + num_new_tokens
+        return model_kwargs
+
+    def answer_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                         shift_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, L)` True at the positions whose logits give an answer's first token: where
+        `config.answer_prefix_ids` end (the chat template's assistant prefix). A row without them: the position
+        before its first labelled token (`shift_labels` `(B, L)`, position i predicting token i + 1, -100 for
+        none), else its last attended position (2-D `attention_mask`, or the last position without one); with a
+        4-D mask, none."""
+        batch_size, length = input_ids.shape
+        starts = torch.zeros_like(input_ids, dtype=torch.bool)
+        prefix = list(self.config.answer_prefix_ids or [])
+        if prefix and length >= len(prefix):
+            windows = input_ids.unfold(1, len(prefix), 1)  # (B, L - n + 1, n)
+            starts[:, len(prefix) - 1:] = (windows == torch.tensor(prefix, device=input_ids.device)).all(-1)
+        missing = ~starts.any(1)
+        if not missing.any():
+            return starts
+        if shift_labels is not None:
+            labelled = shift_labels != -100
+            first = labelled & ~F.pad(labelled[:, :-1], (1, 0), value=False)
+            return torch.where(missing[:, None], first, starts)
+        if attention_mask is not None and attention_mask.dim() != 2:
+            return starts
+        attended = torch.ones_like(starts) if attention_mask is None else attention_mask.bool()
+        index = torch.arange(length, device=input_ids.device).expand(batch_size, length)
+        last = torch.where(attended, index, -1).amax(1)
+        rows = (missing & (last >= 0)).nonzero().squeeze(1)
+        starts[rows, last[rows]] = True
+        return starts
 
     def prepare_inputs_for_generation(self, *args, graph_values=None, is_first_iteration=False, **kwargs):
         """Pass `graph_values` on the prefill step only; with a KV cache later steps never see placeholders."""

@@ -148,6 +148,24 @@ class FCNProcessor(ProcessorMixin):
             return self.tokenizer.eos_token or ""
         return full[len(prompt) + len(probe):].rstrip()
 
+    @property
+    def answer_prefix_ids(self) -> list[int]:
+        """The token ids the chat template puts before an assistant answer ("<|im_start|>assistant\\n"): what
+        `FCNLLMConfig.answer_prefix_ids` holds, so the model finds where an answer starts."""
+        user = [{"role": "user", "content": "q"}]
+        prompt = self.apply_chat_template(user, add_generation_prompt=True)
+        bare = self.apply_chat_template(user, add_generation_prompt=False)
+        if not prompt.startswith(bare) or prompt == bare:
+            raise ValueError("The chat template writes no assistant prefix with add_generation_prompt=True; the model "
+                             "cannot find where an answer starts.")
+        return self.tokenizer(prompt[len(bare):], add_special_tokens=False)["input_ids"]
+
+    @property
+    def answer_end_id(self) -> int | None:
+        """The token id of `end_of_turn` where it is one token (None otherwise): `FCNLLMConfig.answer_end_id`."""
+        ids = self.tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"] if self.end_of_turn else []
+        return ids[0] if len(ids) == 1 else None
+
     def expand_graphs(self, text: str) -> str:
         """`text` with each `<graph>` placeholder repeated G times, as the model reads it."""
         if self.num_graph_tokens is None and self.graph_token in text:

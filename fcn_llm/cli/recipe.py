@@ -13,7 +13,7 @@
 subjects, longer alignment, bf16 on CUDA). Each stage is `train.py` on its settings file (`configs/stages/`)
 with this run's folders, seed, backbone, preset sizes and precision, and the settings of the flags given
 (`FLAG_SETTINGS`). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--graph_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ FLAG_SETTINGS = {
     "no_instruction_conditioning": ("new model", {"instruction_conditioning": False}),
     "token_evidence": ("new model", {"instruction_evidence": "tokens"}),
     "shared_readout": ("new model", {"evidence_per_paradigm": False}),
+    "graph_evidence": ("new model", {"evidence_position": "graph"}),
     "no_roi_tokens": ("new model", {"use_roi_tokens": False}),
     "no_network_tokens": ("new model", {"use_network_tokens": False}),
     "no_global_token": ("new model", {"use_global_token": False}),
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_balance", action="store_true", help="ablation: Yes/No answers at their prevalence")
     parser.add_argument("--token_evidence", action="store_true",
                         help="ablation: the evidence token gates the pooled graph tokens instead of reading the attribute heads")
+    parser.add_argument("--graph_evidence", action="store_true",
+                        help="ablation: the evidence added to the graph tokens instead of where the answer starts")
     parser.add_argument("--shared_readout", action="store_true",
                         help="ablation: one evidence readout for all paradigms instead of one per paradigm")
     parser.add_argument("--no_roi_tokens", action="store_true")

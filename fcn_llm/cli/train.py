@@ -92,6 +92,12 @@ class ModelArguments:
                           "question's number tokens (false: a linear map of the question's bag of words, fitted to "
                           "the training questions)."},
     )
+    evidence_position: str = field(
+        default="answer",
+        metadata={"help": "With 'attributes' evidence: 'answer' adds it to the LLM's last hidden state where the "
+                          "answer starts (the answer words' logits move linearly with the asked head's output); "
+                          "'graph' adds it to the graph tokens the LLM reads."},
+    )
     evidence_per_paradigm: bool = field(
         default=True,
         metadata={"help": "With 'attributes' evidence: one readout of the heads per instruction paradigm (judgment: "
@@ -411,10 +417,7 @@ def auxiliary_targets(meta, attributes) -> tuple[list[dict], dict[str, np.ndarra
     """Auxiliary head specs and per-subject targets `(A,)` (NaN = unknown)."""
     specs = head_specs(meta, attributes)
     targets = nan_targets(meta, specs).numpy()
-    heads = [
-        {"key": s.key, "kind": s.kind, "num_outputs": s.num_outputs, "mean": s.mean, "std": s.std, "classes": list(s.classes)}
-        for s in specs
-    ]
+    heads = [s.to_dict() for s in specs]
     return heads, dict(zip(meta["subject_id"], targets))
 
 
@@ -458,11 +461,15 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         instruction_conditioning=model_args.instruction_conditioning,
         instruction_evidence=evidence,
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
+        evidence_position=model_args.evidence_position if evidence == "attributes" else "graph",
         **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if stage0 is not None and copy_stage0(model, stage0):
         logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
     processor = FCNProcessor.from_model_config(tokenizer, model.config, normalization=model_args.normalization)
+    if model.config.evidence_position == "answer":
+        model.config.answer_prefix_ids = processor.answer_prefix_ids
+        model.config.answer_end_id = processor.answer_end_id
     return model, processor, aux_targets
 
 

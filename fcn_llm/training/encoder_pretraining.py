@@ -49,7 +49,8 @@ def head_specs(meta: pd.DataFrame, attributes) -> list[AttributeHeadConfig]:
             continue
         if attr.kind == "continuous":
             x = values.astype(float)
-            specs.append(AttributeHeadConfig(attr.key, "continuous", 1, mean=float(x.mean()), std=float(x.std() or 1.0)))
+            specs.append(AttributeHeadConfig(attr.key, "continuous", 1, mean=float(x.mean()), std=float(x.std() or 1.0),
+                                             valid_range=attr.valid_range, decimals=int(attr.decimals or 0)))
         elif attr.kind == "binary":
             specs.append(AttributeHeadConfig(attr.key, "binary", 1))
         else:

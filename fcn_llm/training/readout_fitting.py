@@ -315,7 +315,9 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     reads_numbers = bool(getattr(conditioning, "numerals", None))  # thresholds read as numbers: nothing to fit
     thresholds = fit_thresholds(model, collate, rows, seed=seed, grouped=grouped) if "continuous" in kinds and not reads_numbers else {}
     signs = fit_signs(model, collate, rows, seed=seed, grouped=grouped) if "categorical" in kinds else {}
-    embeddings = model.get_input_embeddings().weight.detach()
+    # the answer position adds the evidence to the hidden state the output embeddings read; graph tokens are inputs
+    at_answer = getattr(conditioning, "at_answer", False)
+    embeddings = (model.get_output_embeddings() if at_answer else model.get_input_embeddings()).weight.detach()
     rng = np.random.default_rng(seed)
     directions, written, compared = {}, {}, []  # compared: (row, label, its paradigm's answers, kind, head)
     for key, j in readable.items():

@@ -69,6 +69,9 @@ def test_graph_token_outside_vocabulary_is_an_error():
     ({"key": "adhd", "kind": "binary", "num_outputs": "1"}, "'adhd': num_outputs must be an int"),
     ({"key": "age", "kind": "continuous", "num_outputs": 1, "std": 0.0}, "'age': mean must be finite and std finite and > 0"),
     ({"key": "", "kind": "binary", "num_outputs": 1}, "key must be a non-empty string"),
+    ({"key": "age", "kind": "continuous", "num_outputs": 1, "valid_range": [90, 5]}, r"'age': valid_range is .*lo < hi"),
+    ({"key": "adhd", "kind": "binary", "num_outputs": 1, "valid_range": [0, 1]}, "'adhd': valid_range is a continuous head's"),
+    ({"key": "age", "kind": "continuous", "num_outputs": 1, "decimals": 7}, r"'age': decimals must be an int in \[0, 3\]"),
     ("adhd", "is a mapping with key, kind and num_outputs"),
 ])
 @pytest.mark.parametrize("config_class, field", [(FCNLLMConfig, "auxiliary_heads"), (FCNEncoderConfig, "attribute_heads")])
@@ -94,7 +97,7 @@ def test_attribute_heads_are_typed_in_memory_and_plain_dicts_in_config_json(tmp_
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["auxiliary_heads"][1] == {"key": "sex", "kind": "categorical", "num_outputs": 2, "classes": ["F", "M"],
-                                           "mean": 0.0, "std": 1.0}
+                                           "mean": 0.0, "std": 1.0, "valid_range": None, "decimals": 0}
     assert saved["encoder_config"]["attribute_heads"][0]["key"] == "adhd"
     loaded = FCNLLMConfig.from_pretrained(tmp_path)
     assert loaded.auxiliary_heads == config.auxiliary_heads
