@@ -28,7 +28,8 @@ from datasets_scripts.attributes import Attribute, AttributeRegistry
 from datasets_scripts.question_bank import POOLS, SPLIT_POOLS, Form, QuestionBank, compose, load_bank, threshold_span
 
 GRAPH_TOKEN = "<graph>"
-FIRST, SECOND = "The first", "The second"
+# a comparison is answered "First" or "Second": the answers differ in their first token, where the model reads its evidence
+FIRST, SECOND = "First", "Second"
 FORM_COLUMNS = ("template_id", "held_out", "threshold", "asked_class", "negated", "direction")
 
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datasets_scripts.instructions import FIRST, SECOND
 from processing import FCNProcessor
 
 YES, NO = "Yes", "No"
-FIRST, SECOND = "The first", "The second"
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,27 @@ def _normalise(answer: str) -> str:
     return str(answer).strip().rstrip(".").strip().casefold()
 
 
+def without_article(text: str) -> str:
+    """A normalised answer without a leading "the " ("the first" -> "first")."""
+    return text[4:] if text.startswith("the ") else text
+
+
+def parse_choice(text: str, choices: Sequence[str]) -> int | None:
+    """Index of the choice `text` answers with, or None: the choice alone, or the choice followed by a
+    non-letter; the longest matching choice wins ("No" is not read out of "Not sure")."""
+    answer = without_article(_normalise(text))
+    options = sorted(((len(c), i, without_article(_normalise(c))) for i, c in enumerate(choices)), reverse=True)
+    for _, index, choice in options:
+        if answer == choice:
+            return index
+        if answer.startswith(choice) and not answer[len(choice)].isalnum():
+            return index
+    return None
+
+
 def _find(answer: str, choices: tuple[str, ...], where: str) -> int:
-    folded = [_normalise(c) for c in choices]
-    key = _normalise(answer)
+    folded = [without_article(_normalise(c)) for c in choices]
+    key = without_article(_normalise(answer))
     if key not in folded:
         raise ValueError(f"{where}: answer {answer!r} is not one of the allowed answers {list(choices)}.")
     return folded.index(key)

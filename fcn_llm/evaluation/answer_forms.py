@@ -1,7 +1,7 @@
 """Whether a generated answer is in the form the question asks for, and the parsability report.
 
 A greedy answer is parsable when it reads as the asked form: a yes/no question's "Yes"/"No", a class
-question's class name (or a binary attribute's label), a comparative's "The first"/"The second" (the
+question's class name (or a binary attribute's label), a comparative's "First"/"Second" (a
 leading "the" optional), each alone or followed by a non-letter ("Yes, ...", "Right-handed"); or, for a
 number question, a number (`scoring.parse_number`) inside the attribute's valid range.
 """
@@ -13,28 +13,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fcn_llm.questions import Question, _normalise
+from fcn_llm.questions import Question, parse_choice
 from .report import row_key
 from fcn_llm.scoring import generate_answers, parse_number
 
 PARSABILITY_TARGET = 0.99
-
-
-def _without_article(text: str) -> str:
-    return text[4:] if text.startswith("the ") else text
-
-
-def parse_choice(text: str, choices: Sequence[str]) -> int | None:
-    """Index of the choice `text` answers with, or None: the choice alone, or the choice followed by a
-    non-letter; the longest matching choice wins ("No" is not read out of "Not sure")."""
-    answer = _without_article(_normalise(text))
-    options = sorted(((len(c), i, _without_article(_normalise(c))) for i, c in enumerate(choices)), reverse=True)
-    for _, index, choice in options:
-        if answer == choice:
-            return index
-        if answer.startswith(choice) and not answer[len(choice)].isalnum():
-            return index
-    return None
 
 
 def parse_answer(question: Question, text: str, attribute) -> float | int | None:

@@ -11,7 +11,7 @@ Defaults per attribute kind (``paradigm="judgment"``, the question every kind ha
 - continuous: "Is this subject older than {threshold} years?" (default threshold: the middle registry
   threshold) -> "Yes" vs "No".
 ``paradigm="predictive"`` asks for the label (binary: "ADHD" vs "Control"; categorical: the target class
-vs the others); ``paradigm="comparative"`` asks about two subjects ("The first" vs "The second") and
+vs the others); ``paradigm="comparative"`` asks about two subjects ("First" vs "Second") and
 gives one map per graph.
 """
 
@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datasets_scripts.attributes import Attribute, AttributeRegistry, load_registry
+from datasets_scripts.instructions import FIRST, SECOND
 
 GRAPH = "<graph>"
 YES, NO = "Yes", "No"
-FIRST, SECOND = "The first", "The second"
 PARADIGMS = ("judgment", "predictive", "comparative")
 
 

@@ -35,7 +35,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.attributes import load_registry
-from fcn_llm.questions import FIRST, SECOND, YES, build_question, row_value
+from fcn_llm.questions import FIRST, SECOND, YES, build_question, parse_choice, row_value
 from fcn_llm.scoring import choice_log_likelihoods
 from processing import FCNProcessor
 
@@ -63,7 +63,7 @@ def paradigm_answers(rows: Sequence[dict], label: np.ndarray) -> dict[str, tuple
 
 def answer_directions(embeddings: torch.Tensor, tokenizer, answers: dict[str, tuple[str, str]]) -> dict[str, torch.Tensor]:
     """Per paradigm, `(D,)` unit(E[positive answer] - E[negative answer]) at the first token where the two
-    answers differ ("The first" / "The second": " first" - " second"); paradigms whose answers never differ
+    answers differ ("First" / "Second"; "The first" / "The second": " first" - " second"); paradigms whose answers never differ
     token for token are left out."""
     directions = {}
     for paradigm, (positive, negative) in answers.items():
@@ -262,8 +262,8 @@ def readout_rows(model, rows: Sequence[dict], targets, j: int) -> tuple[list[dic
 def comparison_rows(rows: Sequence[dict]) -> tuple[list[dict], np.ndarray]:
     """The comparative instructions of `rows` (two subjects) and their labels (1: the answer is the first)."""
     pairs = [row for row in rows if row.get("paradigm") == "comparative" and len(row["subject_ids"]) == 2
-             and str(row["answer"]).strip() in (FIRST, SECOND)]
-    return pairs, np.array([float(str(row["answer"]).strip() == FIRST) for row in pairs])
+             and parse_choice(str(row["answer"]), (FIRST, SECOND)) is not None]
+    return pairs, np.array([float(parse_choice(str(row["answer"]), (FIRST, SECOND)) == 0) for row in pairs])
 
 
 def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> float | None:
@@ -282,7 +282,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     then set the evidence token's columns of every attribute head of `kinds` ("binary", "categorical",
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
     signed scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
-    comparative columns in the direction of "The first" - "The second" (the evidence of a pair reads the
+    comparative columns in the direction of "First" - "Second" (the evidence of a pair reads the
     difference between its subjects), their scale chosen as a kind of its own, `comparative`.
 
     Args:

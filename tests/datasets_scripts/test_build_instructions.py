@@ -63,7 +63,7 @@ def test_paradigms_and_balanced_comparatives(built):
     inst = load_config(out, "instructions")["train"]
     assert set(inst["paradigm"]) == {"predictive", "judgment", "comparative"}
     answers = collections.Counter(a for a, p in zip(inst["answer"], inst["paradigm"]) if p == "comparative")
-    assert set(answers) == {"The first", "The second"} and abs(answers["The first"] - answers["The second"]) <= 20
+    assert set(answers) == {"First", "Second"} and abs(answers["First"] - answers["Second"]) <= 20
     comp = [m for m, p in zip(inst["messages"], inst["paradigm"]) if p == "comparative"][0]
     assert comp[0]["content"].startswith("Subject 1: <graph>\nSubject 2: <graph>\n")
 

@@ -9,7 +9,7 @@ import pytest
 
 from datasets_scripts import question_bank as qb
 from datasets_scripts.attributes import DEFAULT_REGISTRY_PATH, load_registry
-from datasets_scripts.instructions import FORM_COLUMNS, build_instruction_set
+from datasets_scripts.instructions import FIRST, FORM_COLUMNS, SECOND, build_instruction_set
 
 REGISTRY = load_registry()
 BANK = qb.load_bank()
@@ -142,7 +142,7 @@ def _expected_answer(attr, row, values):
         return attr.format_value(value[0])
     if row["paradigm"] == "comparative":
         high = float(value[0]) > float(value[1])
-        return "The first" if high == (row["direction"] == 1) else "The second"
+        return FIRST if high == (row["direction"] == 1) else SECOND
     if attr.kind == "continuous":
         yes = row["direction"] * (float(value[0]) - row["threshold"]) > 0
     elif attr.kind == "categorical":
@@ -191,7 +191,7 @@ def test_splits_use_their_forms_train_never_held_out_validation_only_held_out_ze
         for held in (False, True):
             said = collections.Counter(r["answer"] for r in rows if r["paradigm"] == "comparative" and r["held_out"] == held)
             if said:
-                assert abs(said["The first"] - said["The second"]) <= len(REGISTRY), (split, held, said)
+                assert abs(said[FIRST] - said[SECOND]) <= len(REGISTRY), (split, held, said)
 
 
 def test_many_wordings_are_used_and_both_directions_are_asked():

@@ -67,7 +67,7 @@ def _instructions(meta: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
             lower = i % 2 == 1
             template = age.templates["comparative_lower" if lower else "comparative"][0]
             first = (row["age"] < meta["age"].iloc[j]) if lower else (row["age"] > meta["age"].iloc[j])
-            add([sid, ids[j]], "comparative", "age", template, "The first" if first else "The second")
+            add([sid, ids[j]], "comparative", "age", template, "First" if first else "Second")
     return pd.DataFrame(rows)
 
 

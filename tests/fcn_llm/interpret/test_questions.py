@@ -45,7 +45,7 @@ def test_continuous_judgment_threshold_and_no_predictive_choices():
 
 def test_comparative_takes_two_graphs():
     q = make_question(check_attribute("adhd"), "comparative")
-    assert q.num_graphs == 2 and q.choices == ("The first", "The second")
+    assert q.num_graphs == 2 and q.choices == ("First", "Second")
     assert q.messages[0]["content"].count("<graph>") == 2
     with pytest.raises(ValueError, match="no comparative questions"):
         make_question(check_attribute("sex"), "comparative")

@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fcn_llm.questions import FIRST, SECOND
 from fcn_llm.scoring import choice_log_likelihoods
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from fcn_llm.training.collator import FCNInstructionCollator
@@ -66,7 +67,7 @@ def llm_reading_the_column(monkeypatch, model, processor, column: int, response:
 
     def margins(model_, collate, rows, answers, bf16=False, batch_size=16):
         scale = float(model_.model.instruction_conditioning.out.weight[:, column] @ unit / (unit @ unit))
-        said = np.array([1.0 if str(row["answer"]).startswith(("Yes", "The first")) else -1.0 for row in rows])
+        said = np.array([1.0 if str(row["answer"]).startswith(("Yes", FIRST)) else -1.0 for row in rows])
         return response * scale * said + noise[: len(rows)]
 
     monkeypatch.setattr(readout_fitting, "answer_margins", margins)
@@ -306,7 +307,7 @@ def _comparison_rows():
     rows = []
     for i in range(len(SUBJECTS) - 1):
         pair = [SUBJECTS[i + 1], SUBJECTS[i]] if i % 2 else [SUBJECTS[i], SUBJECTS[i + 1]]
-        answer = "The first" if TARGETS[pair[0]][2] > TARGETS[pair[1]][2] else "The second"
+        answer = FIRST if TARGETS[pair[0]][2] > TARGETS[pair[1]][2] else SECOND
         question = "Subject 1: <graph>\nSubject 2: <graph>\nWhich of the two subjects is older, the first or the second?"
         rows.append({"id": f"c{i}", "attribute": "age", "answer": answer, "subject_ids": pair, "paradigm": "comparative",
                      "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
@@ -314,8 +315,8 @@ def _comparison_rows():
 
 
 def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor, collator):
-    """With a comparative readout, the age head's comparative column is written along " first" - " second" (the
-    first token where "The first" and "The second" differ), at a scale chosen on the comparisons' margins."""
+    """With a comparative readout, the age head's comparative column is written along "First" - "Second" (the
+    first token where the two answers differ), at a scale chosen on the comparisons' margins."""
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True,
                             evidence_paradigms=["predictive", "judgment", "comparative"])
     report = fit_readout(model, collator, _age_rows() + _comparison_rows(), kinds=("continuous",), per_class=6,
@@ -325,7 +326,7 @@ def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor
     conditioning = model.model.instruction_conditioning
     column = conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")]
     embeddings = model.get_input_embeddings().weight.detach()
-    first, second = (processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ("The first", "The second"))
+    first, second = (processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in (FIRST, SECOND))
     k = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
     direction = embeddings[first[k]] - embeddings[second[k]]
     scale = report["scale"].get("comparative", 0.0)
