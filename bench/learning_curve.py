@@ -2,13 +2,15 @@
 
     python bench/learning_curve.py --data outputs/demo/data --stage0 outputs/demo/stage0 \
         [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
-        [--variants stage0,random] [--out outputs/learning_curve]
+        [--variants stage0,random] [--evidence_positions answer,graph] [--forms held_out] [--out outputs/learning_curve]
 
 Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (all three
 paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses training at each
 checkpoint (instructions seen = steps x batch) and scores the same zero-shot questions ("Does this
 subject have ...? Yes/No", likelihood of each answer) on the unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
-`random` from a random encoder (trained). Writes `learning_curve.json` and `learning_curve.md`
+`random` from a random encoder (trained); each with the evidence at each of `--evidence_positions` (train.py
+`--evidence_position`). `--forms held_out` scores only questions in wording held out from training (whole frames
+and terms of the question bank), `training` only the training wording, `all` both. Writes `learning_curve.json` and `learning_curve.md`
 (mean +- s.d. over seeds of the mean AUC over attributes, and per attribute).
 """
 
@@ -35,11 +37,22 @@ VARIANTS = ("stage0", "random")
 NATIVE_BF16 = choose_precision(probe_capabilities()).bf16  # bf16 only where the hardware computes it
 
 
-def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int) -> list[Question]:
-    """Zero-shot judgment questions about `attributes`, at most `max_subjects` per attribute (seeded)."""
+FORMS = ("all", "training", "held_out")
+
+
+def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int, forms: str = "all") -> list[Question]:
+    """Zero-shot judgment questions about `attributes` in `forms` wording ("all", "training", "held_out": the
+    rows' `held_out` column), at most `max_subjects` per attribute (seeded)."""
+    if forms not in FORMS:
+        raise ValueError(f"Unknown forms {forms!r}; choose from {FORMS}.")
     registry = load_registry()
     zero_shot = set(data.subjects["subject_id"].iloc[data.split_rows(ZERO_SHOT_SPLIT)])
     rows = data.instructions[(data.instructions["paradigm"] == "judgment") & data.instructions["attribute"].isin(attributes)]
+    if forms != "all":
+        if "held_out" not in rows.columns:
+            raise ValueError(f"--forms {forms} needs instructions that record their form (a `held_out` column); "
+                             "rebuild the set with build_instructions.py.")
+        rows = rows[rows["held_out"].fillna(False).astype(bool) == (forms == "held_out")]
     questions = []
     rng = np.random.default_rng(seed)
     for key, group in rows.groupby("attribute"):
@@ -88,11 +101,13 @@ class ZeroShotAUCCallback(TrainerCallback):
             self.evaluate(model, processing_class, seen)
 
 
-def run_variant(args, variant: str, seed: int, questions, data, out: Path) -> list[dict]:
-    """One `train.py --stage align` run; returns the callback's AUC history (checkpoint 0 first)."""
+def run_variant(args, variant: str, seed: int, questions, data, out: Path, position: str = "answer") -> list[dict]:
+    """One `train.py --stage align` run with the evidence at `position`; returns the callback's AUC history
+    (checkpoint 0 first)."""
     curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
     argv = [
-        "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_seed{seed}"),
+        "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_{position}_seed{seed}"),
+        "--evidence_position", position,
         "--seed", str(seed), "--paradigms", args.train_paradigms, "--attributes", args.attributes, "--report_to", "none",
         "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
         "--learning_rate", str(args.learning_rate), "--warmup_steps", "10", "--lr_scheduler_type", "constant_with_warmup",
@@ -132,6 +147,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="outputs/learning_curve")
     parser.add_argument("--attributes", default="autism,adhd,depression,anxiety")
     parser.add_argument("--variants", default="stage0,random")
+    parser.add_argument("--evidence_positions", default="answer",
+                        help="where the evidence enters, comma-separated: answer, graph (train.py --evidence_position)")
+    parser.add_argument("--forms", choices=FORMS, default="all", help="which wording of the questions is scored")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 800, 1600])
     parser.add_argument("--eval_subjects", type=int, default=60, help="zero-shot questions per attribute")
@@ -162,18 +180,22 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data = load_evaluation_data(args.data)
     attributes = [a.strip() for a in args.attributes.split(",")]
-    questions = judgment_questions(data, attributes, args.eval_subjects, seed=0)
+    questions = judgment_questions(data, attributes, args.eval_subjects, seed=0, forms=args.forms)
+    positions = [p.strip() for p in args.evidence_positions.split(",")]
     print(f"[curve] {len(questions)} zero-shot judgment questions about {attributes}", flush=True)
     results: dict[str, dict[int, list]] = {}
     start = time.perf_counter()
     for variant in variants:
-        for seed in args.seeds:
-            results.setdefault(variant, {})[seed] = run_variant(args, variant, seed, questions, data, out)
+        for position in positions:
+            name = variant if positions == ["answer"] else f"{variant}, evidence at the {position}"
+            for seed in args.seeds:
+                results.setdefault(name, {})[seed] = run_variant(args, variant, seed, questions, data, out, position)
             (out / "learning_curve.json").write_text(json.dumps(
                 {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
     table = markdown(results, args.checkpoints)
     (out / "learning_curve.md").write_text(
-        f"# Stage-1 learning curve (zero-shot mean AUC over {attributes}; columns: instructions seen)\n\n{table}\n")
+        f"# Stage-1 learning curve (zero-shot mean AUC over {attributes}, {args.forms} wording; columns: instructions "
+        f"seen)\n\n{table}\n")
     print(table)
     print(f"[curve] {time.perf_counter() - start:.0f}s")
     return results

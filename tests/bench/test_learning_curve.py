@@ -1,0 +1,45 @@
+"""bench/learning_curve.py: which zero-shot questions the curve scores."""
+
+import pandas as pd
+import pytest
+
+from bench.learning_curve import judgment_questions
+
+
+class _Data:
+    """The slice of `EvaluationData` the question picker reads: subjects, their splits, instructions."""
+
+    def __init__(self, instructions: pd.DataFrame):
+        self.subjects = pd.DataFrame({"subject_id": ["a", "b", "c"], "split": ["zero_shot", "zero_shot", "train"]})
+        self.instructions = instructions
+
+    def split_rows(self, split):
+        return [i for i, s in enumerate(self.subjects["split"]) if s == split]
+
+
+def _rows(with_forms: bool = True) -> pd.DataFrame:
+    rows = []
+    for i, (sid, held_out) in enumerate([("a", False), ("b", True), ("a", True), ("c", False)]):
+        question = ("<graph>\nDoes this subject have ADHD? Answer yes or no." if not held_out
+                    else "<graph>\nIs an ADHD diagnosis likely for this participant? Reply yes or no.")
+        answer = "Yes" if i % 2 else "No"
+        row = {"id": f"r{i}", "paradigm": "judgment", "attribute": "adhd", "subject_ids": [sid], "answer": answer,
+               "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+        if with_forms:
+            row.update(template_id=f"adhd/judgment/{int(held_out)}", held_out=held_out, threshold=None,
+                       asked_class=None, negated=False, direction=1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("forms, ids", [("all", ["r0", "r1", "r2"]), ("training", ["r0"]), ("held_out", ["r1", "r2"])])
+def test_questions_in_the_asked_wording_about_zero_shot_subjects(forms, ids):
+    questions = judgment_questions(_Data(_rows()), ["adhd"], max_subjects=10, seed=0, forms=forms)
+    assert sorted(q.id for q in questions) == ids
+
+
+def test_bad_forms():
+    with pytest.raises(ValueError, match="Unknown forms 'held'"):
+        judgment_questions(_Data(_rows()), ["adhd"], 10, 0, forms="held")
+    with pytest.raises(ValueError, match="needs instructions that record their form"):
+        judgment_questions(_Data(_rows(with_forms=False)), ["adhd"], 10, 0, forms="held_out")
