@@ -77,7 +77,8 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     """`BaseModelOutputWithPast` plus `graph_hidden_states`: `(num_graphs, G, D)` projected graph tokens,
     `graph_attribute_outputs`: `(num_graphs, A)` the attribute heads' outputs (None without heads) and
     `instruction_routing_logits`: `(B, num_heads)` which attribute each instruction asks about (None unless
-    the evidence token reads the heads) and `answer_evidence`: `(B, D)` what each row's answer position adds to
+    the evidence token reads the heads; with them, how it read each question's paradigm `paradigm_logits` `(B, P)`,
+    turn `turn_logits` `(B,)` and asked class `class_signs` `(B, A)`) and `answer_evidence`: `(B, D)` what each row's answer position adds to
     the last hidden state (None unless `config.evidence_position == "answer"`); `number_plan` `(B, P)` the tokens
     of the estimate each row's answer writes (-1 after its end) and `number_gate` `(B,)` how strongly (at inference
     with number writing, `InstructionConditioning.plan_numbers`; else None)."""
@@ -85,6 +86,9 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
     instruction_routing_logits: torch.Tensor | None = None
+    paradigm_logits: torch.Tensor | None = None
+    turn_logits: torch.Tensor | None = None
+    class_signs: torch.Tensor | None = None
     answer_evidence: torch.Tensor | None = None
     number_plan: torch.Tensor | None = None
     number_gate: torch.Tensor | None = None
@@ -93,13 +97,17 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
 @dataclass
 class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     """`CausalLMOutputWithPast` plus `graph_hidden_states` `(num_graphs, G, D)`, `graph_attribute_outputs`
-    `(num_graphs, A)`, `instruction_routing_logits` `(B, num_heads)` and `answer_evidence` `(B, D)`, as in
+    `(num_graphs, A)`, `instruction_routing_logits` `(B, num_heads)`, `paradigm_logits` `(B, P)`, `turn_logits`
+    `(B,)`, `class_signs` `(B, A)` and `answer_evidence` `(B, D)`, as in
     `FCNLLMModelOutputWithPast`, and `answer_offset` `(B,)` the last position's place in the answer (0: it gives the
     answer's first token; -1: before the answer), with which generation goes on writing the `number_plan`."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
     instruction_routing_logits: torch.Tensor | None = None
+    paradigm_logits: torch.Tensor | None = None
+    turn_logits: torch.Tensor | None = None
+    class_signs: torch.Tensor | None = None
     answer_evidence: torch.Tensor | None = None
     number_plan: torch.Tensor | None = None
     number_gate: torch.Tensor | None = None
@@ -383,15 +391,20 @@ class InstructionConditioning(nn.Module):
             # standardises each head output over subjects (running statistics, set by `calibrate`), so `out`
             # learns from how a subject differs from others, not from the outputs' common offset
             self.evidence_norm = nn.BatchNorm1d(sum(self.head_sizes), affine=False)
-            # the threshold a judgment names ("older than 30?"), per head output in the standardised units: a
-            # linear map of the router's bag of words, fitted in closed form before stage 1 and
-            # never trained (buffers: the answer loss would let them drift)
+            # The question maps below (signs, turns, paradigms) read the router's features. Each is initialised by a
+            # closed-form fit on the training questions before stage 1 and then trained by its own supervised loss
+            # (`FCNLLMForCausalLM.forward`: `sign_labels`, `turn_labels`, `paradigm_labels`), as the router by
+            # `routing_labels`; the evidence reads them detached, so the answer loss never moves them (it would let
+            # them drift to whatever helps an answer, as it did the router).
+            # Without numbers read as numbers (`numeral_tokens` None, an ablation), the threshold a judgment names
+            # ("older than 30?"), per head output in the standardised units: a linear map of the router's bag of
+            # words, fitted in closed form before stage 1 (buffers; zero when numbers are read)
             self.register_buffer("threshold_weight", torch.zeros(sum(self.head_sizes), width))
             self.register_buffer("threshold_bias", torch.zeros(sum(self.head_sizes)))
             # with `config.numeral_tokens`, the threshold is the number the question spells, read as a number `v`:
             # `threshold_scale * v + threshold_offset` per head output, the exact conversion of a continuous head's
-            # units into the evidence's (set by `calibrate`; buffers, never trained), and the map
-            # above stays zero
+            # units into the evidence's (set by `calibrate`; buffers: arithmetic, never trained), and the map
+            # above is not trained
             self.numerals = {int(token): text for token, text in (config.numeral_tokens or {}).items()}
             # the tokens an estimate is written with: digits and "." that start no word, then the end of the answer
             self.digit_ids = {text: token for token, text in self.numerals.items() if len(text) == 1}
@@ -403,19 +416,19 @@ class InstructionConditioning(nn.Module):
             self.register_buffer("threshold_offset", torch.zeros(sum(self.head_sizes)))
             # which way a question asks about each head output: +1 as it is (binary, continuous, the asked class), -1 for
             # another class of its head ("female?" reads the sex head's Female output up and its Male output down); a
-            # linear map of the same bag of words, fitted in closed form, never trained (buffers), +1 until fitted
-            self.register_buffer("sign_weight", torch.zeros(sum(self.head_sizes), width))
-            self.register_buffer("sign_bias", torch.ones(sum(self.head_sizes)))
+            # linear map of the same bag of words, +1 until fitted
+            self.sign_weight = nn.Parameter(torch.zeros(sum(self.head_sizes), width))
+            self.sign_bias = nn.Parameter(torch.ones(sum(self.head_sizes)))
             # whether a question asks the other way round ("Can ADHD be ruled out?", "younger than 40?"), for every
-            # head alike: a logistic classifier of the same features, fitted in closed form (buffers); plain until fitted
-            self.register_buffer("turn_weight", torch.zeros(width))
-            self.register_buffer("turn_bias", torch.full((), PLAIN_LOGIT))
-            # which paradigm a question is (judgment, predictive, ...): a bag-of-words classifier fitted in closed form,
-            # never trained (buffers); uniform until fitted
+            # head alike: a logistic classifier of the same features; plain until fitted
+            self.turn_weight = nn.Parameter(torch.zeros(width))
+            self.turn_bias = nn.Parameter(torch.full((), PLAIN_LOGIT))
+            # which paradigm a question is (judgment, predictive, ...): a classifier of the same features; uniform
+            # until fitted
             self.paradigms = list(config.evidence_paradigms or [])
             if len(self.paradigms) > 1:
-                self.register_buffer("paradigm_weight", torch.zeros(len(self.paradigms), width))
-                self.register_buffer("paradigm_bias", torch.zeros(len(self.paradigms)))
+                self.paradigm_weight = nn.Parameter(torch.zeros(len(self.paradigms), width))
+                self.paradigm_bias = nn.Parameter(torch.zeros(len(self.paradigms)))
             self.out = nn.Linear(sum(self.head_sizes) * max(1, len(self.paradigms)), width)
         else:
             rank = config.instruction_rank
@@ -542,21 +555,33 @@ class InstructionConditioning(nn.Module):
         read = value * self.threshold_scale.float() + self.threshold_offset.float()
         return thresholds + named[:, None].float() * read
 
+    def class_signs(self, features: torch.Tensor) -> torch.Tensor:
+        """The class each question asks about, on precomputed `routing_features` `(B, D)` -> `(B, A)` (`sign_weight`,
+        `sign_bias`: +1 for the asked class's output, -1 for its head's other classes, +1 where no class is asked)."""
+        return F.linear(features.to(self.sign_weight.dtype), self.sign_weight, self.sign_bias).float()
+
+    def turn_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Whether each question asks the other way round ("Can ADHD be ruled out?", "younger than 40?"), on
+        precomputed `routing_features` `(B, D)` -> logits `(B,)` (`turn_weight`, `turn_bias`)."""
+        return features.float() @ self.turn_weight.float() + self.turn_bias.float()
+
     def signs(self, features: torch.Tensor) -> torch.Tensor:
         """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
-        `(B, A)`: the class asked (`sign_weight`, `sign_bias`: +1 for it, -1 for the head's other classes) times
-        `1 - 2 P(turned)` (`turn_weight`, `turn_bias`), +1 until fitted."""
-        features = features.to(self.sign_weight.dtype)
-        turned = torch.sigmoid(features.float() @ self.turn_weight.float() + self.turn_bias.float())
-        return (1.0 - 2.0 * turned)[:, None] * F.linear(features, self.sign_weight, self.sign_bias).float()
+        `(B, A)`: `class_signs` times `1 - 2 P(turned)` (`turn_logits`), +1 until fitted."""
+        return (1.0 - 2.0 * torch.sigmoid(self.turn_logits(features)))[:, None] * self.class_signs(features)
+
+    def paradigm_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> logits `(B, P)` (None
+        with one shared readout)."""
+        if len(self.paradigms) <= 1:
+            return None
+        return F.linear(features.to(self.paradigm_weight.dtype), self.paradigm_weight, self.paradigm_bias).float()
 
     def paradigm_weights(self, features: torch.Tensor) -> torch.Tensor:
         """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> softmax weights `(B, P)`
         (`(B, 1)` ones with one shared readout)."""
-        if len(self.paradigms) <= 1:
-            return features.new_ones(features.shape[0], 1, dtype=torch.float32)
-        logits = F.linear(features.to(self.paradigm_weight.dtype), self.paradigm_weight, self.paradigm_bias)
-        return logits.float().softmax(-1)
+        logits = self.paradigm_logits(features)
+        return features.new_ones(features.shape[0], 1, dtype=torch.float32) if logits is None else logits.softmax(-1)
 
     @staticmethod
     def pair_difference(standard: torch.Tensor, graph_rows: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -664,9 +689,10 @@ class InstructionConditioning(nn.Module):
                                     training=False, eps=norm.eps)
             compared = self.pair_difference(standard, graph_rows, embeds.shape[0])
             named = standard - self.threshold_features(features, numbers)[graph_rows]
-            asked = self.signs(features)[graph_rows] * torch.where(compared.isnan(), named, compared)
+            # the question maps learn from their own losses only (see __init__)
+            asked = self.signs(features).detach()[graph_rows] * torch.where(compared.isnan(), named, compared)
             relative = weights * asked  # (num_graphs, A)
-            paradigm = self.paradigm_weights(features)[graph_rows]  # (num_graphs, P)
+            paradigm = self.paradigm_weights(features).detach()[graph_rows]  # (num_graphs, P)
             evidence = self.out((paradigm[:, :, None] * relative[:, None, :]).flatten(1).to(graph_features.dtype))
             if self.at_answer:
                 batch_size = embeds.shape[0]
@@ -890,11 +916,13 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         instruction_mask: torch.Tensor | None,
         attribute_outputs: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
-        """`graph_features` `(num_graphs, G, D)` with each graph's question-aware evidence added, the
-        router's logits `(B, num_heads)` over the attributes (None unless `instruction_evidence="attributes"`),
-        the evidence per row `(B, D)` for the answer position (None unless `evidence_position="answer"`), and
-        the estimates the answers would write (`InstructionConditioning.plan_numbers`; at inference with
+    ) -> dict[str, torch.Tensor | None]:
+        """What instruction conditioning makes of a batch: `graph_features` `(num_graphs, G, D)` with each graph's
+        question-aware evidence added; with `instruction_evidence="attributes"` (else None) how it read the
+        questions: `instruction_routing_logits` `(B, num_heads)`, `paradigm_logits` `(B, P)` (None with one
+        readout), `turn_logits` `(B,)` and `class_signs` `(B, A)`; `answer_evidence` `(B, D)` for the answer
+        position (None unless `evidence_position="answer"`); and `number_plan` `(B, P')`, `number_gate` `(B,)`, the
+        estimates the answers would write (`InstructionConditioning.plan_numbers`; at inference with
         `config.number_writing_bias` > 0 only, else None).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
@@ -909,11 +937,16 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             numbers = conditioning.question_numbers(input_ids, instruction, placeholder_mask)
         graph_features, routing_logits, answer_evidence = conditioning(
             graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
-        plan = None
-        if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
+        out = dict(graph_features=graph_features, instruction_routing_logits=routing_logits, answer_evidence=answer_evidence,
+                   paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None, number_gate=None)
+        if conditioning.reads_attributes:
             features = conditioning.routing_features(inputs_embeds.to(graph_features.dtype), instruction)
-            plan = conditioning.plan_numbers(attribute_outputs, routing_logits, features, graph_rows)
-        return graph_features, routing_logits, answer_evidence, plan
+            out.update(paradigm_logits=conditioning.paradigm_logits(features), turn_logits=conditioning.turn_logits(features),
+                       class_signs=conditioning.class_signs(features))
+            if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
+                out["number_plan"], out["number_gate"] = conditioning.plan_numbers(
+                    attribute_outputs, routing_logits, features, graph_rows)
+        return out
 
     @staticmethod
     def instruction_tokens(placeholder_mask: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -963,7 +996,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             raise ValueError("Specify exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        graph_features = attribute_outputs = routing_logits = answer_evidence = number_plan = None
+        graph_features = attribute_outputs = None
+        conditioned = {}
         if graph_values is not None:
             if input_ids is None:
                 raise ValueError("graph_values need input_ids to locate the <graph> placeholders.")
@@ -971,9 +1005,10 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             mask = self.get_placeholder_mask(input_ids, graph_values.shape[0])
             attribute_outputs = self.get_attribute_outputs(encoded)
             if self.instruction_conditioning is not None:
-                graph_features, routing_logits, answer_evidence, number_plan = self.condition_on_instruction(
+                conditioned = self.condition_on_instruction(
                     graph_features, inputs_embeds, mask, attention_mask, instruction_mask, attribute_outputs, input_ids
                 )
+                graph_features = conditioned.pop("graph_features")
             flat_features = graph_features.reshape(-1, graph_features.shape[-1]).to(inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), flat_features)
         elif input_ids is not None and (num := int((input_ids == self.config.graph_token_id).sum())):
@@ -994,10 +1029,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             attentions=outputs.attentions,
             graph_hidden_states=graph_features,
             graph_attribute_outputs=attribute_outputs,
-            instruction_routing_logits=routing_logits,
-            answer_evidence=answer_evidence,
-            number_plan=None if number_plan is None else number_plan[0],
-            number_gate=None if number_plan is None else number_plan[1],
+            **conditioned,
         )
 
 
@@ -1069,6 +1101,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         graph_attribute_labels: torch.Tensor | None = None,
         routing_labels: torch.LongTensor | None = None,
+        paradigm_labels: torch.LongTensor | None = None,
+        turn_labels: torch.LongTensor | None = None,
+        sign_labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         instruction_mask: torch.Tensor | None = None,
@@ -1083,6 +1118,15 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         routing_labels: `(B,)` the index (in `config.auxiliary_heads`) of the attribute each instruction
             asks about, -100 if none; the router's cross-entropy, times `config.auxiliary_loss_weight`, is
             added to the loss (needs `instruction_evidence="attributes"`).
+        paradigm_labels: `(B,)` the index (in `config.evidence_paradigms`) of each instruction's paradigm, -100 if
+            unknown: the paradigm classifier's cross-entropy.
+        turn_labels: `(B,)` 1 where a judgment or comparison asks the other way round ("Can ADHD be ruled out?",
+            "which is younger?"), 0 where it asks the plain way, -100 for other rows: the turn classifier's
+            binary cross-entropy.
+        sign_labels: `(B, A)` per head output +1 for the class a question asks about, -1 for its head's other
+            classes, +1 where it asks no class, NaN where unknown: the class signs' squared error.
+            Each question loss, times `config.auxiliary_loss_weight`, is added to the loss (needs
+            `instruction_evidence="attributes"`).
         logits_to_keep: compute logits for the last `logits_to_keep` positions only (0: all; in training
             mode with `labels`, 0 computes them only where a label is predicted: `logits` is then
             `(num_labelled, V)`).
@@ -1166,6 +1210,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
                 routing = F.cross_entropy(routing_logits[known].float(), routing_labels.to(routing_logits.device)[known])
                 routing = self.config.auxiliary_loss_weight * routing
                 loss = routing if loss is None else loss + routing
+        for reading in self.question_losses(outputs, paradigm_labels, turn_labels, sign_labels):
+            reading = self.config.auxiliary_loss_weight * reading
+            loss = reading if loss is None else loss + reading
         return FCNLLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -1175,11 +1222,45 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             graph_hidden_states=outputs.graph_hidden_states,
             graph_attribute_outputs=outputs.graph_attribute_outputs,
             instruction_routing_logits=outputs.instruction_routing_logits,
+            paradigm_logits=outputs.paradigm_logits,
+            turn_logits=outputs.turn_logits,
+            class_signs=outputs.class_signs,
             answer_evidence=outputs.answer_evidence,
             number_plan=number_plan,
             number_gate=number_gate,
             answer_offset=None if offsets is None else offsets[:, -1],
         )
+
+    def question_losses(self, outputs, paradigm_labels: torch.Tensor | None, turn_labels: torch.Tensor | None,
+                        sign_labels: torch.Tensor | None) -> list[torch.Tensor]:
+        """The losses of the question maps the labels given supervise (see `forward`); rows with unknown labels
+        (-100, NaN) add nothing; a label without the map it supervises, or of the wrong shape, is a ValueError."""
+        losses = []
+        for name, labels, logits in (("paradigm_labels", paradigm_labels, outputs.paradigm_logits),
+                                     ("turn_labels", turn_labels, outputs.turn_logits),
+                                     ("sign_labels", sign_labels, outputs.class_signs)):
+            if labels is None:
+                continue
+            if logits is None:
+                needs = "evidence_paradigms with several paradigms" if name == "paradigm_labels" else "instruction_evidence='attributes'"
+                raise ValueError(f"{name} need instruction conditioning with {needs}, and graph_values.")
+            expected = logits.shape[:2] if name == "sign_labels" else logits.shape[:1]
+            if tuple(labels.shape) != tuple(expected):
+                raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(labels.shape)}.")
+            labels = labels.to(logits.device)
+            if name == "sign_labels":
+                known = ~torch.isnan(labels)
+                if known.any():
+                    losses.append(F.mse_loss(logits[known].float(), labels[known].float()))
+                continue
+            known = labels != -100
+            if not known.any():
+                continue
+            if name == "paradigm_labels":
+                losses.append(F.cross_entropy(logits[known].float(), labels[known].long()))
+            else:
+                losses.append(F.binary_cross_entropy_with_logits(logits[known].float(), labels[known].float()))
+        return losses
 
     def write_numbers(self, logits: torch.Tensor, plan: torch.Tensor, gate: torch.Tensor,
                       offsets: torch.Tensor) -> torch.Tensor:

@@ -611,6 +611,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         attribute_targets=aux_targets if supervised else None,
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
+        question_heads=model.config.auxiliary_heads if routed else None,
+        paradigms=model.config.evidence_paradigms if routed else None,
     )
     if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):  # samplers that read lengths
         train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)

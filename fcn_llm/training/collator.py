@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .readout_fitting import asked_class
+from .router_fitting import question_sign
+
 
 class FCNInstructionCollator:
     """Collate instruction rows into `input_ids`, `attention_mask`, `labels`, `graph_values`
@@ -28,6 +31,12 @@ class FCNInstructionCollator:
         attribute_targets: subject id -> `(A,)` auxiliary targets (NaN = unknown), or None.
         routing_keys: the attribute heads' keys; each row's `attribute` becomes its index in them
             (`routing_labels`, -100 if absent), which supervises the evidence token's router.
+        question_heads: the attribute heads (`config.auxiliary_heads`): each row also gets `turn_labels` (1 where a
+            judgment or comparison asks the other way round, 0 where plainly, -100 otherwise) and `sign_labels`
+            `(A,)` (its head's outputs: +1 for the class a judgment asks about, -1 for the others, +1 where it asks
+            none; NaN for other heads), which supervise the evidence token's turn classifier and class signs.
+        paradigms: the evidence readouts' paradigms (`config.evidence_paradigms`): each row's paradigm becomes its
+            index in them (`paradigm_labels`, -100 if absent), which supervises the paradigm classifier.
     """
 
     def __init__(
@@ -38,6 +47,8 @@ class FCNInstructionCollator:
         attribute_targets: Mapping[str, np.ndarray] | None = None,
         num_attribute_targets: int = 0,
         routing_keys: Sequence[str] | None = None,
+        question_heads: Sequence[Mapping[str, Any]] | None = None,
+        paradigms: Sequence[str] | None = None,
     ):
         self.processor = processor
         self.lookup = graph_lookup if callable(graph_lookup) else graph_lookup.__getitem__
@@ -45,6 +56,8 @@ class FCNInstructionCollator:
         self.attribute_targets = attribute_targets
         self.num_attribute_targets = num_attribute_targets
         self.routing_index = None if routing_keys is None else {key: i for i, key in enumerate(routing_keys)}
+        self.question_heads = None if question_heads is None else list(question_heads)
+        self.paradigm_index = None if not paradigms or len(paradigms) < 2 else {p: i for i, p in enumerate(paradigms)}
         self.end_of_turn = processor.end_of_turn
 
     def prompt(self, row: Mapping[str, Any]) -> str:
@@ -93,4 +106,23 @@ class FCNInstructionCollator:
             batch["graph_attribute_labels"] = torch.from_numpy(np.stack(targets).astype(np.float32))
         if self.routing_index is not None and fcns:
             batch["routing_labels"] = torch.tensor([self.routing_index.get(row.get("attribute"), -100) for row in rows])
+        if self.paradigm_index is not None and fcns:
+            batch["paradigm_labels"] = torch.tensor([self.paradigm_index.get(row.get("paradigm"), -100) for row in rows])
+        if self.question_heads is not None and fcns:
+            batch["turn_labels"] = torch.tensor([-100 if row.get("paradigm") not in ("judgment", "comparative")
+                                                 else int(question_sign(row) == -1) for row in rows])
+            batch["sign_labels"] = torch.from_numpy(np.stack([self.class_signs(row) for row in rows]))
         return batch
+
+    def class_signs(self, row: Mapping[str, Any]) -> np.ndarray:
+        """`(A,)` the row's `sign_labels`: for its attribute's head, +1 on the output of the class a judgment asks
+        about and -1 on the others (+1 on all where it asks none); NaN for the other heads."""
+        signs = []
+        for spec in self.question_heads:
+            width = int(spec["num_outputs"])
+            if spec["key"] != row.get("attribute"):
+                signs += [np.nan] * width
+                continue
+            asked = asked_class(row, spec) if spec["kind"] == "categorical" else None
+            signs += [1.0] * width if asked is None else [1.0 if k == asked else -1.0 for k in range(width)]
+        return np.array(signs, dtype=np.float32)

@@ -142,14 +142,14 @@ def standardised_threshold(model, j: int, threshold: float) -> float:
 
 
 def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], grouped: dict[str, list[dict]], kind: str,
-                       target_of: Callable[[int, dict, list[dict]], np.ndarray | None], buffers: str, max_rows: int,
+                       target_of: Callable[[int, dict, list[dict]], np.ndarray | None], maps: str, max_rows: int,
                        seed: int) -> dict[str, float]:
     """For each head of `kind`: ridge regression (alpha by CV) of `target_of(j, spec, about)` `(S, K)` (K: the
     head's outputs; None skips the head) on the router's bag-of-words features of up to `max_rows` instructions
-    `about` it (`grouped`: the instructions by attribute, `rows_by_attribute`), written into the head's rows of the buffers `{buffers}_weight` / `{buffers}_bias`. Returns per
+    `about` it (`grouped`: the instructions by attribute, `rows_by_attribute`), written into the head's rows of `{maps}_weight` / `{maps}_bias`. Returns per
     fitted head the fit's R^2 on those rows."""
     conditioning = model.model.instruction_conditioning
-    weight, bias = getattr(conditioning, f"{buffers}_weight"), getattr(conditioning, f"{buffers}_bias")
+    weight, bias = getattr(conditioning, f"{maps}_weight"), getattr(conditioning, f"{maps}_bias")
     specs = model.config.auxiliary_heads
     offsets = np.cumsum([0] + [int(spec["num_outputs"]) for spec in specs])
     rng = np.random.default_rng(seed)
@@ -167,8 +167,9 @@ def _fit_question_maps(model, collate: Callable[[Sequence[dict]], dict], grouped
         features, _ = routing_dataset(model, collate, about)
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(features, target)
         block = slice(offsets[j], offsets[j + 1])
-        weight[block] = torch.from_numpy(ridge.coef_.reshape(target.shape[1], -1)).to(weight.dtype)
-        bias[block] = torch.from_numpy(np.asarray(ridge.intercept_).reshape(-1)).to(bias.dtype)
+        with torch.no_grad():  # the sign maps are trained parameters; this fit initialises them
+            weight[block] = torch.from_numpy(ridge.coef_.reshape(target.shape[1], -1)).to(weight.dtype)
+            bias[block] = torch.from_numpy(np.asarray(ridge.intercept_).reshape(-1)).to(bias.dtype)
         fitted[spec["key"]] = float(ridge.score(features, target))
     model.train(was_training)
     return fitted
@@ -223,7 +224,8 @@ def fit_signs(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     """For each categorical head whose judgments ask about a class: ridge regression (alpha by CV) of which way
     each question asks about each of its outputs (+1 for the asked class, -1 for the others; +1 for questions
     that ask no class) on the router's bag-of-words features of up to `max_rows` instructions about it; written
-    into `instruction_conditioning.sign_weight` / `sign_bias` (buffers). Negated and reversed questions are
+    into `instruction_conditioning.sign_weight` / `sign_bias` (their initialisation; stage 1 trains them with
+    `sign_labels`). Negated and reversed questions are
     the turn classifier's (`router_fitting.fit_turns`). Returns per fitted head the fit's R^2.
     `grouped`: `rows_by_attribute(rows)`, if the caller has it."""
 

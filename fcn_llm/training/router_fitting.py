@@ -7,8 +7,9 @@ logistic regression on those features, instead of being learned from scratch by 
 (which, with the earlier log-sum-exp pooling, sent half the demo's anxiety questions to the ADHD
 head after 400 steps). Stage 1 then fine-tunes it with the routing loss. With one readout per
 paradigm (`evidence_paradigms`), the question's paradigm (judgment, predictive, comparative) is
-classified the same way (`fit_paradigms`; buffers, never trained), and so is whether a judgment asks the
-other way round ("Can ADHD be ruled out?", "younger than 40?": `fit_turns`, one classifier for every head).
+classified the same way (`fit_paradigms`), and so is whether a judgment asks the other way round ("Can ADHD
+be ruled out?", "younger than 40?": `fit_turns`, one classifier for every head); stage 1 then trains both
+with their own losses (`paradigm_labels`, `turn_labels`, built by the collator), never with the answer loss.
 """
 
 from __future__ import annotations

@@ -400,7 +400,7 @@ def test_instruction_conditioning_reads_the_question_but_never_the_answer(proces
     with torch.no_grad():
         embeds = model.get_input_embeddings()
         a, b = (
-            model.model.condition_on_instruction(adhd_graph, embeds(x["input_ids"]), x["input_ids"] == model.config.graph_token_id, x["attention_mask"], None)[0]
+            model.model.condition_on_instruction(adhd_graph, embeds(x["input_ids"]), x["input_ids"] == model.config.graph_token_id, x["attention_mask"], None)["graph_features"]
             for x in (ask_adhd, ask_age)
         )
     assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4  # the question changes the evidence token
@@ -504,7 +504,7 @@ def test_each_paradigm_reads_the_heads_through_its_own_columns(processor):
                             evidence_paradigms=["predictive", "judgment"])
     conditioning = model.model.instruction_conditioning
     assert conditioning.out.in_features == 2 * 4  # 2 paradigms x (1 + 2 + 1) head outputs
-    assert "paradigm_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
+    assert "paradigm_weight" in dict(conditioning.named_parameters())  # fitted, then trained by paradigm_labels
     assert (conditioning.evidence_column(2, "predictive"), conditioning.evidence_column(2, "judgment")) == (2, 6)
     batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
 
@@ -518,7 +518,8 @@ def test_each_paradigm_reads_the_heads_through_its_own_columns(processor):
         return tokens
 
     for asked, other in ((0, 1), (1, 0)):
-        conditioning.paradigm_bias.copy_(torch.tensor([50.0, 0.0] if asked == 0 else [0.0, 50.0]))
+        with torch.no_grad():
+            conditioning.paradigm_bias.copy_(torch.tensor([50.0, 0.0] if asked == 0 else [0.0, 50.0]))
         torch.testing.assert_close(graph_tokens(other=other), graph_tokens())  # the other block is not read
         assert (graph_tokens(asked=asked) - graph_tokens()).abs().max() > 1e-4  # its own block is
 
@@ -539,10 +540,11 @@ def test_class_judgments_read_the_asked_class_through_the_signs(processor):
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     conditioning = model.model.instruction_conditioning
     assert (conditioning.sign_weight == 0).all() and (conditioning.sign_bias == 1).all()
-    assert "sign_weight" not in dict(conditioning.named_parameters())  # fitted, never trained
+    assert "sign_weight" in dict(conditioning.named_parameters())  # fitted, then trained by sign_labels
     batch = _batch(processor, [QUESTION, OLDER], num_graphs=2)
     before = model(**batch)
-    conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
+    with torch.no_grad():
+        conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
     after = model(**batch)
     rows = torch.tensor([0, 1])
     z = conditioning.evidence_norm(before.graph_attribute_outputs)  # eval mode: the running statistics
@@ -579,11 +581,42 @@ def test_attribute_evidence_is_trained_through_a_frozen_llm(processor):
     conditioning = model.model.instruction_conditioning
     for param in (conditioning.out.weight, model.graph_attribute_heads.heads["adhd"].weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
-    # the router learns which attribute is asked from the routing loss, never from the answer
-    assert conditioning.router.weight.grad is None or not conditioning.router.weight.grad.any()
+    # the router and the question maps learn what is asked from their own losses, never from the answer
+    readers = (conditioning.router.weight, conditioning.sign_weight, conditioning.turn_weight)
+    for param in readers:
+        assert param.grad is None or not param.grad.any()
     model.zero_grad()
-    model(**batch, labels=labels, routing_labels=torch.tensor([0])).loss.backward()
-    assert conditioning.router.weight.grad.abs().sum() > 0
+    model(**batch, labels=labels, routing_labels=torch.tensor([0]), turn_labels=torch.tensor([1]),
+          sign_labels=torch.tensor([[float("nan"), -1.0, 1.0, float("nan")]])).loss.backward()
+    for param in readers:
+        assert param.grad.abs().sum() > 0
+
+
+def test_question_losses_and_their_bad_input(processor):
+    model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
+    lm = model(**batch, labels=batch["input_ids"])
+    signs = torch.tensor([[float("nan"), -1.0, 1.0, float("nan")], [float("nan")] * 4])
+    read = model(**batch, labels=batch["input_ids"], paradigm_labels=torch.tensor([1, 2]),
+                 turn_labels=torch.tensor([-100, 1]), sign_labels=signs)
+    F = torch.nn.functional
+    expected = (F.cross_entropy(lm.paradigm_logits, torch.tensor([1, 2]))
+                + F.binary_cross_entropy_with_logits(lm.turn_logits[1:], torch.tensor([1.0]))
+                + F.mse_loss(lm.class_signs[0, 1:3], torch.tensor([-1.0, 1.0])))
+    torch.testing.assert_close(read.loss, lm.loss + 0.5 * expected)
+    unknown = model(**batch, labels=batch["input_ids"], turn_labels=torch.tensor([-100, -100]),
+                    sign_labels=torch.full((2, 4), float("nan")))
+    torch.testing.assert_close(unknown.loss, lm.loss)
+    with pytest.raises(ValueError, match=r"turn_labels must have shape \(2,\), got \(3,\)"):
+        model(**batch, turn_labels=torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match=r"sign_labels must have shape \(2, 4\)"):
+        model(**batch, sign_labels=torch.zeros(2, 3))
+    shared = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    with pytest.raises(ValueError, match="paradigm_labels need instruction conditioning with evidence_paradigms"):
+        shared(**batch, paradigm_labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="turn_labels need instruction conditioning with instruction_evidence"):
+        make_tiny_model(processor.tokenizer)(**batch, turn_labels=torch.tensor([0, 1]))
 
 
 def test_a_checkpoint_without_the_threshold_weights_loads_with_zero_thresholds(processor, tmp_path):

@@ -69,6 +69,26 @@ def test_routing_labels_index_the_rows_attribute(processor, lookup):
     assert "routing_labels" not in FCNInstructionCollator(processor, lookup)(rows)
 
 
+def test_question_labels_say_how_each_row_asks(processor, lookup):
+    heads = [{"key": "adhd", "kind": "binary", "num_outputs": 1},
+             {"key": "sex", "kind": "categorical", "num_outputs": 2, "classes": ["Female", "Male"]}]
+    rows = [dict(ROWS[0], attribute="adhd", paradigm="judgment", negated=True),
+            dict(ROWS[0], attribute="sex", paradigm="judgment", template_id="sex/j/0", asked_class="Male"),
+            dict(ROWS[1], attribute="age", paradigm="comparative", direction=-1),
+            dict(ROWS[0], attribute="sex", paradigm="predictive")]
+    batch = FCNInstructionCollator(processor, lookup, question_heads=heads,
+                                   paradigms=["predictive", "judgment", "comparative"])(rows)
+    assert batch["paradigm_labels"].tolist() == [1, 1, 2, 0]
+    assert batch["turn_labels"].tolist() == [1, 0, 1, -100]  # "ruled out?", plain, "younger?", not a judgment
+    signs = batch["sign_labels"]
+    torch.testing.assert_close(signs[:, 0], torch.tensor([1.0, float("nan"), float("nan"), float("nan")]), equal_nan=True)
+    torch.testing.assert_close(signs[1, 1:], torch.tensor([-1.0, 1.0]))  # asks "Male?"
+    torch.testing.assert_close(signs[3, 1:], torch.tensor([1.0, 1.0]))  # asks no class
+    assert torch.isnan(signs[2]).all()
+    plain = FCNInstructionCollator(processor, lookup, paradigms=["judgment"])(rows)
+    assert not {"paradigm_labels", "turn_labels", "sign_labels"} & set(plain)
+
+
 def test_bad_rows_name_the_problem(processor, lookup):
     row = dict(ROWS[0], subject_ids=["a", "b"])
     with pytest.raises(ValueError, match=r"1 <graph> placeholder\(s\) but 2 subject id\(s\)"):
