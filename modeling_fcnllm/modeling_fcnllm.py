@@ -615,17 +615,17 @@ class InstructionConditioning(nn.Module):
     @torch.no_grad()
     def plan_numbers(self, attribute_outputs: torch.Tensor, routing_logits: torch.Tensor, features: torch.Tensor,
                      graph_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What each row's answer writes if it is a number: the estimate of the continuous head the router weighs
-        most, as tokens. `attribute_outputs` `(num_graphs, A)`, `routing_logits` `(B, num_heads)`, `features` `(B, D)`
+        """What each row's answer writes if it is a number: the estimate of the head the router weighs most, as
+        tokens, where that head is continuous. `attribute_outputs` `(num_graphs, A)`, `routing_logits` `(B, num_heads)`, `features` `(B, D)`
         (`routing_features`), `graph_rows` `(num_graphs,)` -> `plan` `(B, P)` token ids (the estimate's digits, then
-        `answer_end_id`; -1 after) and `gate` `(B,)`: P(predictive) x that head's routing weight (0 for rows
-        without exactly one graph)."""
+        `answer_end_id`; -1 after) and `gate` `(B,)`: P(predictive) x that head's routing weight (0 where the head
+        is not continuous, and for rows without exactly one graph)."""
         batch_size = routing_logits.shape[0]
         routing = routing_logits.float().softmax(-1)
         continuous = torch.tensor([spec.kind == "continuous" for spec in self.head_specs], device=routing.device)
-        head = routing.masked_fill(~continuous, -1.0).argmax(-1)  # (B,)
+        head = routing.argmax(-1)  # (B,) the attribute asked about; a number only where it is continuous
         predictive = self.paradigm_weights(features)[:, self.paradigms.index("predictive")]
-        gate = predictive * routing.gather(1, head[:, None])[:, 0]
+        gate = predictive * routing.gather(1, head[:, None])[:, 0] * continuous[head]
         counts = torch.bincount(graph_rows, minlength=batch_size)
         gate = torch.where(counts == 1, gate, torch.zeros_like(gate))
         starts = torch.tensor([sum(spec.num_outputs for spec in self.head_specs[:j]) for j in range(len(self.head_specs))])

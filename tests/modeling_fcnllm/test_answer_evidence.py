@@ -192,6 +192,10 @@ def test_numbers_are_written_only_for_predictive_questions_at_inference(processo
     batch = processor(text=prompts, fcns=fcns, answers=["21"])
     torch.testing.assert_close(writer(**batch).loss, plain(**batch).loss)
     assert writer.train()(**batch).loss.isfinite()
+    # a question routed to a class head ("sex") writes nothing, even asked for a prediction
+    with torch.no_grad():
+        writer.model.instruction_conditioning.router.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+    assert writer.eval()(**processor(text=prompts, fcns=fcns)).number_gate.item() == 0.0
     # a comparison (two graphs) writes nothing
     two = processor(text=chat(processor, COMPARE), fcns=random_fcns(2))
     assert writer.eval()(**two).number_gate.item() == 0.0
