@@ -199,3 +199,11 @@ def test_numbers_are_written_only_for_predictive_questions_at_inference(processo
     # a comparison (two graphs) writes nothing
     two = processor(text=chat(processor, COMPARE), fcns=random_fcns(2))
     assert writer.eval()(**two).number_gate.item() == 0.0
+
+
+def test_a_chat_template_without_an_assistant_prefix_is_an_error(tokenizer):
+    from processing import FCNProcessor
+
+    bare = FCNProcessor(tokenizer, chat_template="{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    with pytest.raises(ValueError, match="writes no assistant prefix"):
+        bare.answer_prefix_ids
