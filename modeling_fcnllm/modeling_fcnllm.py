@@ -14,6 +14,7 @@ Data flow for a batch with `num_graphs` FCNs of N ROIs:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -628,14 +629,14 @@ class InstructionConditioning(nn.Module):
         gate = predictive * routing.gather(1, head[:, None])[:, 0] * continuous[head]
         counts = torch.bincount(graph_rows, minlength=batch_size)
         gate = torch.where(counts == 1, gate, torch.zeros_like(gate))
-        starts = torch.tensor([sum(spec.num_outputs for spec in self.head_specs[:j]) for j in range(len(self.head_specs))])
+        starts = [0, *itertools.accumulate(self.head_sizes)]  # each head's first output column
         graph_of = {row: g for g, row in enumerate(graph_rows.tolist())}
         plans = []
         for row in range(batch_size):
             tokens = []
             if row in graph_of and counts[row] == 1:
                 j = int(head[row])
-                text = self.estimate_text(j, float(attribute_outputs[graph_of[row], int(starts[j])]))
+                text = self.estimate_text(j, float(attribute_outputs[graph_of[row], starts[j]]))
                 tokens = [self.digit_ids[ch] for ch in text if ch in self.digit_ids]
                 tokens += [self.answer_end_id] if self.answer_end_id is not None else []
             plans.append(tokens)
@@ -662,6 +663,7 @@ class InstructionConditioning(nn.Module):
         graph_rows: torch.Tensor,
         attribute_outputs: torch.Tensor | None = None,
         numbers: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Args:
         graph_features: `(num_graphs, G, D)` projected graph tokens.
@@ -670,6 +672,7 @@ class InstructionConditioning(nn.Module):
         graph_rows: `(num_graphs,)` the batch row each graph belongs to.
         attribute_outputs: `(num_graphs, A)` the attribute heads' outputs (needed with `"attributes"`).
         numbers: `(B,)` the number each question names (NaN: none; `question_numbers`), read as its threshold.
+        features: `(B, D)` `routing_features` of these embeddings, if the caller has them (computed here otherwise).
         Returns: `graph_features` with the evidence added (see the class docstring; as given with
         `evidence_position="answer"`), the router's logits `(B, num_heads)` (None with `"tokens"`) and the
         evidence per row `(B, D)` for the answer position (None unless `evidence_position="answer"`).
@@ -678,7 +681,8 @@ class InstructionConditioning(nn.Module):
         if self.reads_attributes:
             if attribute_outputs is None:
                 raise ValueError("instruction_evidence='attributes' needs the attribute heads' outputs.")
-            features = self.routing_features(embeds, instruction_mask)  # the router and the thresholds read it
+            if features is None:  # the router and the thresholds read it
+                features = self.routing_features(embeds, instruction_mask)
             routing_logits = self.route_features(features, instruction_mask)
             sizes = torch.tensor(self.head_sizes, device=embeds.device)
             # the router learns from the routing loss only: the answer loss would route a question to any head
@@ -935,12 +939,14 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         numbers = None
         if conditioning.reads_attributes and conditioning.numerals and input_ids is not None:
             numbers = conditioning.question_numbers(input_ids, instruction, placeholder_mask)
+        features = None
+        if conditioning.reads_attributes:  # read once, by the evidence and by the question maps' outputs below
+            features = conditioning.routing_features(inputs_embeds.to(graph_features.dtype), instruction)
         graph_features, routing_logits, answer_evidence = conditioning(
-            graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers)
+            graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers, features)
         out = dict(graph_features=graph_features, instruction_routing_logits=routing_logits, answer_evidence=answer_evidence,
                    paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None, number_gate=None)
         if conditioning.reads_attributes:
-            features = conditioning.routing_features(inputs_embeds.to(graph_features.dtype), instruction)
             out.update(paradigm_logits=conditioning.paradigm_logits(features), turn_logits=conditioning.turn_logits(features),
                        class_signs=conditioning.class_signs(features))
             if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
