@@ -2,14 +2,16 @@
 
     python bench/learning_curve.py --data outputs/demo/data --stage0 outputs/demo/stage0 \
         [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
-        [--variants stage0,random] [--evidence_positions answer,graph] [--forms held_out] [--out outputs/learning_curve]
+        [--variants stage0,random] [--evidence_positions answer,graph] [--window_lengths 0,100] [--forms held_out]
+        [--out outputs/learning_curve]
 
 Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (all three
 paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses training at each
 checkpoint (instructions seen = steps x batch) and scores the same zero-shot questions ("Does this
 subject have ...? Yes/No", likelihood of each answer) on the unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
 `random` from a random encoder (trained); each with the evidence at each of `--evidence_positions` (train.py
-`--evidence_position`). `--forms held_out` scores only questions in wording held out from training (whole frames
+`--evidence_position`), and on whole-scan FCNs or sliding windows (`--window_lengths`, train.py `--window_length`).
+`--forms held_out` scores only questions in wording held out from training (whole frames
 and terms of the question bank), `training` only the training wording, `all` both. Writes `learning_curve.json` and `learning_curve.md`
 (mean +- s.d. over seeds of the mean AUC over attributes, and per attribute).
 """
@@ -101,12 +103,13 @@ class ZeroShotAUCCallback(TrainerCallback):
             self.evaluate(model, processing_class, seen)
 
 
-def run_variant(args, variant: str, seed: int, questions, data, out: Path, position: str = "answer") -> list[dict]:
-    """One `train.py --stage align` run with the evidence at `position`; returns the callback's AUC history
-    (checkpoint 0 first)."""
-    curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
-    argv = [
-        "--stage", args.stage, "--data_dir", args.data, "--output_dir", str(out / f"{variant}_{position}_seed{seed}"),
+def train_argv(args, variant: str, seed: int, out: Path, position: str = "answer", window_length: int = 0) -> list[str]:
+    """The `train.py` options of one curve run: `variant`'s encoder, the evidence at `position`, and with
+    `window_length` sliding-window FCNs (`args.window_stride` apart) for training."""
+    windows = f"_window{window_length}" if window_length else ""
+    return [
+        "--stage", args.stage, "--data_dir", args.data,
+        "--output_dir", str(out / f"{variant}_{position}{windows}_seed{seed}"),
         "--evidence_position", position,
         "--seed", str(seed), "--paradigms", args.train_paradigms, "--attributes", args.attributes, "--report_to", "none",
         "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
@@ -121,10 +124,17 @@ def run_variant(args, variant: str, seed: int, questions, data, out: Path, posit
         *(["--freeze_projector", "true"] if args.freeze_projector else []),
         "--evidence_lr_multiplier", str(args.evidence_lr_multiplier),
         "--fit_readout", args.fit_readout, "--evidence_per_paradigm", str(not args.shared_readout).lower(),
+        *(["--window_length", str(window_length), "--window_stride", str(args.window_stride)] if window_length else []),
         *(["--backbone", args.backbone] if args.backbone else []),
     ]
-    train.main(argv, callbacks=[curve])
-    return curve.history
+
+
+def run_name(variant: str, position: str, window_length: int, positions: list[str], windows: list[int]) -> str:
+    """The curve's row name: the variant, then the evidence position and the windows where those vary."""
+    name = variant if positions == ["answer"] else f"{variant}, evidence at the {position}"
+    if windows != [0]:
+        name += f", {window_length}-point windows" if window_length else ", whole scans"
+    return name
 
 
 def markdown(results: dict, checkpoints: list[int]) -> str:
@@ -149,6 +159,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default="stage0,random")
     parser.add_argument("--evidence_positions", default="answer",
                         help="where the evidence enters, comma-separated: answer, graph (train.py --evidence_position)")
+    parser.add_argument("--window_lengths", default="0",
+                        help="comma-separated: 0 trains on whole-scan FCNs, L on L-point sliding windows (train.py "
+                             "--window_length; the data must keep its time series)")
+    parser.add_argument("--window_stride", type=int, default=20)
     parser.add_argument("--forms", choices=FORMS, default="all", help="which wording of the questions is scored")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[200, 400, 800, 1600])
@@ -185,13 +199,17 @@ def main(argv=None) -> dict:
     print(f"[curve] {len(questions)} zero-shot judgment questions about {attributes}", flush=True)
     results: dict[str, dict[int, list]] = {}
     start = time.perf_counter()
+    windows = [int(w) for w in args.window_lengths.split(",")]
     for variant in variants:
         for position in positions:
-            name = variant if positions == ["answer"] else f"{variant}, evidence at the {position}"
-            for seed in args.seeds:
-                results.setdefault(name, {})[seed] = run_variant(args, variant, seed, questions, data, out, position)
-            (out / "learning_curve.json").write_text(json.dumps(
-                {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
+            for window_length in windows:
+                name = run_name(variant, position, window_length, positions, windows)
+                for seed in args.seeds:
+                    curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
+                    train.main(train_argv(args, variant, seed, out, position, window_length), callbacks=[curve])
+                    results.setdefault(name, {})[seed] = curve.history
+                (out / "learning_curve.json").write_text(json.dumps(
+                    {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
     table = markdown(results, args.checkpoints)
     (out / "learning_curve.md").write_text(
         f"# Stage-1 learning curve (zero-shot mean AUC over {attributes}, {args.forms} wording; columns: instructions "

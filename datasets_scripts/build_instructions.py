@@ -29,7 +29,9 @@ attribute, paradigm and split, the skipped missing values, and the oracle vs edg
 chance table on the zero-shot split (the builder checks that no baseline beats the oracle beyond
 sampling noise and says so in the card). ``--harmonize`` removes site effects from the seen cohorts
 with ComBat (`harmonize.py`): learned on ``train``, applied to ``validation``; ``zero_shot`` (unseen
-sites) is never touched.
+sites) is never touched. ``--keep-timeseries`` (simulated and time-series sources) also writes
+``DIR/timeseries/train.parquet``, the training subjects' ROI time series for sliding-window FCNs
+(`timeseries_store.py`; not with ``--harmonize``, whose FCNs no raw window matches).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from threadpoolctl import threadpool_limits
 from datasets_scripts.attributes import AttributeRegistry, load_registry
 from datasets_scripts.instructions import build_instruction_set
 from datasets_scripts.subjects import REQUIRED_COLUMNS, SubjectTable
+from datasets_scripts.timeseries_store import TIMESERIES_CONFIG, TIMESERIES_SPLIT, write_timeseries
 from processing.atlases import Atlas, available_atlases, load_atlas, read_atlas_table
 
 SPLITS = ("train", "validation", "zero_shot")
@@ -383,11 +386,12 @@ def _realism_section(table: SubjectTable, split: np.ndarray, atlas: Atlas, rng: 
             _markdown_table(dist), "", "Edge values (upper-triangle r):", "", _markdown_table(edges), ""]
 
 
-def _yaml_configs(splits: list[str]) -> str:
+def _yaml_configs(splits: list[str], timeseries: bool = False) -> str:
     lines = ["---", "configs:"]
-    for config in ("subjects", "instructions"):
+    configs = {"subjects": splits, "instructions": splits, **({TIMESERIES_CONFIG: [TIMESERIES_SPLIT]} if timeseries else {})}
+    for config, config_splits in configs.items():
         lines += [f"- config_name: {config}", "  data_files:"]
-        lines += [f"  - split: {s}\n    path: {config}/{s}.parquet" for s in splits]
+        lines += [f"  - split: {s}\n    path: {config}/{s}.parquet" for s in config_splits]
     lines += ["license: apache-2.0", "task_categories:", "- text-generation", "tags:", "- fmri", "- connectivity",
               "- synthetic", "---"]
     return "\n".join(lines)
@@ -402,7 +406,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, baselines: list[BaselineRow],
                  harmonization: dict | None = None, truth: dict | None = None, realism: list[str] | None = None) -> str:
-    parts = [_yaml_configs(summary["splits"]), "", "# FCN instruction dataset", "",
+    timeseries = summary.get("timeseries")
+    parts = [_yaml_configs(summary["splits"], timeseries is not None), "", "# FCN instruction dataset", "",
              f"Built by `datasets_scripts/build_instructions.py` from {summary['source']} "
              f"({summary['subjects']} subjects, atlas `{summary['atlas']}`, {summary['num_rois']} ROIs, seed {summary['seed']}).",
              "", "```python", "import datasets",
@@ -426,6 +431,13 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
                   _markdown_table(summary["forms_table"]), "",
                   "Columns that say what each instruction asks:", "",
                   *[f"- `{name}`: {text}" for name, text in INSTRUCTION_COLUMNS_DOC], ""]
+    if timeseries is not None:
+        low, high = timeseries["timepoints"]
+        parts += ["## Time series (for sliding-window FCNs)", "",
+                  f"The `{TIMESERIES_CONFIG}` config holds the ROI time series of {timeseries['subjects']} `train` "
+                  f"subjects ({low}-{high} time points, z-scored per ROI, float16, {timeseries['megabytes']:.1f} MB), "
+                  "from which `train.py --window_length L --window_stride S` draws one window FCN per instruction. "
+                  "Validation and zero-shot subjects are read as whole-scan FCNs only.", ""]
     parts += ["## Skipped values", "",
               "A missing attribute value is skipped for that subject (never imputed); comparative pairs with "
               "equal values are not formed.", "", _markdown_table(skipped), ""]
@@ -524,6 +536,10 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
                "zero_shot_datasets": table.info.get("zero_shot_datasets", []), "check_train": check_train,
                "subjects_table": pd.crosstab(table.meta["dataset"], split).reset_index(),
                "build_seconds": seconds, "timings": timings, "forms_table": _forms_table(forms)}
+    if table.timeseries is not None:
+        rows = np.flatnonzero(split == TIMESERIES_SPLIT)
+        summary["timeseries"] = write_timeseries(out, table.meta["subject_id"].iloc[rows].astype(str).tolist(),
+                                                 [table.timeseries[i] for i in rows])
     truth = write_truth(out, table.info)
     realism = _realism_section(table, split, atlas_object, np.random.default_rng(seed))
     (out / "README.md").write_text(dataset_card(summary, count_table, skip_table, baselines, harmonization, truth,
@@ -705,11 +721,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--harmonize", action="store_true",
                         help="ComBat site harmonisation (neuroHarmonize) of the seen cohorts: learned on train, "
                              "applied to validation; zero_shot untouched")
+    parser.add_argument("--keep-timeseries", action="store_true",
+                        help="store the train subjects' ROI time series (config 'timeseries') for sliding-window FCNs "
+                             "in training (train.py --window_length); simulated and time-series sources")
     args = parser.parse_args(argv)
     kind, *rest = args.source
     if kind not in SOURCES or len(rest) > 1:
         parser.error(f"--source takes one of {', '.join(SOURCES)} and, for a real source, its path; got {args.source}.")
     args.source, args.path = kind, Path(rest[0]) if rest else (Path(args.timeseries) if args.timeseries else None)
+    if args.keep_timeseries and kind not in ("simulate", "timeseries"):
+        parser.error(f"--keep-timeseries needs the subjects' time series: --source simulate or timeseries, not {kind}.")
+    if args.keep_timeseries and args.harmonize:
+        parser.error("--keep-timeseries with --harmonize: windows of the raw time series would bypass the ComBat "
+                     "harmonisation of the FCNs; drop one of them.")
+    if args.keep_timeseries and (args.connectivity != "correlation" or args.fisher_z):
+        parser.error("--keep-timeseries: window FCNs are Pearson correlations, so the FCNs must be too "
+                     "(--connectivity correlation, without --fisher-z).")
     if kind == "simulate" and (args.path or args.phenotypes or args.atlas_table):
         parser.error("--timeseries / --phenotypes / --atlas-table / a path are for the real sources "
                      "(--source timeseries|braingb|fcn-stack).")
@@ -722,7 +749,8 @@ def main(argv: list[str] | None = None) -> BuildResult:
     if args.source == "simulate":
         from datasets_scripts.simulate import SimulationConfig, simulate
 
-        atlas, table = args.atlas, simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed))
+        atlas, table = args.atlas, simulate(SimulationConfig(subjects=args.subjects, atlas=args.atlas, seed=args.seed,
+                                                               keep_timeseries=args.keep_timeseries))
         split = rule = None
         if zero_shot:
             split, rule = held_out_split(table.meta, args.zero_shot_sites, args.zero_shot_datasets,
@@ -731,6 +759,8 @@ def main(argv: list[str] | None = None) -> BuildResult:
     else:
         atlas = resolve_atlas(args.atlas, args.atlas_table, args.networks)
         table = load_cohort(args, atlas)
+        if not args.keep_timeseries:
+            table.timeseries = None
         split, rule = held_out_split(table.meta, args.zero_shot_sites, args.zero_shot_datasets,
                                      args.validation_fraction, np.random.default_rng(args.seed))
         table.info["zero_shot_datasets"] = [*args.zero_shot_datasets, *args.zero_shot_sites]

@@ -144,7 +144,8 @@ def load_timeseries_folder(
     min_timepoints: int = 20,
     transpose: bool = False,
 ) -> SubjectTable:
-    """Load a cohort of ROI time series, compute their FCNs `(S, N, N)` and attach attributes.
+    """Load a cohort of ROI time series, compute their FCNs `(S, N, N)` and attach attributes; the table keeps the
+    series (`SubjectTable.timeseries`).
 
     Args:
         phenotype: phenotype table(s) (CSV/TSV paths or a DataFrame, e.g. nilearn's ABIDE
@@ -250,7 +251,7 @@ def load_timeseries_folder(
             f"({info['excluded']}); {len(unmatched.get('files_without_phenotype', []))} file(s) had no phenotype row."
         )
     fcns = compute_fcns(series, kind=kind, fisher_z=fisher_z, cov_estimator=cov_estimator)
-    return fcn_stack_to_table(
+    table = fcn_stack_to_table(
         fcns,
         kept["subject_id"].tolist(),
         atlas=atlas,
@@ -260,6 +261,8 @@ def load_timeseries_folder(
         num_rois=expected,
         info=info,
     )
+    table.timeseries = series  # row i's series, for sliding-window FCNs (build_instructions --keep-timeseries)
+    return table
 
 
 def _id_from_name(name: str, id_pattern: str | re.Pattern | None) -> str:

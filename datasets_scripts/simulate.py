@@ -53,6 +53,7 @@ from datasets_scripts.effects import EFFECT_SET, EFFECTS, YEO7, Effect, EffectSe
 from datasets_scripts.hcp import load_group_fcn
 from datasets_scripts.oracle import Hypotheses, LaplaceFit, laplace_fit, posterior, vech, wishart_like_cov
 from datasets_scripts.subjects import SubjectTable
+from datasets_scripts.timeseries_store import standardized_float16
 from processing.atlases import Atlas, load_atlas
 from processing.connectivity import compute_fcns
 
@@ -260,6 +261,8 @@ class SimulationConfig:
         motion_fields: spatial fields of the head-motion artefact (Gaussian bumps at spread ROI centroids).
         motion_width_mm: width of each motion field.
         effects: the planted effects (`effects.load_effects`).
+        keep_timeseries: keep every subject's simulated time series (standardised, float16) in the table, for
+            sliding-window FCNs in training; the draws are the same with or without.
     """
 
     subjects: int = 1500
@@ -280,6 +283,7 @@ class SimulationConfig:
     motion_width_mm: float = 30.0
     effects: EffectSet = EFFECT_SET
     cohorts: tuple[CohortSpec, ...] = DEFAULT_COHORTS
+    keep_timeseries: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -641,6 +645,7 @@ class _SiteDraw:
     fcns: np.ndarray
     g1: np.ndarray
     motion: np.ndarray
+    series: list[np.ndarray] | None = None
 
 
 def _simulate_site(site: SiteModel, n: int, model: EffectModel, config, rng, chunk: int = 64) -> tuple[_SiteDraw, int]:
@@ -671,17 +676,20 @@ def _simulate_site(site: SiteModel, n: int, model: EffectModel, config, rng, chu
     basis_t = torch.as_tensor(model.basis, dtype=torch.float64)
     scale = torch.as_tensor(np.sqrt(np.diag(site.cov)))[:, None]
     t_eff = site.spec.effective_timepoints
+    series = [] if config.keep_timeseries else None
     for start in range(0, n, chunk):
         x = sample_time_series(cov[start:start + chunk], kappa, site.spec.timepoints, rng, site.spec.ar1)
         fcn = compute_fcns(x.numpy())
         fcns[start:start + chunk] = fcn
+        if series is not None:
+            series += list(standardized_float16(x.numpy()))
         # The oracle sees what FCN methods see: the correlation matrix, rescaled to the site's expected
         # ROI variances (the subject's own variances would leak extra information), as a Wishart with the
         # scan's effective T (temporal autocorrelation makes the sample covariance vary as with fewer volumes).
         a = base_a + t_eff * scale * torch.as_tensor(fcn) * scale.T
         chol = torch.linalg.cholesky(a)
         g1[start:start + chunk] = (basis_t.T @ torch.cholesky_solve(basis_t.expand(len(x), -1, -1), chol)).numpy()
-    return _SiteDraw(site, true, observed, fcns, g1, motion), clipped
+    return _SiteDraw(site, true, observed, fcns, g1, motion, series), clipped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -882,4 +890,5 @@ def _simulate(config: SimulationConfig) -> SubjectTable:
         "timings": timings,
     }
     timings["total"] = time.perf_counter() - t0
-    return SubjectTable(np.concatenate([d.fcns for d in draws]), meta, info)
+    series = [ts for d in draws for ts in d.series] if config.keep_timeseries else None
+    return SubjectTable(np.concatenate([d.fcns for d in draws]), meta, info, series)

@@ -23,11 +23,14 @@ class SubjectTable:
         fcns: `(S, N, N)` float32 FCNs, row i belongs to `meta.iloc[i]`.
         meta: S rows; columns `subject_id`, `dataset`, `site`, `atlas`, then attribute columns.
         info: free-form provenance (e.g. exclusion counts per site, simulator ground truth).
+        timeseries: None, or S entries, each the subject's ROI time series `(T_s, N)` the FCN was computed from
+            (None where unknown); kept for sliding-window FCNs in training (`timeseries_store.py`).
     """
 
     fcns: np.ndarray
     meta: pd.DataFrame
     info: dict = field(default_factory=dict)
+    timeseries: list[np.ndarray | None] | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in self.meta.columns]
@@ -40,6 +43,13 @@ class SubjectTable:
         duplicated = self.meta["subject_id"][self.meta["subject_id"].duplicated()].tolist()
         if duplicated:
             raise ValueError(f"Repeated subject ids: {duplicated[:10]}.")
+        if self.timeseries is not None:
+            if len(self.timeseries) != len(self.meta):
+                raise ValueError(f"{len(self.timeseries)} time series but {len(self.meta)} subjects.")
+            for sid, series in zip(self.meta["subject_id"], self.timeseries):
+                if series is not None and (series.ndim != 2 or series.shape[1] != self.fcns.shape[1]):
+                    raise ValueError(f"Subject {sid!r}: time series must have shape (T, N={self.fcns.shape[1]}), "
+                                     f"got {tuple(series.shape)}.")
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -53,7 +63,8 @@ class SubjectTable:
 
     def subset(self, mask: np.ndarray | pd.Series) -> "SubjectTable":
         mask = np.asarray(mask, dtype=bool)
-        return SubjectTable(self.fcns[mask], self.meta[mask].reset_index(drop=True), dict(self.info))
+        series = None if self.timeseries is None else [ts for ts, keep in zip(self.timeseries, mask) if keep]
+        return SubjectTable(self.fcns[mask], self.meta[mask].reset_index(drop=True), dict(self.info), series)
 
     @staticmethod
     def concat(tables: list["SubjectTable"]) -> "SubjectTable":
@@ -62,7 +73,10 @@ class SubjectTable:
             raise ValueError(f"Cannot concatenate subject tables of different atlas sizes: {sorted(sizes)}.")
         meta = pd.concat([t.meta for t in tables], ignore_index=True)
         info = _merge_info([t.info for t in tables])
-        return SubjectTable(np.concatenate([t.fcns for t in tables]), meta, info)
+        series = None
+        if any(t.timeseries is not None for t in tables):
+            series = [ts for t in tables for ts in (t.timeseries if t.timeseries is not None else [None] * len(t))]
+        return SubjectTable(np.concatenate([t.fcns for t in tables]), meta, info, series)
 
 
 def _merge_info(infos: list[dict]) -> dict:

@@ -14,6 +14,7 @@ subjects, longer alignment, bf16 on CUDA). Each stage is `train.py` on its setti
 with this run's folders, seed, backbone, preset sizes and precision, and the settings of the flags given
 (`FLAG_SETTINGS`). Ablations: `--skip_stage0`, `--skip_stage1`,
 `--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--graph_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--window_length 100 [--window_stride 20]`: stage 1 on sliding-window FCNs (the data then keeps the training time series).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs "
                              "with AVX512_BF16 or AMX), fp32 elsewhere")
+    parser.add_argument("--window_length", type=int, default=0,
+                        help="stage 1 on sliding-window FCNs of this many time points, one window per instruction "
+                             "(the paper's augmentation; stage 2 and evaluation read whole scans); 0: whole scans")
+    parser.add_argument("--window_stride", type=int, default=20, help="time points between window starts")
     parser.add_argument("--rebuild_data", action="store_true", help="rebuild the instruction set even if present")
     return parser
 
@@ -124,10 +129,13 @@ def main(argv=None) -> dict:
     bf16 = precision["bf16"]
 
     start = phase(f"1/6 instruction set ({preset['subjects']} subjects, {args.atlas})")
-    if args.rebuild_data or not (data_dir / "README.md").exists():
+    # windows need the training subjects' series; the seed's draws are the same with or without them
+    needs_series = args.window_length and not (data_dir / "timeseries").is_dir()
+    if args.rebuild_data or needs_series or not (data_dir / "README.md").exists():
         subprocess.run(
             [sys.executable, "-m", "datasets_scripts.build_instructions", "--out", str(data_dir),
-             "--subjects", str(preset["subjects"]), "--atlas", args.atlas, "--seed", str(args.seed)],
+             "--subjects", str(preset["subjects"]), "--atlas", args.atlas, "--seed", str(args.seed),
+             *(["--keep-timeseries"] if args.window_length else [])],
             check=True,
         )
     timings["data"] = time.perf_counter() - start
@@ -186,6 +194,8 @@ def stage_runs(args: argparse.Namespace, preset: dict, out: Path, *, bf16: bool,
             settings["max_steps"] = preset["align_steps"]
             if not args.skip_stage0:
                 settings["encoder_checkpoint"] = folders["encoder"]
+            if args.window_length:
+                settings.update(window_length=args.window_length, window_stride=args.window_stride)
         if stage == "joint":
             if preset["joint_samples"]:
                 settings["max_train_samples"] = preset["joint_samples"]
@@ -243,6 +253,8 @@ def card_hyperparameters(args, preset: dict, precision: dict, timings: dict) -> 
     """The model card's hyperparameter table: the preset's sizes, the stages run, the ablations and precision."""
     ablations = [f"--{name}" for name, value in vars(args).items()
                  if value is True and name not in ("lora", "rebuild_data")]
+    if args.window_length:
+        ablations.append(f"--window_length {args.window_length} --window_stride {args.window_stride}")
     return {
         "preset": args.preset, "seed": args.seed, "atlas": args.atlas, "simulated subjects": preset["subjects"],
         "per-device batch size": preset["batch_size"], "ROI-level graph tokens (R)": preset["roi_tokens"],

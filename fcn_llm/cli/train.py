@@ -32,7 +32,9 @@ from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, Trai
 
 from datasets_scripts.attributes import load_registry
 from datasets_scripts.graph_lookup import GraphLookup
-from datasets_scripts.loading import load_instruction_set
+from datasets_scripts.loading import load_config, load_instruction_set
+from datasets_scripts.timeseries_store import TIMESERIES_CONFIG, read_timeseries
+from datasets_scripts.window_lookup import WindowedFCNs
 from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction, FCNLLMForCausalLM
 from processing import FCNProcessor, load_atlas
 from fcn_llm.training.balancing import balance_answers
@@ -131,6 +133,13 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training instructions."})
     max_eval_samples: int | None = field(default=256, metadata={"help": "Cap on validation instructions."})
     max_length: int = field(default=512, metadata={"help": "Longest instruction in tokens (longer raises)."})
+    window_length: int = field(
+        default=0,
+        metadata={"help": "Stages 1-2: train on sliding-window FCNs of this many time points, one window drawn per "
+                          "instruction from the training subjects' time series (the set's 'timeseries' config, "
+                          "build_instructions.py --keep-timeseries); 0: whole-scan FCNs. Validation is whole-scan."},
+    )
+    window_stride: int = field(default=20, metadata={"help": "Time points between the starts of the windows."})
 
 
 @dataclass
@@ -276,6 +285,26 @@ def load_instruction_data(data_args: DataArguments) -> tuple[datasets.DatasetDic
         if missing:
             raise ValueError(f"The {name!r} config of {data_args.data_dir} lacks column(s) {missing}.")
     return subjects, instructions
+
+
+def training_fcns(data_args: DataArguments, lookup: GraphLookup):
+    """What the collator reads FCNs from: `lookup` (whole scans), or with `--window_length` a `WindowedFCNs` over the
+    set's `timeseries` config (subjects without a series, e.g. validation, fall back to `lookup`)."""
+    if not data_args.window_length:
+        return lookup
+    try:
+        series = read_timeseries(load_config(data_args.data_dir, TIMESERIES_CONFIG))
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(
+            f"--window_length {data_args.window_length} needs the training subjects' time series, but "
+            f"{data_args.data_dir} has no readable {TIMESERIES_CONFIG!r} config; rebuild the set with "
+            f"datasets_scripts/build_instructions.py --keep-timeseries ({err})."
+        ) from err
+    windows = WindowedFCNs(series, lookup.__getitem__, data_args.window_length, data_args.window_stride)
+    logger.info("sliding-window FCNs: %d-point windows every %d points for %d of %d stored training subjects "
+                "(shorter series are read whole)", windows.window_length, windows.window_stride,
+                windows.windowed_subjects(), len(series))
+    return windows
 
 
 def select_instructions(
@@ -607,7 +636,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     supervised = num_aux and model.config.auxiliary_loss_weight > 0
     routed = supervised and model.config.instruction_conditioning and model.config.instruction_evidence == "attributes"
     collator = FCNInstructionCollator(
-        processor, lookup, max_length=data_args.max_length,
+        processor, training_fcns(data_args, lookup), max_length=data_args.max_length,
         attribute_targets=aux_targets if supervised else None,
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,

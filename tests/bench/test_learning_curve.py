@@ -43,3 +43,25 @@ def test_bad_forms():
         judgment_questions(_Data(_rows()), ["adhd"], 10, 0, forms="held")
     with pytest.raises(ValueError, match="needs instructions that record their form"):
         judgment_questions(_Data(_rows(with_forms=False)), ["adhd"], 10, 0, forms="held_out")
+
+
+def test_window_runs_pass_their_windows_to_train_py_and_are_named_apart(tmp_path):
+    import argparse
+
+    from bench.learning_curve import run_name, train_argv
+    from fcn_llm.cli import train
+
+    args = argparse.Namespace(
+        stage="align", data="d", train_paradigms="judgment", attributes="adhd", batch_size=8, checkpoints=[16],
+        learning_rate=1e-3, auxiliary_loss_weight=0.5, balance_answers=False, stage0="s0", lora=False,
+        freeze_projector=False, evidence_lr_multiplier=10.0, fit_readout="all", shared_readout=False,
+        window_stride=25, backbone=None)
+    windowed = train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 100))
+    whole = train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 0))
+    data_args = [a for a in windowed if hasattr(a, "window_length")][0]
+    assert (data_args.window_length, data_args.window_stride) == (100, 25)
+    assert [a for a in whole if hasattr(a, "window_length")][0].window_length == 0
+    assert [a.output_dir for a in windowed if hasattr(a, "output_dir")] != [a.output_dir for a in whole if hasattr(a, "output_dir")]
+    assert run_name("stage0", "answer", 0, ["answer"], [0]) == "stage0"
+    assert run_name("stage0", "answer", 100, ["answer"], [0, 100]) == "stage0, 100-point windows"
+    assert run_name("stage0", "answer", 0, ["answer"], [0, 100]) == "stage0, whole scans"

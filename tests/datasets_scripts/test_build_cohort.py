@@ -254,3 +254,17 @@ def test_excluded_subjects_are_counted_per_site_in_the_card(tmp_path):
     card = (out / "README.md").read_text()
     assert "| PITT | too_short | 1 |" in card and "| excluded | 1 |" in card and "| loaded | 7 |" in card
     assert len(load_config(out, "subjects")["zero_shot"]) == 4
+
+
+def test_a_real_cohort_keeps_its_training_series_for_windows_when_asked(abide_pcp, tmp_path):
+    from datasets_scripts.timeseries_store import read_timeseries
+
+    root, phenotypic = abide_pcp
+    common = ["--source", "timeseries", str(root), "--phenotypes", str(phenotypic), "--mapping", "abide1",
+              "--atlas", "aal116", "--zero-shot-sites", "NYU"]
+    bi.main([*common, "--out", str(tmp_path / "plain")])
+    assert not (tmp_path / "plain" / "timeseries").exists()
+    bi.main([*common, "--out", str(tmp_path / "kept"), "--keep-timeseries"])
+    series = read_timeseries(load_config(tmp_path / "kept", "timeseries"))
+    train = load_config(tmp_path / "kept", "subjects")["train"]
+    assert set(series) == set(train["subject_id"]) and next(iter(series.values())).shape[1] == 116

@@ -72,6 +72,8 @@ def test_each_ablation_flag_changes_its_options_on_its_stages(tmp_path):
     assert list(no_stage1) == ["encoder", "joint"]
     assert no_stage1["joint"]["model_name_or_path"] is None and no_stage1["joint"]["encoder_checkpoint"] == str(tmp_path / "stage0")
     assert no_stage1["joint"]["instruction_evidence"] == no_stage1["encoder"]["instruction_evidence"] == "tokens"
+    assert _changed(base, _runs(tmp_path, "--window_length", "100", "--window_stride", "10")) == {
+        "encoder": {}, "align": {"window_length": 100, "window_stride": 10}, "joint": {}}  # stage 1 only
 
 
 def test_every_ablation_flag_is_in_the_table_once():

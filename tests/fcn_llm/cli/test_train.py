@@ -387,3 +387,26 @@ def test_zero3_and_lora_under_deepspeed_are_refused_with_the_configs_that_work()
         train.check_distribution(*args(stage=3))
     with pytest.raises(ValueError, match="--lora under DeepSpeed is not supported.*ddp.yaml"):
         train.check_distribution(*args(stage=2, lora=True))
+
+
+def test_stage1_on_sliding_window_fcns(workspace, tmp_path, caplog):
+    """`--window_length`: the collator draws window FCNs of the training subjects; a set without stored series
+    is an error naming the builder's option."""
+    from datasets_scripts.graph_lookup import GraphLookup
+    from datasets_scripts.window_lookup import WindowedFCNs
+
+    lookup = GraphLookup.from_folder(workspace["data"])
+    with pytest.raises(ValueError, match="--keep-timeseries"):
+        train.training_fcns(train.DataArguments(data_dir=str(workspace["data"]), window_length=100), lookup)
+    assert train.training_fcns(train.DataArguments(data_dir=str(workspace["data"])), lookup) is lookup
+    data = tmp_path / "data"
+    build_instructions.main(["--out", str(data), "--subjects", "80", "--check-train", "40", "--keep-timeseries"])
+    windows = train.training_fcns(train.DataArguments(data_dir=str(data), window_length=100, window_stride=50),
+                                  GraphLookup.from_folder(data))
+    assert isinstance(windows, WindowedFCNs) and windows.windowed_subjects() > 20
+    with caplog.at_level("INFO", logger=train.logger.name):
+        folder = train.main(["--stage", "align", "--data_dir", str(data), "--output_dir", str(tmp_path / "s1"),
+                             "--backbone", str(workspace["backbone"]), "--max_steps", "2", "--window_length", "100",
+                             *TINY_ENCODER, *FAST])
+    assert "sliding-window FCNs: 100-point windows every 20 points" in caplog.text
+    assert json.loads((Path(folder) / "trainer_state.json").read_text())["global_step"] == 2
