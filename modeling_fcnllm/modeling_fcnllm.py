@@ -361,10 +361,11 @@ class InstructionConditioning(nn.Module):
       (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs are read as the
       question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
       the others, times -1 for a question asked the other way round ("Can ADHD be ruled out?", "younger
-      than 40?"; `signs`, bag-of-words classifiers fitted before stage 1, buffers). With `config.evidence_paradigms` (P > 1), `out`
+      than 40?"; `signs`, bag-of-words classifiers). With `config.evidence_paradigms` (P > 1), `out`
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
-      the question's paradigm (`paradigm_weights`: a bag-of-words classifier fitted in
-      closed form before stage 1, buffers), so "Yes"/"No" and "ADHD"/"Control" get their own columns.
+      the question's paradigm (`paradigm_weights`, a bag-of-words classifier), so "Yes"/"No" and
+      "ADHD"/"Control" get their own columns. These question maps (`QUESTION_MAPS`) are initialised by
+      closed-form fits before stage 1 and trained by their own losses.
       A row with two graphs (a comparison) reads `(z_first - z_second) / 2` on both instead of `z - t`
       (`pair_difference`), so "which is older, the first or the second?" gets the difference between them.
 
@@ -377,6 +378,9 @@ class InstructionConditioning(nn.Module):
     the training code fits the thresholds and signs and writes the heads' judgment columns
     in the answers' word embeddings).
     """
+
+    # parameter-name prefixes of the question maps: the router, the class signs, the turn and paradigm classifiers
+    QUESTION_MAPS = ("router", "sign_", "turn_", "paradigm_")
 
     def __init__(self, config: FCNLLMConfig):
         super().__init__()

@@ -36,6 +36,7 @@ from datasets_scripts.loading import load_config, load_instruction_set
 from datasets_scripts.timeseries_store import TIMESERIES_CONFIG, read_timeseries
 from datasets_scripts.window_lookup import WindowedFCNs
 from modeling_fcnllm import FCNEncoderConfig, FCNEncoderForAttributePrediction, FCNLLMForCausalLM
+from modeling_fcnllm.modeling_fcnllm import InstructionConditioning
 from processing import FCNProcessor, load_atlas
 from fcn_llm.training.balancing import balance_answers
 from fcn_llm.training.collator import FCNInstructionCollator
@@ -608,6 +609,14 @@ def report_precision(training_args: TrainingArguments) -> dict:
     return info
 
 
+def evidence_lr_multipliers(multiplier: float) -> dict[str, float]:
+    """`FCNTrainer`'s multipliers: the evidence (`instruction_conditioning`) at `multiplier` x the learning rate, its
+    question maps (initialised by closed-form fits, supervised by their own losses) at the base rate
+    (docs/experiments.md: at 10x their losses oscillate)."""
+    module = "instruction_conditioning"
+    return {module: multiplier, **{f"{module}.{name}": 1.0 for name in InstructionConditioning.QUESTION_MAPS}}
+
+
 def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=None) -> Path:
     precision = report_precision(training_args)
     subjects, instructions = load_instruction_data(data_args)
@@ -666,7 +675,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
         model=trainable_model, args=training_args, train_dataset=train,
         eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
         processing_class=processor, callbacks=callbacks,
-        lr_multipliers={"instruction_conditioning": recipe_args.evidence_lr_multiplier},
+        lr_multipliers=evidence_lr_multipliers(recipe_args.evidence_lr_multiplier),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)

@@ -25,8 +25,9 @@ class FCNTrainer(Trainer):
 
     `lr_multipliers` maps a parameter-name fragment to a learning-rate multiplier: `create_optimizer`
     builds the `--optim` optimizer (the Trainer's class and kwargs) with parameters whose name holds the
-    fragment in their own groups at `multiplier x learning_rate` (first matching fragment wins), the
-    Trainer's weight-decay split kept. Empty or all-1 multipliers: the Trainer's own optimizer.
+    fragment in their own groups at `multiplier x learning_rate` (the longest matching fragment wins, so
+    `{"a": 10, "a.b": 1}` keeps `a.b` at the base rate), the Trainer's weight-decay split kept. Empty or
+    all-1 multipliers: the Trainer's own optimizer.
 
     Before each training step the process's thread governor, where one is enabled (`fcn_llm.threads`), sets
     torch's thread count to the cores other processes leave free.
@@ -40,7 +41,7 @@ class FCNTrainer(Trainer):
         for fragment, multiplier in multipliers.items():
             if not multiplier > 0:
                 raise ValueError(f"The learning-rate multiplier of {fragment!r} must be positive, got {multiplier}.")
-        self.lr_multipliers = {k: float(v) for k, v in multipliers.items() if v != 1.0}
+        self.lr_multipliers = {k: float(v) for k, v in multipliers.items()}
         super().__init__(*args, **kwargs)
 
     def training_step(self, *args, **kwargs) -> torch.Tensor:
@@ -60,7 +61,7 @@ class FCNTrainer(Trainer):
         )
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        if self.optimizer is not None or not self.lr_multipliers:
+        if self.optimizer is not None or all(m == 1.0 for m in self.lr_multipliers.values()):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         if self.optimizer_cls_and_kwargs is not None:
@@ -83,7 +84,8 @@ class FCNTrainer(Trainer):
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
-            multiplier = next((m for fragment, m in self.lr_multipliers.items() if fragment in name), 1.0)
+            fragment = max((f for f in self.lr_multipliers if f in name), key=len, default=None)
+            multiplier = 1.0 if fragment is None else self.lr_multipliers[fragment]
             groups.setdefault((name in decay, multiplier), []).append(param)
         return [
             {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,

@@ -36,6 +36,17 @@ def test_multiplied_parameters_get_their_own_groups(tokenizer, tmp_path):
     assert settings == [(1e-3, 0.1), (1e-3, 0.0), (1e-2, 0.1), (1e-2, 0.0)]  # one group per setting
 
 
+def test_the_longest_matching_fragment_sets_the_multiplier(tokenizer, tmp_path):
+    """The evidence's readout at 10x, its question maps (router, paradigm, turn, sign) at the base rate."""
+    model, trainer = _trainer(tokenizer, tmp_path, lr_multipliers={
+        "instruction_conditioning": 10.0, "instruction_conditioning.router": 1.0})
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    conditioning = model.model.instruction_conditioning
+    assert rate[id(conditioning.router.weight)] == pytest.approx(1e-3)
+    assert rate[id(conditioning.out.weight)] == pytest.approx(1e-2)
+
+
 def test_scheduler_keeps_the_ratio(tokenizer, tmp_path):
     _, trainer = _trainer(tokenizer, tmp_path, lr_multipliers={"instruction_conditioning": 10.0})
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
