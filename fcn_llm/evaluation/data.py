@@ -37,6 +37,8 @@ class EvaluationData:
         oracle: attribute key -> per-subject oracle scores aligned with `subjects` (binary: log-odds
             `(S,)`, categorical: class posteriors `(S, C)`, continuous: posterior mean `(S,)`); NaN where absent.
         notes: what was skipped or unavailable, for the report.
+        seen_thresholds: attribute key -> the thresholds the `train` split's judgments name (empty without a
+            `threshold` column), so the evaluation can tell thresholds seen in training from new ones.
     """
 
     subjects: pd.DataFrame
@@ -44,6 +46,7 @@ class EvaluationData:
     instructions: pd.DataFrame
     oracle: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    seen_thresholds: dict[str, set[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._row = {sid: i for i, sid in enumerate(self.subjects["subject_id"])}
@@ -153,7 +156,16 @@ def load_evaluation_data(data_dir: str | Path) -> EvaluationData:
     instructions["messages"] = [_as_list(m) for m in instructions["messages"]]
     oracle = _decode_oracle(subjects)
     subjects = subjects.drop(columns=[c for c in subjects.columns if c.startswith(ORACLE_PREFIX)])
-    return EvaluationData(subjects=subjects, fcns=fcns, instructions=instructions, oracle=oracle)
+    return EvaluationData(subjects=subjects, fcns=fcns, instructions=instructions, oracle=oracle,
+                          seen_thresholds=named_thresholds(instruction_splits.get(TRAIN_SPLIT)))
+
+
+def named_thresholds(instructions: pd.DataFrame | None) -> dict[str, set[float]]:
+    """attribute key -> the distinct thresholds its judgments in `instructions` name (none without the column)."""
+    if instructions is None or "threshold" not in instructions.columns:
+        return {}
+    named = instructions[(instructions["paradigm"] == "judgment") & instructions["threshold"].notna()]
+    return {key: set(group["threshold"].astype(float)) for key, group in named.groupby("attribute")}
 
 
 def in_domain_split(data: EvaluationData, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

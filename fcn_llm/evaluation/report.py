@@ -6,7 +6,7 @@ results.json::
      "results": {"<attribute>/<paradigm>[/held_out]": {"attribute", "name", "kind", "paradigm", "forms", "target", "n",
                  "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
 
-With ``fcn_llm`` evaluated, results.json also has ``parsability`` (`answer_forms.parsability_report`),
+With ``fcn_llm`` evaluated, results.json also has ``forms`` (`form_breakdown.form_report`), ``parsability`` (`answer_forms.parsability_report`),
 ``consistency`` (`consistency.agreement_report`), ``real_data`` (`real_data.real_data_report`),
 ``known_attributes`` (the model's attribute heads, or null) and ``untrained_attributes`` (attributes asked
 about that the model has no head for, with their answers' confidence); rows then carry ``trained``.
@@ -242,6 +242,21 @@ def answer_check_sections(report: dict) -> list[str]:
             lines.append("- unparsable, e.g.: " + "; ".join(f"{e['row']} {e['answer']!r}"
                                                            for e in parsing["unparsable_examples"][:4]) + "\n")
         parts.append("".join(lines))
+    forms = report.get("forms")
+    if forms:
+        turned, thresholds = forms["turned_vs_plain"], forms["thresholds"]
+        parts.append(
+            "\n## Judgments by form (FCN-LLM, AUC, both wordings)\n\n"
+            f"- turned (negated or reversed, answers turned back) vs plain: {_fmt(turned['mean_turned'], 'auc')} vs "
+            f"{_fmt(turned['mean_plain'], 'auc')} over {turned['attributes_compared']} attributes, ratio "
+            f"{_fmt(turned['ratio'], 'auc')} (target >= {turned['target']})"
+            + "".join(f"; {k} {_fmt(v['turned'], 'auc')} ({v['n_turned']}) vs {_fmt(v['plain'], 'auc')} ({v['n_plain']})"
+                      for k, v in turned["by_attribute"].items()) + "\n"
+            f"- thresholds never named in training vs named: {_fmt(thresholds['mean_unseen'], 'auc')} vs "
+            f"{_fmt(thresholds['mean_seen'], 'auc')} over {thresholds['attributes_compared']} attributes, difference "
+            f"{_fmt(thresholds['difference'], 'auc')} (target within {thresholds['target']})"
+            + "".join(f"; {k} {_fmt(v['unseen'], 'auc')} ({v['n_unseen']}) vs {_fmt(v['seen'], 'auc')} ({v['n_seen']})"
+                      for k, v in thresholds["by_attribute"].items()) + "\n")
     consistency = report.get("consistency")
     if consistency:
         lines = [f"\n## Consistency across paradigms ({len(consistency['subjects'])} subjects; target "

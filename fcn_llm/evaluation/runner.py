@@ -29,6 +29,7 @@ from .controls import shuffled_partners, without_graphs
 from .data import TRAIN_SPLIT, EvaluationData, in_domain_split, load_evaluation_data
 from .answer_forms import generate_texts, parsability_report, sample_questions
 from .consistency import run_consistency
+from .form_breakdown import form_report
 from .fcn_llm import answer_questions
 from .known_attributes import model_attributes, untrained_note, untrained_report
 from .model_io import load_model_and_processor
@@ -286,12 +287,13 @@ def run_zero_shot_evaluation(
         log(f"[eval] warning: {notes[-1]}")
     checks = {}
     if "fcn_llm" in answers:
+        checks["forms"] = form_report(questions, answers["fcn_llm"], data.seen_thresholds)
         start = time.perf_counter()
         with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
-            checks = _answer_checks(model, processor, questions, answers["fcn_llm"], data, eval_rows, registry, keys,
-                                    known, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                    parsability_questions=parsability_questions,
-                                    consistency_subjects=consistency_subjects, real_data=real_data, log=log)
+            checks |= _answer_checks(model, processor, questions, answers["fcn_llm"], data, eval_rows, registry, keys,
+                                     known, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                     parsability_questions=parsability_questions,
+                                     consistency_subjects=consistency_subjects, real_data=real_data, log=log)
         timings["answer_checks"] = time.perf_counter() - start
         log(f"[eval] parsability, consistency, real data: {timings['answer_checks']:.1f}s")
     notes.extend(n for ns in method_notes.values() for n in ns if n.split(":")[0] not in keys)

@@ -58,6 +58,9 @@ def test_markdown_table(run):
     assert header in text
     assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + len(report["results"])
     assert "| ADHD | judgment |" in text and "| age | predictive |" in text and "r / MAE" in text
+    assert "## Judgments by form (FCN-LLM, AUC, both wordings)" in text
+    forms = json.loads((out / "results.json").read_text())["forms"]
+    assert set(forms) == {"turned_vs_plain", "thresholds"} and "adhd" in forms["turned_vs_plain"]["by_attribute"]
 
 
 def test_plots(run):

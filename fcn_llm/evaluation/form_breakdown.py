@@ -1,0 +1,55 @@
+"""FCN-LLM's judgments split by form: questions asked plainly vs turned (negated or reversed), and continuous
+judgments whose threshold the training questions named vs thresholds never seen in training.
+
+results.json ``forms``::
+
+    {"turned_vs_plain": {"by_attribute": {key: {"plain", "turned", "n_plain", "n_turned"}},
+                         "mean_plain", "mean_turned", "ratio", "target"},
+     "thresholds": {"by_attribute": {key: {"seen", "unseen", "n_seen", "n_unseen"}},
+                    "mean_seen", "mean_unseen", "difference", "target"}}
+
+Each AUC is over the judgments of one attribute in that form (both wordings), answers of turned questions turned
+back (`report.collect`), so both halves measure the attribute; the means are over the attributes where both halves
+have an AUC (NaN where a half holds one class only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from fcn_llm.questions import Question
+from .report import collect, plain_way
+
+TURNED_TARGET = 0.95  # turned forms' mean AUC at least this fraction of the plain forms'
+THRESHOLD_TARGET = 0.03  # unseen thresholds' mean AUC within this of the seen ones'
+
+
+def _auc(questions: list[Question], answers: dict[str, dict]) -> float:
+    refs, scores, _, _ = collect(questions, answers)
+    return float(roc_auc_score(refs, scores)) if len(set(refs.tolist())) == 2 else float("nan")
+
+
+def _split(judgments: list[Question], answers: dict[str, dict], side, names: tuple[str, str]) -> dict:
+    """Per attribute, the AUC of its judgments on each side of `side(question) -> bool` (True: names[1])."""
+    by_attribute = {}
+    for key in sorted({q.group[0] for q in judgments}):
+        mine = [q for q in judgments if q.group[0] == key]
+        halves = {name: [q for q in mine if side(q) == (name == names[1])] for name in names}
+        by_attribute[key] = {**{name: _auc(group, answers) for name, group in halves.items()},
+                             **{f"n_{name}": len(group) for name, group in halves.items()}}
+    both = [v for v in by_attribute.values() if np.isfinite(v[names[0]]) and np.isfinite(v[names[1]])]
+    means = {f"mean_{name}": float(np.mean([v[name] for v in both])) if both else float("nan") for name in names}
+    return {"by_attribute": by_attribute, **means, "attributes_compared": len(both)}
+
+
+def form_report(questions: list[Question], answers: dict[str, dict], seen_thresholds: dict[str, set[float]]) -> dict:
+    """The ``forms`` entry of results.json from FCN-LLM's `answers` (question id -> {"score", ...})."""
+    judgments = [q for q in questions if q.group[1] == "judgment" and q.target == "binary" and q.id in answers]
+    turned = _split(judgments, answers, lambda q: plain_way(q) == -1, ("plain", "turned"))
+    turned.update(ratio=turned["mean_turned"] / turned["mean_plain"], target=TURNED_TARGET)
+    named = [q for q in judgments if q.threshold is not None]
+    thresholds = _split(named, answers, lambda q: float(q.threshold) not in seen_thresholds.get(q.group[0], set()),
+                        ("seen", "unseen"))
+    thresholds.update(difference=thresholds["mean_unseen"] - thresholds["mean_seen"], target=THRESHOLD_TARGET)
+    return {"turned_vs_plain": turned, "thresholds": thresholds}
