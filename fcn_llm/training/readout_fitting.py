@@ -7,7 +7,8 @@ The columns are written in the LLM's own words: the embedding of the positive an
 the negative answer's, unit length, on the head's judgments ("Yes" - "No"; a binary head without
 judgments: its predictive answers, e.g. "ADHD" - "Control"), in the column of the paradigm the answers
 belong to when the model has one readout per paradigm (`evidence_paradigms`), else in the shared column
-(the paradigms' directions summed). A continuous head is read out on its threshold judgments ("Is this
+(the paradigms' directions summed); with one readout per paradigm, a binary or categorical head's predictive
+columns are written along its class names ("ADHD" - "Control"; "Female" - the other names). A continuous head is read out on its threshold judgments ("Is this
 subject older than 30 years?"), whose threshold `t` comes from the question's number or `fit_thresholds`.
 A categorical head's outputs all get the judgments' column; `fit_signs` turns them to the class asked.
 
@@ -268,12 +269,51 @@ def comparison_rows(rows: Sequence[dict]) -> tuple[list[dict], np.ndarray]:
     return pairs, np.array([float(parse_choice(str(row["answer"]), (FIRST, SECOND)) == 0) for row in pairs])
 
 
+def predictive_readout(rows: Sequence[dict], targets, j: int, spec: dict, first_output: int, embeddings: torch.Tensor,
+                       tokenizer) -> tuple[dict[int, torch.Tensor], list[tuple]]:
+    """The predictive answers' directions of a binary or categorical head `j` and the rows to compare scales on.
+
+    The class names the predictive instructions about the head answer with (per class, its most frequent answer:
+    "ADHD" / "Control", "Female" / "Male") set, per head output, the direction its predictive column is written in:
+    a binary head's output along unit(E[positive name] - E[negative name]); a categorical head's output k along
+    unit(E[name k] - mean of the other names' E), each at the first token of the name. Returns {head output:
+    `(D,)` direction} (empty where names are missing or share a first token) and the rows compared, as
+    (row, label, (answer read as positive, the other answer)): binary rows by class, categorical rows of its first
+    two classes."""
+    about = [row for row in rows if row.get("paradigm") == "predictive" and len(row["subject_ids"]) == 1
+             and not np.isnan(targets.get(row["subject_ids"][0], [np.nan] * (j + 1))[j])]
+    classes = np.array([int(targets[row["subject_ids"][0]][j]) for row in about])
+    names = {}
+    for k in range(2 if spec["kind"] == "binary" else int(spec["num_outputs"])):
+        said = [str(row["answer"]) for row, c in zip(about, classes) if c == k]
+        if said:
+            names[k] = max(set(said), key=said.count)
+    first = {k: tokenizer(name, add_special_tokens=False)["input_ids"][0] for k, name in names.items()}
+    if len(names) < 2 or len(set(first.values())) < len(first):
+        return {}, []
+    if spec["kind"] == "binary":
+        directions = {first_output: embeddings[first[1]] - embeddings[first[0]]}
+        compared = [(row, float(c), (names[1], names[0])) for row, c in zip(about, classes)]
+    else:
+        directions = {first_output + k: embeddings[first[k]] - torch.stack([embeddings[first[i]] for i in first if i != k]).mean(0)
+                      for k in first}
+        compared = [(row, float(c == 0), (names[0], names[1])) for row, c in zip(about, classes) if c in (0, 1)
+                    and {0, 1} <= set(names)]
+    directions = {o: (d.float() / d.float().norm()) for o, d in directions.items() if d.float().norm() > 0}
+    return directions, compared
+
+
 def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> float | None:
     """Mean over heads of the AUC of `scores` for `labels` among each head's rows (heads with both labels);
     None if no head has both."""
     values = [roc_auc_score(labels[heads == h], scores[heads == h]) for h in sorted(set(heads.tolist()))
               if len(set(labels[heads == h].tolist())) == 2]
     return float(np.mean(values)) if values else None
+
+
+def names_classes(spec: dict) -> bool:
+    """Whether a head's predictive answers are class names (binary and categorical heads)."""
+    return spec["kind"] in ("binary", "categorical")
 
 
 def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *,
@@ -285,7 +325,9 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     "continuous"; a categorical head: all its outputs' columns) to `scale * direction` (module docstring), one
     signed scale per kind. With one readout per paradigm, a head compared in comparative instructions also gets its
     comparative columns in the direction of "First" - "Second" (the evidence of a pair reads the
-    difference between its subjects), their scale chosen as a kind of its own, `comparative`.
+    difference between its subjects), their scale chosen as a kind of its own, `comparative`; and a binary or
+    categorical head asked predictive questions gets its predictive columns along its class names
+    (`predictive_readout`), at a scale of their own, `predictive`.
 
     Args:
         collate: the training collator, built with the heads' `attribute_targets` (its labels are the classes)
@@ -345,6 +387,15 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         for value in (1, 0):
             for i in rng.permutation(np.flatnonzero(pool & (label == value)))[:per_class]:
                 compared.append((about[i], value, answers[str(about[i].get("paradigm", ""))], str(specs[j]["kind"]), key))
+        if names_classes(specs[j]) and "predictive" in getattr(conditioning, "paradigms", []):
+            named, asked = predictive_readout(grouped.get(key, []), targets, j, specs[j], int(offsets[j]), embeddings,
+                                              collate.processor.tokenizer)
+            directions.update({conditioning.evidence_column(output, "predictive"): ("predictive", direction)
+                               for output, direction in named.items()})
+            labels_asked = np.array([label for _, label, _ in asked])
+            for value in (1, 0):
+                for i in rng.permutation(np.flatnonzero(labels_asked == value))[:per_class]:
+                    compared.append((asked[i][0], value, asked[i][2], "predictive", key))
         pairs, first = comparison_rows(grouped.get(key, []))
         if "comparative" in getattr(conditioning, "paradigms", []) and 0 < first.sum() < len(first):
             said = answer_directions(embeddings, collate.processor.tokenizer, {"comparative": (FIRST, SECOND)})

@@ -114,7 +114,7 @@ def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
         assert "readout" not in summary and (columns == 0).all()
         return
     readout = summary["readout"]
-    assert set(readout["scale"]) <= {"continuous", "categorical", "comparative"} and readout["sign_r2"]
+    assert set(readout["scale"]) <= {"continuous", "categorical", "comparative", "predictive"} and readout["sign_r2"]
     assert readout["threshold_r2"] == {} and config["numeral_tokens"]  # thresholds read as numbers: nothing fitted
     for j, spec in enumerate(specs):
         start = sum(s["num_outputs"] for s in specs[:j])

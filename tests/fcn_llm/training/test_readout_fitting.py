@@ -336,3 +336,53 @@ def test_comparisons_are_read_out_in_the_direction_of_the_first_answer(processor
                             evidence_paradigms=["predictive", "judgment", "comparative"])
     fit_readout(plain, collator, _age_rows(), kinds=("continuous",), per_class=6, scales=(1.0,))
     assert not plain.model.instruction_conditioning.out.weight[:, conditioning.evidence_column(3, "comparative")].any()
+
+
+def _predictive_class_rows():
+    """Predictive questions about ADHD ("ADHD" / "Control") and sex ("Female" / "Male"), answered from the class."""
+    rows = []
+    for sid in SUBJECTS:
+        adhd = "ADHD" if TARGETS[sid][0] == 1 else "Control"
+        sex = ("Female", "Male")[int(TARGETS[sid][1])]
+        for key, question, answer in (("adhd", "Does this subject have ADHD or is it a control?", adhd),
+                                      ("sex", "What is this subject's sex?", sex)):
+            rows.append({"id": f"{key}{sid}", "attribute": key, "answer": answer, "subject_ids": [sid],
+                         "paradigm": "predictive", "messages": [{"role": "user", "content": f"<graph>\n{question}"},
+                                                                {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def test_predictive_columns_are_written_along_the_class_names(processor, collator, monkeypatch):
+    """A binary head's predictive column along E["ADHD"] - E["Control"], a categorical head's output k along its
+    class name minus the others', at the `predictive` scale; the judgments' columns as before."""
+    import fcn_llm.training.readout_fitting as readout_fitting
+
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
+    conditioning = model.model.instruction_conditioning
+    column = conditioning.evidence_column(0, "predictive")
+    noise = np.random.default_rng(0).normal(scale=0.5, size=10_000)
+
+    def margins(model_, collate, rows, answers, bf16=False, batch_size=16):
+        """An LLM whose margin for the row's own answer grows with the written predictive column of ADHD."""
+        written = float(model_.model.instruction_conditioning.out.weight[:, column].norm())
+        said = np.array([1.0 if str(row["answer"]) == pair[0] else -1.0 for row, pair in zip(rows, answers)])
+        return written * said + noise[: len(rows)]
+
+    monkeypatch.setattr(readout_fitting, "answer_margins", margins)
+    report = fit_readout(model, collator, _rows() + _sex_rows() + _predictive_class_rows(),
+                         kinds=("binary", "categorical"), per_class=6, scales=(1.0, 3.0))
+    assert set(report["auc"]["predictive"]) >= {0.0, 3.0, -3.0} and abs(report["scale"]["predictive"]) == 3.0
+    embeddings = model.get_input_embeddings().weight.detach()
+    unit = embeddings.norm(dim=-1).mean()
+    first = {name: processor.tokenizer(name, add_special_tokens=False)["input_ids"][0]
+             for name in ("ADHD", "Control", "Female", "Male")}
+    scale = report["scale"].get("predictive", 0.0)
+
+    def along(a, b):
+        d = embeddings[first[a]] - embeddings[first[b]]
+        return scale * unit * d / d.norm()
+
+    torch.testing.assert_close(conditioning.out.weight[:, conditioning.evidence_column(0, "predictive")], along("ADHD", "Control"))
+    torch.testing.assert_close(conditioning.out.weight[:, conditioning.evidence_column(1, "predictive")], along("Female", "Male"))
+    torch.testing.assert_close(conditioning.out.weight[:, conditioning.evidence_column(2, "predictive")], along("Male", "Female"))
+    assert not conditioning.out.weight[:, conditioning.evidence_column(3, "predictive")].any()  # age: numbers are written
