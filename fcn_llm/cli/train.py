@@ -289,8 +289,9 @@ def load_instruction_data(data_args: DataArguments) -> tuple[datasets.DatasetDic
 
 
 def training_fcns(data_args: DataArguments, lookup: GraphLookup):
-    """What the collator reads FCNs from: `lookup` (whole scans), or with `--window_length` a `WindowedFCNs` over the
-    set's `timeseries` config (subjects without a series, e.g. validation, fall back to `lookup`)."""
+    """What the training collator reads FCNs from: `lookup` (whole scans), or with `--window_length` a `WindowedFCNs`
+    over the set's `timeseries` config (subjects without a series, e.g. validation, fall back to `lookup`). The
+    closed-form fits before training always read whole scans, as the evaluation does."""
     if not data_args.window_length:
         return lookup
     try:
@@ -644,14 +645,17 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     num_aux = len(model.config.auxiliary_heads or [])
     supervised = num_aux and model.config.auxiliary_loss_weight > 0
     routed = supervised and model.config.instruction_conditioning and model.config.instruction_evidence == "attributes"
-    collator = FCNInstructionCollator(
-        processor, training_fcns(data_args, lookup), max_length=data_args.max_length,
+    collator_settings = dict(
+        max_length=data_args.max_length,
         attribute_targets=aux_targets if supervised else None,
         num_attribute_targets=num_aux,
         routing_keys=[h["key"] for h in model.config.auxiliary_heads] if routed else None,
         question_heads=model.config.auxiliary_heads if routed else None,
         paradigms=model.config.evidence_paradigms if routed else None,
     )
+    collator = FCNInstructionCollator(processor, lookup, **collator_settings)  # whole scans: the fits, validation
+    fcns = training_fcns(data_args, lookup)
+    training_collator = collator if fcns is lookup else FCNInstructionCollator(processor, fcns, **collator_settings)
     if training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):  # samplers that read lengths
         train, validation = with_token_lengths(train, collator), with_token_lengths(validation, collator)
     fitted: dict = {}
@@ -673,7 +677,7 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
     )
     trainer = FCNTrainer(
         model=trainable_model, args=training_args, train_dataset=train,
-        eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=collator,
+        eval_dataset=validation if training_args.eval_strategy != "no" else None, data_collator=training_collator,
         processing_class=processor, callbacks=callbacks,
         lr_multipliers=evidence_lr_multipliers(recipe_args.evidence_lr_multiplier),
     )

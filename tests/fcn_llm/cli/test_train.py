@@ -389,9 +389,16 @@ def test_zero3_and_lora_under_deepspeed_are_refused_with_the_configs_that_work()
         train.check_distribution(*args(stage=2, lora=True))
 
 
-def test_stage1_on_sliding_window_fcns(workspace, tmp_path, caplog):
-    """`--window_length`: the collator draws window FCNs of the training subjects; a set without stored series
-    is an error naming the builder's option."""
+class RecordCollator(TrainerCallback):
+    """Keeps the collator the Trainer's training batches come from."""
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.collator = train_dataloader.collate_fn
+
+
+def test_stage1_on_sliding_window_fcns(workspace, tmp_path, caplog, monkeypatch):
+    """`--window_length`: the training collator draws window FCNs of the training subjects, while the closed-form
+    fits before training read whole scans; a set without stored series is an error naming the builder's option."""
     from datasets_scripts.graph_lookup import GraphLookup
     from datasets_scripts.window_lookup import WindowedFCNs
 
@@ -404,9 +411,14 @@ def test_stage1_on_sliding_window_fcns(workspace, tmp_path, caplog):
     windows = train.training_fcns(train.DataArguments(data_dir=str(data), window_length=100, window_stride=50),
                                   GraphLookup.from_folder(data))
     assert isinstance(windows, WindowedFCNs) and windows.windowed_subjects() > 20
+    fitted_on, fit_readout = [], train.fit_readout
+    monkeypatch.setattr(train, "fit_readout", lambda model, collator, *a, **k: (
+        fitted_on.append(collator.lookup), fit_readout(model, collator, *a, **k))[1])
+    record = RecordCollator()
     with caplog.at_level("INFO", logger=train.logger.name):
         folder = train.main(["--stage", "align", "--data_dir", str(data), "--output_dir", str(tmp_path / "s1"),
                              "--backbone", str(workspace["backbone"]), "--max_steps", "2", "--window_length", "100",
-                             *TINY_ENCODER, *FAST])
+                             *TINY_ENCODER, *FAST], callbacks=[record])
     assert "sliding-window FCNs: 100-point windows every 20 points" in caplog.text
+    assert isinstance(fitted_on[0].__self__, GraphLookup) and isinstance(record.collator.lookup, WindowedFCNs)
     assert json.loads((Path(folder) / "trainer_state.json").read_text())["global_step"] == 2
