@@ -18,7 +18,9 @@ tokens is an empirical fact about that LLM, so each kind of head ("binary", "cat
 `+probe` and `-probe` (probe: the middle of `SCALES`) whose answer margins log P(positive) - log P(negative)
 separate balanced training judgments better, then the other magnitudes of `SCALES` are tried with that sign,
 and 0 (no readout) is always a candidate. Separation is the mean over heads of each head's AUC (pooled over
-heads, a per-head answer prior would count as separation). Fit it after the router and the paradigm
+heads, a per-head answer prior would count as separation); among scales of equal separation, the one whose
+answers are right most often (the mean over heads of the balanced accuracy of the margin's sign: a scale too
+small to outweigh the question's answer prior ranks subjects as well but answers them alike), then the smaller. Fit it after the router and the paradigm
 classifier (each column acts through its head's routing weight and its paradigm's weight).
 """
 
@@ -303,6 +305,16 @@ def predictive_readout(rows: Sequence[dict], targets, j: int, spec: dict, first_
     return directions, compared
 
 
+def mean_head_accuracy(labels: np.ndarray, margins: np.ndarray, heads: np.ndarray) -> float:
+    """Mean over heads of the balanced accuracy of the answers the `margins` give (positive where > 0)."""
+    values = []
+    for h in sorted(set(heads.tolist())):
+        mine = heads == h
+        values.append(np.mean([np.mean((margins[mine & (labels == y)] > 0) == bool(y))
+                               for y in (0, 1) if (mine & (labels == y)).any()]))
+    return float(np.mean(values))
+
+
 def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> float | None:
     """Mean over heads of the AUC of `scores` for `labels` among each head's rows (heads with both labels);
     None if no head has both."""
@@ -423,15 +435,18 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
     was_training = model.training
     model.eval()
     auc: dict[str, dict[float, float]] = {kind: {} for kind in kinds_compared}
+    accuracy: dict[str, dict[float, float]] = {kind: {} for kind in kinds_compared}
 
     def compare(scale_of: Callable[[str], float]) -> None:
-        """Score the compared rows with each kind's column at `scale_of(kind)`; record each kind's AUC."""
+        """Score the compared rows with each kind's column at `scale_of(kind)`; record each kind's AUC and accuracy."""
         write(scale_of)
         margins = answer_margins(model, collate, rows_compared, pairs, bf16=bf16)
         for kind in kinds_compared:
-            value = mean_head_auc(labels[kinds == kind], margins[kinds == kind], heads_of[kinds == kind])
+            mine = kinds == kind
+            value = mean_head_auc(labels[mine], margins[mine], heads_of[mine])
             if value is not None:
                 auc[kind][float(scale_of(kind))] = value
+                accuracy[kind][float(scale_of(kind))] = mean_head_accuracy(labels[mine], margins[mine], heads_of[mine])
 
     probe = float(sorted(scales)[len(scales) // 2])
     for scale in (0.0, probe, -probe):  # each instruction reads its own head's column (the router's weight)
@@ -441,8 +456,9 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         compare(lambda kind: sign.get(kind, 1.0) * magnitude)
     model.train(was_training)
     auc = {kind: by for kind, by in auc.items() if by}
-    # ties go to the smaller magnitude (0 first)
-    best = {kind: max(sorted(by, key=abs), key=by.get) for kind, by in auc.items()}
+    # AUC first; among equal AUCs (a per-head AUC ignores a constant answer prior, so larger scales often tie) the
+    # scale whose answers are right most often, then the smaller magnitude
+    best = {kind: max(by, key=lambda scale: (by[scale], accuracy[kind][scale], -abs(scale))) for kind, by in auc.items()}
     write(lambda kind: best.get(kind, 0.0))
     heads = [key for key, kind in written.items() if best.get(kind, 0.0) != 0.0]
     logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (judgment AUC on "
@@ -450,4 +466,5 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
                 len(heads), best, len(compared),
                 "; ".join(f"{kind} " + ", ".join(f"{s:g}: {v:.3f}" for s, v in by_scale.items()) for kind, by_scale in auc.items()),
                 ", ".join(f"{k} {v:.2f}" for k, v in {**thresholds, **signs}.items()) or "-")
-    return {"heads": heads, "scale": best, "auc": auc, "threshold_r2": thresholds, "sign_r2": signs}
+    return {"heads": heads, "scale": best, "auc": auc, "accuracy": {kind: accuracy[kind] for kind in auc},
+            "threshold_r2": thresholds, "sign_r2": signs}

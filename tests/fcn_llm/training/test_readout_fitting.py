@@ -99,7 +99,8 @@ def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_s
     best = report["scale"]["binary"]
     # 0, then both signs of the middle magnitude, then the other magnitude with the better sign
     assert set(by_scale) == {0.0, 3.0, -3.0, 1.0 if by_scale[3.0] >= by_scale[-3.0] else -1.0}
-    assert report["scale"] == {"binary": max(sorted(by_scale, key=abs), key=by_scale.get)}
+    accuracy = report["accuracy"]["binary"]
+    assert report["scale"] == {"binary": max(by_scale, key=lambda s: (by_scale[s], accuracy[s], -abs(s)))}
     assert np.sign(best) == response and by_scale[best] > by_scale[0.0]
     assert best != 0 and report["heads"] == ["adhd"]  # a column was written, not left at zero
     out = model.model.instruction_conditioning.out
@@ -386,3 +387,23 @@ def test_predictive_columns_are_written_along_the_class_names(processor, collato
     torch.testing.assert_close(conditioning.out.weight[:, conditioning.evidence_column(1, "predictive")], along("Female", "Male"))
     torch.testing.assert_close(conditioning.out.weight[:, conditioning.evidence_column(2, "predictive")], along("Male", "Female"))
     assert not conditioning.out.weight[:, conditioning.evidence_column(3, "predictive")].any()  # age: numbers are written
+
+
+def test_among_equally_separating_scales_the_one_that_answers_right_wins(processor, collator, monkeypatch):
+    """An LLM with a strong "No" prior ranks subjects by the readout at any positive scale (equal AUC), but answers
+    them right only once the readout outweighs the prior: the larger scale is chosen, not the smaller."""
+    import fcn_llm.training.readout_fitting as readout_fitting
+
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    unit = _word_column(model, processor, 1.0)
+
+    def margins(model_, collate, rows, answers, bf16=False, batch_size=16):
+        scale = float(model_.model.instruction_conditioning.out.weight[:, 0] @ unit / (unit @ unit))
+        said = np.array([1.0 if str(row["answer"]) == "Yes" else -1.0 for row in rows])
+        return -5.0 + 2.0 * scale * said
+
+    monkeypatch.setattr(readout_fitting, "answer_margins", margins)
+    report = fit_readout(model, collator, _rows(), per_class=6, scales=(1.0, 3.0))
+    assert report["auc"]["binary"][1.0] == report["auc"]["binary"][3.0] == 1.0
+    assert report["accuracy"]["binary"][1.0] == 0.5 and report["accuracy"]["binary"][3.0] == 1.0
+    assert report["scale"] == {"binary": 3.0}
