@@ -17,10 +17,11 @@ tokens is an empirical fact about that LLM, so each kind of head ("binary", "cat
 "comparative") gets a signed scale, in units of the mean input-embedding norm: the sign is the one of
 `+probe` and `-probe` (probe: the middle of `SCALES`) whose answer margins log P(positive) - log P(negative)
 separate balanced training judgments better, then the other magnitudes of `SCALES` are tried with that sign,
-and 0 (no readout) is always a candidate. Separation is the mean over heads of each head's AUC (pooled over
-heads, a per-head answer prior would count as separation); among scales of equal separation, the one whose
-answers are right most often (the mean over heads of the balanced accuracy of the margin's sign: a scale too
-small to outweigh the question's answer prior ranks subjects as well but answers them alike), then the smaller. Fit it after the router and the paradigm
+and 0 (no readout) is always a candidate. The chosen scale is the one whose answers are right most often: the
+mean over heads of the balanced accuracy of the margin's sign (a scale too small to outweigh the answer prior of
+a question's wording ranks subjects as well but answers them alike); ties go to the better separation, the mean
+over heads of each head's AUC (pooled over heads, a per-head answer prior would count as separation), then to
+the smaller magnitude. Fit it after the router and the paradigm
 classifier (each column acts through its head's routing weight and its paradigm's weight).
 """
 
@@ -456,15 +457,15 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         compare(lambda kind: sign.get(kind, 1.0) * magnitude)
     model.train(was_training)
     auc = {kind: by for kind, by in auc.items() if by}
-    # AUC first; among equal AUCs (a per-head AUC ignores a constant answer prior, so larger scales often tie) the
-    # scale whose answers are right most often, then the smaller magnitude
-    best = {kind: max(by, key=lambda scale: (by[scale], accuracy[kind][scale], -abs(scale))) for kind, by in auc.items()}
+    # the scale whose answers are right most often, then the better-separating one, then the smaller magnitude
+    best = {kind: max(by, key=lambda scale: (accuracy[kind][scale], by[scale], -abs(scale))) for kind, by in auc.items()}
     write(lambda kind: best.get(kind, 0.0))
     heads = [key for key, kind in written.items() if best.get(kind, 0.0) != 0.0]
-    logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (judgment AUC on "
-                "%d training instructions: %s); thresholds and asked classes read from the instructions, R^2 %s",
+    logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (balanced accuracy / "
+                "AUC on %d training instructions: %s); thresholds and asked classes read from the instructions, R^2 %s",
                 len(heads), best, len(compared),
-                "; ".join(f"{kind} " + ", ".join(f"{s:g}: {v:.3f}" for s, v in by_scale.items()) for kind, by_scale in auc.items()),
+                "; ".join(f"{kind} " + ", ".join(f"{s:g}: {accuracy[kind][s]:.3f}/{v:.3f}" for s, v in by_scale.items())
+                          for kind, by_scale in auc.items()),
                 ", ".join(f"{k} {v:.2f}" for k, v in {**thresholds, **signs}.items()) or "-")
     return {"heads": heads, "scale": best, "auc": auc, "accuracy": {kind: accuracy[kind] for kind in auc},
             "threshold_r2": thresholds, "sign_r2": signs}

@@ -100,7 +100,7 @@ def test_binary_columns_are_the_answers_word_embeddings_at_the_best_separating_s
     # 0, then both signs of the middle magnitude, then the other magnitude with the better sign
     assert set(by_scale) == {0.0, 3.0, -3.0, 1.0 if by_scale[3.0] >= by_scale[-3.0] else -1.0}
     accuracy = report["accuracy"]["binary"]
-    assert report["scale"] == {"binary": max(by_scale, key=lambda s: (by_scale[s], accuracy[s], -abs(s)))}
+    assert report["scale"] == {"binary": max(by_scale, key=lambda s: (accuracy[s], by_scale[s], -abs(s)))}
     assert np.sign(best) == response and by_scale[best] > by_scale[0.0]
     assert best != 0 and report["heads"] == ["adhd"]  # a column was written, not left at zero
     out = model.model.instruction_conditioning.out
@@ -389,7 +389,7 @@ def test_predictive_columns_are_written_along_the_class_names(processor, collato
     assert not conditioning.out.weight[:, conditioning.evidence_column(3, "predictive")].any()  # age: numbers are written
 
 
-def test_among_equally_separating_scales_the_one_that_answers_right_wins(processor, collator, monkeypatch):
+def test_the_scale_that_answers_right_wins_over_equally_separating_ones(processor, collator, monkeypatch):
     """An LLM with a strong "No" prior ranks subjects by the readout at any positive scale (equal AUC), but answers
     them right only once the readout outweighs the prior: the larger scale is chosen, not the smaller."""
     import fcn_llm.training.readout_fitting as readout_fitting
