@@ -100,7 +100,24 @@ def row_metrics(questions: list[Question], answers: dict[str, dict]) -> dict[str
     out = classification_metrics(refs.astype(np.int64), scores, preds.astype(np.int64))
     if missing:
         out["n_missing"] = missing
+    within = auc_within_asked_class(questions, answers)
+    if within is not None:
+        out["auc_within_asked_class"] = within
     return out
+
+
+def auc_within_asked_class(questions: list[Question], answers: dict[str, dict]) -> float | None:
+    """Class judgments ("Is this subject left-handed?"): the mean over asked classes of the AUC among the questions
+    asking about that class (classes with both answers); None for other questions. The row's pooled AUC also
+    rewards knowing which class is common (most subjects are right-handed, so "right-handed?" is mostly "Yes"
+    whoever the subject is); this one counts only telling subjects apart."""
+    asked = sorted({q.class_index for q in questions if q.class_index is not None})
+    values = []
+    for k in asked:
+        refs, scores, _, _ = collect([q for q in questions if q.class_index == k], answers)
+        if len(set(refs.tolist())) == 2:
+            values.append(classification_metrics(refs.astype(np.int64), scores)["auc"])
+    return float(np.mean(values)) if values else None
 
 
 def chance_metrics(questions: list[Question]) -> dict[str, float]:

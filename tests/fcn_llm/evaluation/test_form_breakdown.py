@@ -54,3 +54,4 @@ def test_the_training_split_s_thresholds_are_read_per_attribute():
                           "attribute": ["age", "age", "age", "adhd"], "threshold": [30.0, 41.0, np.nan, np.nan]})
     assert named_thresholds(train) == {"age": {30.0, 41.0}}
     assert named_thresholds(train.drop(columns="threshold")) == {} and named_thresholds(None) == {}
+

@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from fcn_llm.evaluation.report import METHODS
+from fcn_llm.evaluation.report import METHODS, row_metrics
 from fcn_llm.evaluation.runner import run_zero_shot_evaluation
+from fcn_llm.questions import Question
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,20 @@ def test_negated_and_reversed_answers_are_turned_back_so_the_wording_alone_score
     results = build_results(questions, {"fcn_llm": perfect, "text_only": wording_only}, load_registry())
     metrics = results["adhd/judgment"]["metrics"]
     assert metrics["text_only"]["auc"] == 0.5 and metrics["fcn_llm"]["auc"] == 1.0
+
+
+def test_class_judgments_are_also_scored_within_each_asked_class():
+    """Asking "right-handed?" of right-handed-heavy subjects is mostly "Yes" whoever the subject is: a score that
+    only knows the asked class gets a high pooled AUC but 0.5 within each asked class."""
+    questions, answers = [], {}
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        asked = i % 2  # 0: right-handed?, 1: left-handed?
+        right = rng.random() < 0.85
+        yes = int(right) if asked == 0 else int(not right)
+        q = Question(id=f"q{i}", group=("handedness", "judgment"), target="binary", messages=[], subject_ids=(f"s{i}",),
+                     choices=("Yes", "No"), reference=yes, class_index=asked)
+        answers[q.id] = {"score": 1.0 - asked + rng.normal(0, 0.1), "prediction": int(asked == 0)}  # the prior only
+        questions.append(q)
+    metrics = row_metrics(questions, answers)
+    assert metrics["auc"] > 0.8 and abs(metrics["auc_within_asked_class"] - 0.5) < 0.1
