@@ -39,15 +39,17 @@ DEFAULT_LIMITATIONS = (
     "network-level FCN and the encoder's outputs, fitted on the training cohorts): the evidence about the attribute "
     "asked is added to the LLM's hidden state where the answer starts, so Yes/No, the class and First/Second follow "
     "those predictions, and a question asking for a number is answered with the asked head's estimate (clipped to "
-    "the attribute's valid range). The answers are therefore no better than the heads (demo, seed 0: condition "
-    "judgments AUC 0.61 against 0.59 for the heads read directly and 0.85 for the simulator's oracle). What can be "
+    "the attribute's valid range). The answers are therefore no better than the heads (demo, seed 1: condition "
+    "judgments AUC 0.63, the same as the heads read directly, against 0.77 for the simulator's oracle). What can be "
     "asked: the 19 trained attributes, in the three paradigms, with any threshold inside an attribute's range. "
     "What cannot: other attributes (the evaluation flags them, with the answer's confidence); wording far from the "
     "training questions: which attribute is asked, the paradigm and whether a question is negated or reversed are "
     "read from a bag of word embeddings, so unseen reversals (\"under 40?\" for \"younger than 40?\") and unseen "
     "attribute names (\"Quetelet index\" for BMI) are misread (demo: age judgments AUC 0.47 in held-out wording "
-    "against 0.79). On real HCP FCNs the age estimates (53-73) are far from the subjects' 22-35: the heads learned "
-    "the simulator's age effects, which do not transfer."
+    "against 0.79). Class judgments (\"Is this subject female?\") trail their heads (seed 1: sex 0.50 against "
+    "0.64) and disagree with the model's own predicted class for two subjects in three. On real HCP FCNs the age "
+    "estimates (49-90) are far from the subjects' 22-35: the heads learned the simulator's age effects, which do "
+    "not transfer."
 )
 
 
