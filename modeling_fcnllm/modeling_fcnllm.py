@@ -358,8 +358,8 @@ class InstructionConditioning(nn.Module):
       the head's units; else a linear map of the same bag of words, `thresholds`): the LLM is handed the
       prediction for the attribute it is asked about, relative to the question's threshold, on
       every graph token. The router can be supervised with the instruction's attribute
-      (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs are read as the
-      question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
+      (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs enter as its classes'
+      log-odds, scaled but not centred (`read_outputs`), and are read as the question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
       the others, times -1 for a question asked the other way round ("Can ADHD be ruled out?", "younger
       than 40?"; `signs`, bag-of-words classifiers). With `config.evidence_paradigms` (P > 1), `out`
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
@@ -415,6 +415,12 @@ class InstructionConditioning(nn.Module):
             self.digit_ids = {text: token for token, text in self.numerals.items() if len(text) == 1}
             self.answer_end_id = config.answer_end_id
             self.head_specs = list(config.auxiliary_heads)
+            # a categorical head's outputs (class logits) are read as each class's log-odds log p_k - log(1 - p_k) and
+            # scaled but not centred by `calibrate`, so the evidence keeps the class prior ("left-handed?": "No" for
+            # most subjects) and a class judgment's "Yes" means p_k > 0.5
+            starts = list(itertools.accumulate(self.head_sizes, initial=0))
+            self.categorical_slices = [(int(starts[j]), int(starts[j + 1])) for j, h in enumerate(config.auxiliary_heads)
+                                       if h.kind == "categorical"]
             self.head_units = [(h.mean, h.std, h.kind == "continuous")
                                for h in config.auxiliary_heads for _ in range(h.num_outputs)]
             self.register_buffer("threshold_scale", torch.zeros(sum(self.head_sizes)))
@@ -471,14 +477,30 @@ class InstructionConditioning(nn.Module):
         weights = torch.nan_to_num(scores.softmax(-1)).to(word_embeds.dtype)  # a row without instruction -> zeros
         return torch.einsum("bl,bld->bd", weights, word_embeds)
 
+    def read_outputs(self, attribute_outputs: torch.Tensor) -> torch.Tensor:
+        """`(num_graphs, A)` head outputs as the evidence reads them (float32): categorical heads' class logits as the
+        classes' log-odds, every other output as it is."""
+        read = attribute_outputs.float()
+        if not self.categorical_slices:
+            return read
+        read = read.clone()
+        for start, end in self.categorical_slices:
+            log_p = read[:, start:end].log_softmax(-1)
+            read[:, start:end] = log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+        return read
+
     @torch.no_grad()
     def calibrate(self, attribute_outputs: torch.Tensor) -> None:
-        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)`, and (when
+        """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)` as read
+        (`read_outputs`; categorical outputs scaled only, their mean left at zero), and (when
         numbers are read) each continuous output's threshold map to the number's value in those units: the
         number in the head's target units `(v - mean) / std`, standardised like the output."""
         if not self.reads_attributes:
             return
-        mean, var = attribute_outputs.float().mean(0), attribute_outputs.float().var(0)
+        read = self.read_outputs(attribute_outputs)
+        mean, var = read.mean(0), read.var(0)
+        for start, end in self.categorical_slices:
+            mean[start:end] = 0.0
         self.evidence_norm.running_mean.copy_(mean)
         self.evidence_norm.running_var.copy_(var)
         if self.numerals:
@@ -693,8 +715,8 @@ class InstructionConditioning(nn.Module):
             # that helps its answer
             weights = routing_logits.detach().float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
             norm = self.evidence_norm
-            standard = F.batch_norm(attribute_outputs.float(), norm.running_mean.float(), norm.running_var.float(),
-                                    training=False, eps=norm.eps)
+            standard = F.batch_norm(self.read_outputs(attribute_outputs), norm.running_mean.float(),
+                                    norm.running_var.float(), training=False, eps=norm.eps)
             compared = self.pair_difference(standard, graph_rows, embeds.shape[0])
             named = standard - self.threshold_features(features, numbers)[graph_rows]
             # the question maps learn from their own losses only (see __init__)

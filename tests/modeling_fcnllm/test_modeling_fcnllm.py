@@ -466,10 +466,17 @@ def test_routed_evidence_is_the_asked_heads_output(processor):
     out = model(**batch)
     plain, _ = model.model.get_graph_features(batch["graph_values"])
     z = out.graph_attribute_outputs
-    expected = conditioning.out(torch.cat([torch.zeros_like(z[:, :1]), z[:, 1:3], torch.zeros_like(z[:, 3:])], -1))
+    log_p = z[:, 1:3].log_softmax(-1)  # the sex head's class logits enter as the classes' log-odds
+    odds = log_p - torch.log1p(-log_p.exp())
+    expected = conditioning.out(torch.cat([torch.zeros_like(z[:, :1]), odds, torch.zeros_like(z[:, 3:])], -1))
     torch.testing.assert_close(out.graph_hidden_states[:, -1] - plain[:, -1], expected, atol=1e-5, rtol=1e-4)
-    # calibrated on these subjects, the evidence is centred: its mean over them is out's bias
+    # calibrated on these subjects, the log-odds are scaled, not centred (the class prior stays in the evidence) ...
     conditioning.calibrate(z)
+    assert (conditioning.evidence_norm.running_mean[1:3] == 0).all()
+    torch.testing.assert_close(conditioning.evidence_norm.running_var[1:3], odds.var(0))
+    # ... while a binary head's output is centred: routed to ADHD, the evidence's mean over them is out's bias
+    with torch.no_grad():
+        conditioning.router.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
     evidence = model(**batch).graph_hidden_states[:, -1] - plain[:, -1]
     torch.testing.assert_close(evidence.mean(0), conditioning.out.bias, atol=1e-5, rtol=1e-4)
 
@@ -547,7 +554,7 @@ def test_class_judgments_read_the_asked_class_through_the_signs(processor):
         conditioning.sign_bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # every question asks the sex head's 2nd class
     after = model(**batch)
     rows = torch.tensor([0, 1])
-    z = conditioning.evidence_norm(before.graph_attribute_outputs)  # eval mode: the running statistics
+    z = conditioning.evidence_norm(conditioning.read_outputs(before.graph_attribute_outputs))  # running statistics
     weights = before.instruction_routing_logits.softmax(-1)[rows].repeat_interleave(torch.tensor([1, 2, 1]), dim=-1)
     flipped = torch.zeros_like(z)
     flipped[:, 1] = -2 * z[:, 1]  # only the first sex output changes sign
@@ -725,7 +732,7 @@ def test_a_comparison_reads_the_difference_between_its_two_graphs(processor):
     plain, _ = model.model.get_graph_features(torch.from_numpy(np.stack(processor.prepare_fcns(fcns))))
     evidence = forward.graph_hidden_states[:, -1] - plain[:, -1]
     torch.testing.assert_close(evidence[1], evidence[2])  # both subjects carry "the first scores higher" alike
-    z = conditioning.evidence_norm(forward.graph_attribute_outputs)
+    z = conditioning.evidence_norm(conditioning.read_outputs(forward.graph_attribute_outputs))
     weights = forward.instruction_routing_logits.softmax(-1)[1].repeat_interleave(torch.tensor([1, 2, 1]))
     expected = conditioning.out(weights * (z[1] - z[2]) / 2)
     torch.testing.assert_close(evidence[1], expected, atol=1e-5, rtol=1e-4)
