@@ -359,7 +359,8 @@ class InstructionConditioning(nn.Module):
       prediction for the attribute it is asked about, relative to the question's threshold, on
       every graph token. The router can be supervised with the instruction's attribute
       (`routing_labels` in `FCNLLMForCausalLM.forward`). A categorical head's outputs enter as its classes'
-      log-odds, scaled but not centred (`read_outputs`), and are read as the question asks: `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
+      log-odds, scaled but not centred (`read_outputs`), and are read as the question asks:
+      `out(w * s * (z - t))`, `s` `(B, A)` +1 for the class asked ("female?") and -1 for
       the others, times -1 for a question asked the other way round ("Can ADHD be ruled out?", "younger
       than 40?"; `signs`, bag-of-words classifiers). With `config.evidence_paradigms` (P > 1), `out`
       has one block of A columns per paradigm and reads `p_k * w * s * (z - t)` in block k, `p` `(B, P)`
