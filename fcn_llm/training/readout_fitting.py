@@ -8,8 +8,9 @@ the negative answer's, unit length, on the head's judgments ("Yes" - "No"; a bin
 judgments: its predictive answers, e.g. "ADHD" - "Control"), in the column of the paradigm the answers
 belong to when the model has one readout per paradigm (`evidence_paradigms`), else in the shared column
 (the paradigms' directions summed); with one readout per paradigm, a binary or categorical head's predictive
-columns are written along its class names ("ADHD" - "Control"; "Female" - the other names). A continuous head is read out on its threshold judgments ("Is this
-subject older than 30 years?"), whose threshold `t` comes from the question's number or `fit_thresholds`.
+columns are written along its class names ("ADHD" - "Control"; "Female" - the other names). A continuous head is
+read out on its threshold judgments ("Is this subject older than 30 years?"), whose threshold `t` comes from the
+question's number or `fit_thresholds`.
 A categorical head's outputs all get the judgments' column; `fit_signs` turns them to the class asked.
 
 How far, and which way, a frozen LLM's answer moves when the answer words' direction is added to its graph
@@ -298,8 +299,8 @@ def predictive_readout(rows: Sequence[dict], targets, j: int, spec: dict, first_
         directions = {first_output: embeddings[first[1]] - embeddings[first[0]]}
         compared = [(row, float(c), (names[1], names[0])) for row, c in zip(about, classes)]
     else:
-        directions = {first_output + k: embeddings[first[k]] - torch.stack([embeddings[first[i]] for i in first if i != k]).mean(0)
-                      for k in first}
+        others = {k: torch.stack([embeddings[first[i]] for i in first if i != k]).mean(0) for k in first}
+        directions = {first_output + k: embeddings[first[k]] - others[k] for k in first}
         compared = [(row, float(c == 0), (names[0], names[1])) for row, c in zip(about, classes) if c in (0, 1)
                     and {0, 1} <= set(names)]
     directions = {o: (d.float() / d.float().norm()) for o, d in directions.items() if d.float().norm() > 0}
