@@ -284,6 +284,11 @@ class FCNLLMConfig(PreTrainedConfig):
             where the answer starts (the position whose logits give the answer's first token), so the answer
             words' logits move linearly with the asked head's output (the LLM writes the answer's form, the
             heads decide it).
+        evidence_decides_answer: with ``"answer"``, the LLM's hidden state where the answer starts loses its component
+            along the directions the row's readout writes (the columns of the asked head in the question's paradigm:
+            "Yes" - "No", the class names, "First" - "Second"), and so does the readout's bias: on those words the
+            heads' evidence alone sets the answer's margin, whatever the question's wording makes the LLM prefer, so
+            the answers of every paradigm read the heads from the same zero and agree with each other.
         answer_prefix_ids: the token ids that end every prompt before an answer (the chat template's assistant
             prefix, `FCNProcessor.answer_prefix_ids`): with ``"answer"``, the evidence is added at the positions
             where they end; a row without them gets it at its last attended position.
@@ -320,6 +325,7 @@ class FCNLLMConfig(PreTrainedConfig):
     evidence_paradigms: list[str] | None = None
     numeral_tokens: dict[str, str] | None = None
     evidence_position: str = "graph"
+    evidence_decides_answer: bool = False
     answer_prefix_ids: list[int] | None = None
     answer_end_id: int | None = None
     number_writing_bias: float = 20.0
@@ -347,6 +353,9 @@ class FCNLLMConfig(PreTrainedConfig):
         if self.evidence_position == "answer" and self.instruction_evidence != "attributes":
             raise ValueError("evidence_position='answer' adds the attribute heads' evidence to the answer's logits: it "
                              "needs instruction_evidence='attributes'.")
+        if self.evidence_decides_answer and self.evidence_position != "answer":
+            raise ValueError("evidence_decides_answer needs evidence_position='answer' (it sets the answer's margin "
+                             f"where the answer starts), got evidence_position={self.evidence_position!r}.")
         if self.answer_prefix_ids is not None and not all(isinstance(t, int) and t >= 0 for t in self.answer_prefix_ids):
             raise ValueError(f"answer_prefix_ids must be token ids, got {self.answer_prefix_ids!r}.")
         if not (math.isfinite(self.number_writing_bias) and self.number_writing_bias >= 0):

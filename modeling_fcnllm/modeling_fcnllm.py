@@ -80,7 +80,9 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     `instruction_routing_logits`: `(B, num_heads)` which attribute each instruction asks about (None unless
     the evidence token reads the heads; with them, how it read each question's paradigm `paradigm_logits` `(B, P)`,
     turn `turn_logits` `(B,)` and asked class `class_signs` `(B, A)`) and `answer_evidence`: `(B, D)` what each row's answer position adds to
-    the last hidden state (None unless `config.evidence_position == "answer"`); `number_plan` `(B, P)` the tokens
+    the last hidden state (None unless `config.evidence_position == "answer"`), `answer_basis` `(B, D, r)` the
+    orthonormal directions along which the evidence alone sets the answer (with `config.evidence_decides_answer`,
+    `InstructionConditioning.answer_basis`; else None); `number_plan` `(B, P)` the tokens
     of the estimate each row's answer writes (-1 after its end) and `number_gate` `(B,)` how strongly (at inference
     with number writing, `InstructionConditioning.plan_numbers`; else None)."""
 
@@ -91,6 +93,7 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     turn_logits: torch.Tensor | None = None
     class_signs: torch.Tensor | None = None
     answer_evidence: torch.Tensor | None = None
+    answer_basis: torch.Tensor | None = None
     number_plan: torch.Tensor | None = None
     number_gate: torch.Tensor | None = None
 
@@ -673,6 +676,29 @@ class InstructionConditioning(nn.Module):
             plan[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         return plan, gate
 
+    @torch.no_grad()
+    def answer_basis(self, routing_logits: torch.Tensor, features: torch.Tensor, graph_rows: torch.Tensor) -> torch.Tensor:
+        """Per row, an orthonormal basis of the readout columns its answer reads: the columns of `out` for the
+        outputs of the head the router weighs most, in the paradigm the question most likely is (one readout:
+        its only block). `routing_logits` `(B, num_heads)`, `features` `(B, D)` (`routing_features`), `graph_rows`
+        `(num_graphs,)` -> `(B, D, r)`, r the largest head's output count; zero columns past a row's rank, and
+        for rows without a graph."""
+        batch_size, width = routing_logits.shape[0], self.out.weight.shape[0]
+        weight = self.out.weight.detach().float()  # (D, P * A)
+        starts = [0, *itertools.accumulate(self.head_sizes)]
+        heads = routing_logits.argmax(-1).tolist()
+        blocks = (self.paradigm_weights(features).argmax(-1) * starts[-1]).tolist()
+        with_graph = torch.bincount(graph_rows, minlength=batch_size).gt(0).tolist()
+        basis = weight.new_zeros(batch_size, width, max(self.head_sizes))
+        for row in range(batch_size):
+            if not with_graph[row]:
+                continue
+            columns = weight[:, blocks[row] + starts[heads[row]]: blocks[row] + starts[heads[row] + 1]]
+            vectors, values, _ = torch.linalg.svd(columns, full_matrices=False)
+            rank = int((values > values.max().clamp(min=1e-12) * 1e-4).sum()) if values.max() > 0 else 0
+            basis[row, :, :rank] = vectors[:, :rank]
+        return basis
+
     def evidence_column(self, output: int, paradigm: str | None = None) -> int:
         """The column of `out` that reads head output `output` (of A) in questions of `paradigm` (ignored, and
         may be None, with one shared readout)."""
@@ -954,7 +980,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         readout), `turn_logits` `(B,)` and `class_signs` `(B, A)`; `answer_evidence` `(B, D)` for the answer
         position (None unless `evidence_position="answer"`); and `number_plan` `(B, P')`, `number_gate` `(B,)`, the
         estimates the answers would write (`InstructionConditioning.plan_numbers`; at inference with
-        `config.number_writing_bias` > 0 only, else None).
+        `config.number_writing_bias` > 0 only, else None); `answer_basis` `(B, D, r)` (with
+        `config.evidence_decides_answer`, `InstructionConditioning.answer_basis`, else None).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
         (needed when the evidence reads them). `input_ids` `(B, L)`: where the evidence reads the numbers
@@ -972,10 +999,13 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         graph_features, routing_logits, answer_evidence = conditioning(
             graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers, features)
         out = dict(graph_features=graph_features, instruction_routing_logits=routing_logits, answer_evidence=answer_evidence,
-                   paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None, number_gate=None)
+                   answer_basis=None, paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None,
+                   number_gate=None)
         if conditioning.reads_attributes:
             out.update(paradigm_logits=conditioning.paradigm_logits(features), turn_logits=conditioning.turn_logits(features),
                        class_signs=conditioning.class_signs(features))
+            if answer_evidence is not None and self.config.evidence_decides_answer:
+                out["answer_basis"] = conditioning.answer_basis(routing_logits, features, graph_rows)
             if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
                 out["number_plan"], out["number_gate"] = conditioning.plan_numbers(
                     attribute_outputs, routing_logits, features, graph_rows)
@@ -1195,8 +1225,12 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             targets = shift_labels if shift_labels is not None else (
                 None if labels is None else F.pad(labels, (0, 1), value=-100)[:, 1:])
             starts = self.answer_positions(input_ids, attention_mask, targets)
-            evidence = outputs.answer_evidence.to(hidden_states.dtype)
-            hidden_states = hidden_states + starts[..., None].to(hidden_states.dtype) * evidence[:, None, :]
+            added = outputs.answer_evidence[:, None, :].float()  # (B, 1, D)
+            if outputs.answer_basis is not None:  # along the answer's directions, the evidence alone decides
+                basis = outputs.answer_basis.float()  # (B, D, r)
+                shifted = hidden_states.float() + self.model.instruction_conditioning.out.bias.float()
+                added = added - torch.einsum("bdr,blr->bld", basis, torch.einsum("bdr,bld->blr", basis, shifted))
+            hidden_states = hidden_states + (starts[..., None] * added).to(hidden_states.dtype)
         if (labels is not None or shift_labels is not None) and self.training and not logits_to_keep:
             # training: logits only at the positions that predict a label `(num_labelled, V)`, not at every
             # prompt position (the same loss, without the largest tensors of a step)

@@ -13,7 +13,7 @@
 subjects, longer alignment, bf16 on CUDA). Each stage is `train.py` on its settings file (`configs/stages/`)
 with this run's folders, seed, backbone, preset sizes and precision, and the settings of the flags given
 (`FLAG_SETTINGS`). Ablations: `--skip_stage0`, `--skip_stage1`,
-`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--graph_evidence`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
+`--no_aux_loss`, `--no_linear_heads`, `--no_comparative`, `--no_balance`, `--no_instruction_conditioning`, `--token_evidence`, `--graph_evidence`, `--llm_answer_prior`, `--shared_readout`, `--no_roi_tokens`, `--no_network_tokens`, `--no_global_token`.
 `--window_length 100 [--window_stride 20]`: stage 1 on sliding-window FCNs (the data then keeps the training time series).
 """
 
@@ -64,6 +64,7 @@ FLAG_SETTINGS = {
     "token_evidence": ("new model", {"instruction_evidence": "tokens"}),
     "shared_readout": ("new model", {"evidence_per_paradigm": False}),
     "graph_evidence": ("new model", {"evidence_position": "graph"}),
+    "llm_answer_prior": ("new model", {"evidence_decides_answer": False}),
     "no_roi_tokens": ("new model", {"use_roi_tokens": False}),
     "no_network_tokens": ("new model", {"use_network_tokens": False}),
     "no_global_token": ("new model", {"use_global_token": False}),
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ablation: the evidence token gates the pooled graph tokens instead of reading the attribute heads")
     parser.add_argument("--graph_evidence", action="store_true",
                         help="ablation: the evidence added to the graph tokens instead of where the answer starts")
+    parser.add_argument("--llm_answer_prior", action="store_true",
+                        help="ablation: the evidence added to the LLM's own answer margin instead of deciding it")
     parser.add_argument("--shared_readout", action="store_true",
                         help="ablation: one evidence readout for all paradigms instead of one per paradigm")
     parser.add_argument("--no_roi_tokens", action="store_true")

@@ -101,6 +101,12 @@ class ModelArguments:
                           "answer starts (the answer words' logits move linearly with the asked head's output); "
                           "'graph' adds it to the graph tokens the LLM reads."},
     )
+    evidence_decides_answer: bool = field(
+        default=True,
+        metadata={"help": "With 'answer' evidence: where the answer starts, the LLM's own margin between the answer "
+                          "words the readout writes is removed, so the heads' evidence alone decides them (answers "
+                          "agree across paradigms and wordings); false: the evidence is added to the LLM's margin."},
+    )
     evidence_per_paradigm: bool = field(
         default=True,
         metadata={"help": "With 'attributes' evidence: one readout of the heads per instruction paradigm (judgment: "
@@ -493,6 +499,8 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         instruction_evidence=evidence,
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
         evidence_position=model_args.evidence_position if evidence == "attributes" else "graph",
+        evidence_decides_answer=(evidence == "attributes" and model_args.evidence_position == "answer"
+                                 and model_args.evidence_decides_answer),
         **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if stage0 is not None and copy_stage0(model, stage0):

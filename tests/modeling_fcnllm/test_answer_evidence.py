@@ -41,6 +41,8 @@ def test_config_bad_input():
         FCNLLMConfig(evidence_position="answer")
     with pytest.raises(ValueError, match="answer_prefix_ids must be token ids"):
         FCNLLMConfig(answer_prefix_ids=["assistant"])
+    with pytest.raises(ValueError, match="evidence_decides_answer needs evidence_position='answer'"):
+        FCNLLMConfig(evidence_decides_answer=True)
 
 
 def test_processor_names_the_assistant_prefix(processor):
@@ -104,6 +106,36 @@ def test_the_answer_margin_is_linear_in_the_asked_heads_output(processor):
         conditioning.out.weight.zero_()
     base = model(**batch).logits[:, -1]
     torch.testing.assert_close(margin - (base[:, yes] - base[:, no]), 3.0 * standard, atol=1e-4, rtol=1e-4)
+
+
+def test_with_evidence_decides_answer_the_margin_is_the_evidence_whatever_the_wording(processor):
+    """`evidence_decides_answer`: along the readout's answer directions the LLM's own margin (and the readout's bias)
+    is removed at the answer position, so log P(Yes) - log P(No) is the evidence's margin for any wording of the
+    question."""
+    model = answer_model(processor, evidence_decides_answer=True)
+    tokenizer, conditioning = processor.tokenizer, model.model.instruction_conditioning
+    yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+    direction = model.lm_head.weight[yes] - model.lm_head.weight[no]
+    with torch.no_grad():
+        conditioning.router.weight.zero_()
+        conditioning.router.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
+        conditioning.out.weight.zero_()
+        conditioning.out.weight[:, 0] = 3.0 * direction / direction.pow(2).sum()
+        conditioning.out.bias.normal_(std=1.0)  # a bias along the answer direction must not move the margin either
+    wordings = [ADHD, "<graph>\nIs ADHD present in this participant?", "<graph>\nWould you diagnose ADHD here?"]
+    fcns = random_fcns(1, seed=3)
+    margins = []
+    for wording in wordings:
+        batch = processor(text=chat(processor, wording), fcns=fcns)
+        out = model(**batch)
+        margins.append((out.logits[0, -1, yes] - out.logits[0, -1, no]).detach())
+        standard = conditioning.evidence_norm(out.graph_attribute_outputs.float())[0, 0]
+        torch.testing.assert_close(margins[-1], 3.0 * standard, atol=1e-4, rtol=1e-4)
+    # without it, the wording's prior shows in the margin
+    model.config.evidence_decides_answer = False
+    with torch.no_grad():
+        free = [model(**processor(text=chat(processor, w), fcns=fcns)).logits[0, -1] for w in wordings]
+    assert max(abs(float((f[yes] - f[no]) - m)) for f, m in zip(free, margins)) > 1e-3
 
 
 def test_scoring_single_pass_and_cached_agree_and_generation_reads_the_evidence_once(processor):
