@@ -96,7 +96,7 @@ def own_answers(questions: Sequence[Question], answers: dict[str, dict], registr
             else:
                 own.value[key] = float(value)
         elif attribute.kind == "binary":
-            own.value[key] = float(answer["prediction"] == 0)  # choices[0] is the positive label
+            own.value[key] = float(answer["prediction"])  # 1: choices[0], the positive label, is the likelier
             own.score[key] = float(answer["score"])
         else:
             own.value[key] = attribute.classes[int(answer["prediction"])]

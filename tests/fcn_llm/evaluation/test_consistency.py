@@ -83,6 +83,16 @@ def test_generated_numbers_outside_the_range_or_missing_are_not_checked():
     assert own.unparsable["age"] == ["s1", "s2"]
 
 
+def test_a_binary_predictive_answer_is_its_predicted_label():
+    """`answer_questions` predicts 1 where the positive label (`choices[0]`, "ADHD") is the likelier answer."""
+    questions = predictive_questions([REGISTRY["adhd"]], ["s0", "s1"])
+    assert questions[0].choices[0] == REGISTRY["adhd"].labels["1"]
+    answers = {questions[0].id: {"score": 1.5, "prediction": 1}, questions[1].id: {"score": -0.5, "prediction": 0}}
+    own = own_answers(questions, answers, REGISTRY)
+    assert own.value == {("adhd", "s0"): 1.0, ("adhd", "s1"): 0.0}
+    assert own.score == {("adhd", "s0"): 1.5, ("adhd", "s1"): -0.5}
+
+
 def test_run_consistency_asks_the_same_subjects_with_a_tiny_model(tokenizer):
     processor = FCNProcessor(tokenizer)
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
