@@ -385,6 +385,8 @@ class InstructionConditioning(nn.Module):
 
     # parameter-name prefixes of the question maps: the router, the class signs, the turn and paradigm classifiers
     QUESTION_MAPS = ("router", "sign_", "turn_", "paradigm_")
+    # the paradigms whose questions can be asked the other way round ("Can ADHD be ruled out?", "which is younger?")
+    TURNABLE_PARADIGMS = ("judgment", "comparative")
 
     def __init__(self, config: FCNLLMConfig):
         super().__init__()
@@ -598,8 +600,14 @@ class InstructionConditioning(nn.Module):
 
     def signs(self, features: torch.Tensor) -> torch.Tensor:
         """Which way each question asks about each head output, on precomputed `routing_features` `(B, D)` ->
-        `(B, A)`: `class_signs` times `1 - 2 P(turned)` (`turn_logits`), +1 until fitted."""
-        return (1.0 - 2.0 * torch.sigmoid(self.turn_logits(features)))[:, None] * self.class_signs(features)
+        `(B, A)`: `class_signs` times `1 - 2 P(turned)` (`turn_logits`), +1 until fitted. With a paradigm classifier,
+        P(turned) counts only as far as the question is a judgment or a comparison (`TURNABLE_PARADIGMS`): a
+        predictive question has no direction, and the turn classifier never learns one for it."""
+        turned = torch.sigmoid(self.turn_logits(features))
+        turnable = [k for k, paradigm in enumerate(self.paradigms) if paradigm in self.TURNABLE_PARADIGMS]
+        if len(self.paradigms) > 1:
+            turned = turned * self.paradigm_weights(features)[:, turnable].sum(-1)
+        return (1.0 - 2.0 * turned)[:, None] * self.class_signs(features)
 
     def paradigm_logits(self, features: torch.Tensor) -> torch.Tensor | None:
         """Which paradigm each question is, on precomputed `routing_features` `(B, D)` -> logits `(B, P)` (None

@@ -562,6 +562,22 @@ def test_class_judgments_read_the_asked_class_through_the_signs(processor):
     torch.testing.assert_close(shift, (weights * flipped) @ conditioning.out.weight.T, atol=1e-5, rtol=1e-4)
 
 
+def test_only_judgments_and_comparisons_are_turned(processor):
+    """A predictive question has no direction: whatever the turn classifier says about it (it is never trained on
+    one), its signs stay the class signs; a question read as a judgment or comparison is turned."""
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+    conditioning = model.model.instruction_conditioning
+    features = torch.randn(3, conditioning.turn_weight.shape[0])
+    with torch.no_grad():
+        conditioning.turn_bias.fill_(20.0)  # every question read as asked the other way round
+        conditioning.paradigm_weight.zero_()
+        for paradigm, expected in (("predictive", 1.0), ("judgment", -1.0), ("comparative", -1.0)):
+            conditioning.paradigm_bias.copy_(torch.tensor([20.0 if p == paradigm else 0.0 for p in conditioning.paradigms]))
+            torch.testing.assert_close(conditioning.signs(features), expected * conditioning.class_signs(features),
+                                       atol=1e-6, rtol=1e-6)
+
+
 def test_routing_loss_and_its_bad_input(processor):
     model = make_tiny_model(processor.tokenizer, live_conditioning=True, attribute_evidence=True)
     batch = _batch(processor, [QUESTION, COMPARE], num_graphs=3)
