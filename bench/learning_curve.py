@@ -2,7 +2,8 @@
 
     python bench/learning_curve.py --data outputs/demo/data --stage0 outputs/demo/stage0 \
         [--seeds 0 1 2] [--checkpoints 200 400 800 1600] [--attributes autism,adhd,depression,anxiety] \
-        [--variants stage0,random] [--evidence_positions answer,graph] [--window_lengths 0,100] [--forms held_out]
+        [--variants stage0,random] [--evidence_positions answer,graph] [--answer_priors removed,llm]
+        [--window_lengths 0,100] [--forms held_out]
         [--out outputs/learning_curve]
 
 Each run is `train.py --stage align` (SmolLM2 frozen) on the questions about `--attributes` (all three
@@ -10,7 +11,9 @@ paradigms, as the recipe, or the `--train_paradigms` given); a callback pauses t
 checkpoint (instructions seen = steps x batch) and scores the same zero-shot questions ("Does this
 subject have ...? Yes/No", likelihood of each answer) on the unseen cohorts. Variants: `stage0` starts from the stage-0 encoder (frozen, as the recipe does),
 `random` from a random encoder (trained); each with the evidence at each of `--evidence_positions` (train.py
-`--evidence_position`), and on whole-scan FCNs or sliding windows (`--window_lengths`, train.py `--window_length`).
+`--evidence_position`), at the answer either deciding it (`--answer_priors removed`: the LLM's own margin between
+the answer words removed, train.py `--evidence_decides_answer true`) or added to the LLM's margin (`llm`), and on
+whole-scan FCNs or sliding windows (`--window_lengths`, train.py `--window_length`).
 `--forms held_out` scores only questions in wording held out from training (whole frames
 and terms of the question bank), `training` only the training wording, `all` both. Writes `learning_curve.json` and `learning_curve.md`
 (mean +- s.d. over seeds of the mean AUC over attributes, and per attribute).
@@ -19,6 +22,7 @@ and terms of the question bank), `training` only the training wording, `all` bot
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -40,6 +44,7 @@ NATIVE_BF16 = choose_precision(probe_capabilities()).bf16  # bf16 only where the
 
 
 FORMS = ("all", "training", "held_out")
+ANSWER_PRIORS = ("removed", "llm")
 
 
 def judgment_questions(data, attributes: list[str], max_subjects: int, seed: int, forms: str = "all") -> list[Question]:
@@ -103,14 +108,17 @@ class ZeroShotAUCCallback(TrainerCallback):
             self.evaluate(model, processing_class, seen)
 
 
-def train_argv(args, variant: str, seed: int, out: Path, position: str = "answer", window_length: int = 0) -> list[str]:
-    """The `train.py` options of one curve run: `variant`'s encoder, the evidence at `position`, and with
-    `window_length` sliding-window FCNs (`args.window_stride` apart) for training."""
+def train_argv(args, variant: str, seed: int, out: Path, position: str = "answer", window_length: int = 0,
+               prior: str = "removed") -> list[str]:
+    """The `train.py` options of one curve run: `variant`'s encoder, the evidence at `position` (at the answer:
+    with the LLM's answer `prior` removed or kept), and with `window_length` sliding-window FCNs
+    (`args.window_stride` apart) for training."""
     windows = f"_window{window_length}" if window_length else ""
+    kept = "_llmprior" if prior == "llm" else ""
     return [
         "--stage", args.stage, "--data_dir", args.data,
-        "--output_dir", str(out / f"{variant}_{position}{windows}_seed{seed}"),
-        "--evidence_position", position,
+        "--output_dir", str(out / f"{variant}_{position}{kept}{windows}_seed{seed}"),
+        "--evidence_position", position, "--evidence_decides_answer", str(prior == "removed").lower(),
         "--seed", str(seed), "--paradigms", args.train_paradigms, "--attributes", args.attributes, "--report_to", "none",
         "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max(args.checkpoints) // args.batch_size),
         "--learning_rate", str(args.learning_rate), "--warmup_steps", "10", "--lr_scheduler_type", "constant_with_warmup",
@@ -129,9 +137,13 @@ def train_argv(args, variant: str, seed: int, out: Path, position: str = "answer
     ]
 
 
-def run_name(variant: str, position: str, window_length: int, positions: list[str], windows: list[int]) -> str:
-    """The curve's row name: the variant, then the evidence position and the windows where those vary."""
+def run_name(variant: str, position: str, window_length: int, positions: list[str], windows: list[int],
+             prior: str = "removed", priors: tuple[str, ...] = ("removed",)) -> str:
+    """The curve's row name: the variant, then the evidence position, the answer prior and the windows where
+    those vary."""
     name = variant if positions == ["answer"] else f"{variant}, evidence at the {position}"
+    if list(priors) != ["removed"] and position == "answer":
+        name += ", the evidence decides the answer" if prior == "removed" else ", added to the LLM's answer margin"
     if windows != [0]:
         name += f", {window_length}-point windows" if window_length else ", whole scans"
     return name
@@ -159,6 +171,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default="stage0,random")
     parser.add_argument("--evidence_positions", default="answer",
                         help="where the evidence enters, comma-separated: answer, graph (train.py --evidence_position)")
+    parser.add_argument("--answer_priors", default="removed",
+                        help="with the evidence at the answer, comma-separated: removed (the evidence decides the "
+                             "answer, train.py --evidence_decides_answer true), llm (added to the LLM's margin)")
     parser.add_argument("--window_lengths", default="0",
                         help="comma-separated: 0 trains on whole-scan FCNs, L on L-point sliding windows (train.py "
                              "--window_length; the data must keep its time series)")
@@ -188,6 +203,9 @@ def main(argv=None) -> dict:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"Unknown variant(s) {sorted(unknown)}; choose from {VARIANTS}.")
+    priors = tuple(p.strip() for p in args.answer_priors.split(","))
+    if set(priors) - set(ANSWER_PRIORS):
+        raise ValueError(f"Unknown answer prior(s) {sorted(set(priors) - set(ANSWER_PRIORS))}; choose from {ANSWER_PRIORS}.")
     if "stage0" in variants and not (Path(args.stage0) / "model.safetensors").exists():
         raise FileNotFoundError(f"{args.stage0} has no stage-0 encoder; run `train.py --stage encoder` first.")
     out = Path(args.out)
@@ -200,16 +218,16 @@ def main(argv=None) -> dict:
     results: dict[str, dict[int, list]] = {}
     start = time.perf_counter()
     windows = [int(w) for w in args.window_lengths.split(",")]
-    for variant in variants:
-        for position in positions:
-            for window_length in windows:
-                name = run_name(variant, position, window_length, positions, windows)
-                for seed in args.seeds:
-                    curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
-                    train.main(train_argv(args, variant, seed, out, position, window_length), callbacks=[curve])
-                    results.setdefault(name, {})[seed] = curve.history
-                (out / "learning_curve.json").write_text(json.dumps(
-                    {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
+    for variant, position, prior, window_length in itertools.product(variants, positions, priors, windows):
+        if position != "answer" and prior != priors[0]:
+            continue  # the answer prior exists only where the evidence enters at the answer
+        name = run_name(variant, position, window_length, positions, windows, prior, priors)
+        for seed in args.seeds:
+            curve = ZeroShotAUCCallback(questions, data, args.checkpoints)
+            train.main(train_argv(args, variant, seed, out, position, window_length, prior), callbacks=[curve])
+            results.setdefault(name, {})[seed] = curve.history
+        (out / "learning_curve.json").write_text(json.dumps(
+            {"settings": vars(args), "questions": len(questions), "results": results}, indent=2))
     table = markdown(results, args.checkpoints)
     (out / "learning_curve.md").write_text(
         f"# Stage-1 learning curve (zero-shot mean AUC over {attributes}, {args.forms} wording; columns: instructions "

@@ -65,3 +65,27 @@ def test_window_runs_pass_their_windows_to_train_py_and_are_named_apart(tmp_path
     assert run_name("stage0", "answer", 0, ["answer"], [0]) == "stage0"
     assert run_name("stage0", "answer", 100, ["answer"], [0, 100]) == "stage0, 100-point windows"
     assert run_name("stage0", "answer", 0, ["answer"], [0, 100]) == "stage0, whole scans"
+
+
+def test_answer_prior_runs_pass_the_setting_to_train_py_and_are_named_apart(tmp_path):
+    import argparse
+
+    from bench.learning_curve import main, run_name, train_argv
+    from fcn_llm.cli import train
+
+    args = argparse.Namespace(
+        stage="align", data="d", train_paradigms="judgment", attributes="adhd", batch_size=8, checkpoints=[16],
+        learning_rate=1e-3, auxiliary_loss_weight=0.5, balance_answers=False, stage0="s0", lora=False,
+        freeze_projector=False, evidence_lr_multiplier=10.0, fit_readout="all", shared_readout=False,
+        window_stride=25, backbone=None)
+    decided, kept = (train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 0, prior))
+                     for prior in ("removed", "llm"))
+    assert [a.evidence_decides_answer for a in decided if hasattr(a, "evidence_decides_answer")] == [True]
+    assert [a.evidence_decides_answer for a in kept if hasattr(a, "evidence_decides_answer")] == [False]
+    assert [a.output_dir for a in decided if hasattr(a, "output_dir")] != [a.output_dir for a in kept if hasattr(a, "output_dir")]
+    priors = ("removed", "llm")
+    assert run_name("stage0", "answer", 0, ["answer"], [0], "removed", priors) == "stage0, the evidence decides the answer"
+    assert run_name("stage0", "answer", 0, ["answer"], [0], "llm", priors) == "stage0, added to the LLM's answer margin"
+    assert run_name("stage0", "answer", 0, ["answer"], [0], "removed") == "stage0"
+    with pytest.raises(ValueError, match=r"Unknown answer prior\(s\) \['both'\]"):
+        main(["--data", str(tmp_path), "--variants", "random", "--answer_priors", "removed,both"])
