@@ -45,17 +45,22 @@ def test_bad_forms():
         judgment_questions(_Data(_rows(with_forms=False)), ["adhd"], 10, 0, forms="held_out")
 
 
-def test_window_runs_pass_their_windows_to_train_py_and_are_named_apart(tmp_path):
+def _curve_args():
+    """The curve options `train_argv` reads (as `main` parses them)."""
     import argparse
 
-    from bench.learning_curve import run_name, train_argv
-    from fcn_llm.cli import train
-
-    args = argparse.Namespace(
+    return argparse.Namespace(
         stage="align", data="d", train_paradigms="judgment", attributes="adhd", batch_size=8, checkpoints=[16],
         learning_rate=1e-3, auxiliary_loss_weight=0.5, balance_answers=False, stage0="s0", lora=False,
         freeze_projector=False, evidence_lr_multiplier=10.0, fit_readout="all", shared_readout=False,
         window_stride=25, backbone=None)
+
+
+def test_window_runs_pass_their_windows_to_train_py_and_are_named_apart(tmp_path):
+    from bench.learning_curve import run_name, train_argv
+    from fcn_llm.cli import train
+
+    args = _curve_args()
     windowed = train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 100))
     whole = train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 0))
     data_args = [a for a in windowed if hasattr(a, "window_length")][0]
@@ -68,16 +73,10 @@ def test_window_runs_pass_their_windows_to_train_py_and_are_named_apart(tmp_path
 
 
 def test_answer_prior_runs_pass_the_setting_to_train_py_and_are_named_apart(tmp_path):
-    import argparse
-
     from bench.learning_curve import main, run_name, train_argv
     from fcn_llm.cli import train
 
-    args = argparse.Namespace(
-        stage="align", data="d", train_paradigms="judgment", attributes="adhd", batch_size=8, checkpoints=[16],
-        learning_rate=1e-3, auxiliary_loss_weight=0.5, balance_answers=False, stage0="s0", lora=False,
-        freeze_projector=False, evidence_lr_multiplier=10.0, fit_readout="all", shared_readout=False,
-        window_stride=25, backbone=None)
+    args = _curve_args()
     decided, kept = (train.parse_args(train_argv(args, "stage0", 1, tmp_path, "answer", 0, prior))
                      for prior in ("removed", "llm"))
     assert [a.evidence_decides_answer for a in decided if hasattr(a, "evidence_decides_answer")] == [True]

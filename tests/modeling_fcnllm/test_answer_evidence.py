@@ -30,6 +30,20 @@ def answer_model(processor, **overrides) -> FCNLLMForCausalLM:
     return model
 
 
+def adhd_read_along_yes_no(model, processor, scale: float) -> tuple[int, int]:
+    """Route every question to the ADHD head and write its column so that log P(Yes) - log P(No) moves by `scale`
+    per unit of its standardised output; returns the ids of "Yes" and "No"."""
+    conditioning = model.model.instruction_conditioning
+    yes, no = (processor.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+    direction = model.lm_head.weight[yes] - model.lm_head.weight[no]
+    with torch.no_grad():
+        conditioning.router.weight.zero_()
+        conditioning.router.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
+        conditioning.out.weight.zero_()
+        conditioning.out.weight[:, 0] = scale * direction / direction.pow(2).sum()
+    return yes, no
+
+
 def chat(processor, *questions: str) -> list[str]:
     return [processor.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
 
@@ -90,14 +104,8 @@ def test_the_answer_margin_is_linear_in_the_asked_heads_output(processor):
     """With the ADHD column along unit(u_Yes - u_No) and the router sure of ADHD, log P(Yes) - log P(No) moves by
     the column's scale times the change in the head's (standardised) output, whatever the LLM does with the graph."""
     model = answer_model(processor)
-    tokenizer, conditioning = processor.tokenizer, model.model.instruction_conditioning
-    yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-    direction = model.lm_head.weight[yes] - model.lm_head.weight[no]
-    with torch.no_grad():
-        conditioning.router.weight.zero_()
-        conditioning.router.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
-        conditioning.out.weight.zero_()
-        conditioning.out.weight[:, 0] = 3.0 * direction / direction.pow(2).sum()
+    conditioning = model.model.instruction_conditioning
+    yes, no = adhd_read_along_yes_no(model, processor, 3.0)
     batch = processor(text=chat(processor, ADHD) * 4, fcns=random_fcns(4, seed=3), padding=True, padding_side="left")
     out = model(**batch)
     margin = out.logits[:, -1, yes] - out.logits[:, -1, no]
@@ -113,14 +121,9 @@ def test_with_evidence_decides_answer_the_margin_is_the_evidence_whatever_the_wo
     is removed at the answer position, so log P(Yes) - log P(No) is the evidence's margin for any wording of the
     question."""
     model = answer_model(processor, evidence_decides_answer=True)
-    tokenizer, conditioning = processor.tokenizer, model.model.instruction_conditioning
-    yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-    direction = model.lm_head.weight[yes] - model.lm_head.weight[no]
+    conditioning = model.model.instruction_conditioning
+    yes, no = adhd_read_along_yes_no(model, processor, 3.0)
     with torch.no_grad():
-        conditioning.router.weight.zero_()
-        conditioning.router.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
-        conditioning.out.weight.zero_()
-        conditioning.out.weight[:, 0] = 3.0 * direction / direction.pow(2).sum()
         conditioning.out.bias.normal_(std=1.0)  # a bias along the answer direction must not move the margin either
     wordings = [ADHD, "<graph>\nIs ADHD present in this participant?", "<graph>\nWould you diagnose ADHD here?"]
     fcns = random_fcns(1, seed=3)
