@@ -104,8 +104,9 @@ class ModelArguments:
     evidence_decides_answer: bool = field(
         default=True,
         metadata={"help": "With 'answer' evidence: where the answer starts, the LLM's own margin between the answer "
-                          "words the readout writes is removed, so the heads' evidence alone decides them (answers "
-                          "agree across paradigms and wordings); false: the evidence is added to the LLM's margin."},
+                          "words the readout writes is removed, so the heads' evidence alone decides them through the "
+                          "readout fitted before stage 1, kept fixed (answers agree across paradigms and wordings); "
+                          "false: the evidence is added to the LLM's margin, and the readout trains."},
     )
     evidence_per_paradigm: bool = field(
         default=True,
@@ -159,7 +160,7 @@ class RecipeArguments:
         default=10.0,
         metadata={"help": "Learning-rate multiplier of the evidence token (instruction_conditioning): its output "
                           "starts small and must outgrow the rest of the graph tokens' effect on the answer "
-                          "(docs/experiments.md)."},
+                          "(docs/experiments.md); it trains only with --evidence_decides_answer false."},
     )
     encoder_epochs: int = field(default=40, metadata={"help": "Stage 0: most epochs (early stopping on validation)."})
     encoder_lr: float = field(default=1e-3, metadata={"help": "Stage 0 learning rate."})
@@ -231,7 +232,13 @@ def parse_args(argv: list[str] | None = None):
         raise
     if recipe_args.stage not in STAGES:
         raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
-    readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
+    kinds = readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
+    decides = (model_args.instruction_conditioning and model_args.instruction_evidence == "attributes"
+               and model_args.evidence_position == "answer" and model_args.evidence_decides_answer)
+    if decides and set(kinds) != set(READABLE_KINDS):
+        raise ValueError(f"--evidence_decides_answer keeps the readout fitted before stage 1 fixed, so it must be "
+                         f"fitted for every head kind ({', '.join(READABLE_KINDS)}), not --fit_readout "
+                         f"{recipe_args.fit_readout!r}: pass --fit_readout all, or --evidence_decides_answer false.")
     if recipe_args.results_json is not None:
         load_fcn_llm_results(recipe_args.results_json)  # names a missing or foreign results.json before any work
     check_distribution(model_args, recipe_args, training_args)
@@ -527,6 +534,16 @@ def freeze_for_stage(model: FCNLLMForCausalLM, stage: str, freeze_encoder: bool,
             model.graph_projector.requires_grad_(False)
 
 
+def keep_answer_readout(model: torch.nn.Module) -> None:
+    """Freeze the evidence readout `out` of every `InstructionConditioning` in `model` (a PEFT model holds the
+    original and its trained copy). With `evidence_decides_answer` the answer margin is the evidence, and `out`
+    keeps the columns fitted before stage 1: each head's answer words' directions at the fitted scale. Trained by the
+    answer loss, columns turn towards the other answer word (docs/experiments.md)."""
+    for module in model.modules():
+        if isinstance(module, InstructionConditioning):
+            module.out.requires_grad_(False)
+
+
 def apply_lora(model: FCNLLMForCausalLM, model_args: ModelArguments):
     from peft import LoraConfig, get_peft_model
 
@@ -678,6 +695,8 @@ def run_llm_stage(model_args, data_args, recipe_args, training_args, callbacks=N
             fitted["readout"] = fit_readout(model, collator, train, kinds=kinds, seed=training_args.seed,
                                             bf16=training_args.bf16)
     trainable_model = apply_lora(model, model_args) if (recipe_args.stage == "joint" and model_args.lora) else model
+    if model.config.evidence_decides_answer:
+        keep_answer_readout(trainable_model)
     trainable = sum(p.numel() for p in trainable_model.parameters() if p.requires_grad)
     logger.info(
         "stage %s: %d train / %d validation instructions, %.2f M trainable parameters",

@@ -102,7 +102,7 @@ def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
     folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                          "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
                          "--freeze_encoder", "true", "--max_steps", "1", "--learning_rate", "0",
-                         "--fit_readout", fit, *FAST])
+                         "--fit_readout", fit, "--evidence_decides_answer", "false", *FAST])
     config = json.loads((Path(folder) / "config.json").read_text())
     specs, paradigms = config["auxiliary_heads"], config["evidence_paradigms"]
     assert paradigms == ["predictive", "judgment", "comparative"]
@@ -155,9 +155,35 @@ def test_stage1_trains_the_evidence_token_at_a_multiple_of_the_learning_rate(wor
     record = RecordOptimizer()
     train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
                 "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
-                "--max_steps", "1", "--learning_rate", "1e-3", "--evidence_lr_multiplier", "10", *FAST],
+                "--max_steps", "1", "--learning_rate", "1e-3", "--evidence_lr_multiplier", "10",
+                "--evidence_decides_answer", "false", *FAST],
                callbacks=[record])
     assert {round(lr, 9) for _, lr in record.groups} == {1e-3, 1e-2} and all(n > 0 for n, _ in record.groups)
+
+
+class RecordReadout(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.start = {k: v.detach().clone() for k, v in model.state_dict().items() if "instruction_conditioning" in k}
+
+
+def test_with_the_evidence_deciding_the_answer_the_fitted_readout_stays_and_the_question_maps_train(workspace, tmp_path):
+    record = RecordReadout()
+    folder = train.main(["--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(tmp_path / "s1"),
+                         "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]),
+                         "--max_steps", "2", "--learning_rate", "1e-2", *FAST], callbacks=[record])
+    saved, prefix = _weights(folder), "model.instruction_conditioning."
+    assert json.loads((Path(folder) / "config.json").read_text())["evidence_decides_answer"] is True
+    assert saved[prefix + "out.weight"].abs().sum() > 0  # fitted before training
+    torch.testing.assert_close(saved[prefix + "out.weight"], record.start[prefix + "out.weight"])
+    torch.testing.assert_close(saved[prefix + "out.bias"], record.start[prefix + "out.bias"])
+    assert not torch.equal(saved[prefix + "router.weight"], record.start[prefix + "router.weight"])
+
+
+def test_a_partly_fitted_readout_cannot_decide_the_answer():
+    with pytest.raises(ValueError, match="--evidence_decides_answer keeps the readout fitted .* not --fit_readout 'none'"):
+        train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "none"])
+    train.parse_args(["--stage", "align", "--data_dir", "d", "--output_dir", "o", "--fit_readout", "none",
+                      "--evidence_decides_answer", "false"])
 
 
 class FakeHub:
@@ -213,8 +239,10 @@ def test_stage2_lora_saves_adapter_and_merged_model(workspace):
     merged = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert type(merged).__name__ == "FCNLLMForCausalLM"
     assert not any("lora" in k for k in _weights(out))
-    stage1 = _weights(workspace["stage1"])
-    assert any(not torch.equal(stage1[k], v) for k, v in _weights(out).items() if "q_proj" in k)
+    stage1, merged = _weights(workspace["stage1"]), _weights(out)
+    assert any(not torch.equal(stage1[k], v) for k, v in merged.items() if "q_proj" in k)
+    for name in ("model.instruction_conditioning.out.weight", "model.instruction_conditioning.out.bias"):
+        torch.testing.assert_close(merged[name], stage1[name])  # the readout the evidence decides with stays
 
 
 class StopAfter(TrainerCallback):
