@@ -27,6 +27,23 @@ from fcn_llm.training.readout_fitting import named_threshold, standardised_thres
 from fcn_llm.training.router_fitting import question_sign
 
 
+def prompt_batch(processor, rows: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' prompts (chat template, assistant prefix, `<graph>` expanded), right-padded: `input_ids` and
+    `attention_mask` `(B, L)`."""
+    tokenizer = processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = []
+    for row in rows:
+        prompt = processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True)
+        ids.append(tokenizer(processor.expand_graphs(prompt))["input_ids"])
+    input_ids = torch.full((len(ids), max(map(len, ids))), pad)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, row_ids in enumerate(ids):
+        input_ids[i, : len(row_ids)] = torch.tensor(row_ids)
+        attention_mask[i, : len(row_ids)] = 1
+    return input_ids, attention_mask
+
+
 @torch.no_grad()
 def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64) -> dict[str, np.ndarray]:
     """The evidence token's reading of each row's prompt: `routing` `(S, heads)` softmax weights, `paradigm`
@@ -35,19 +52,9 @@ def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64)
     if conditioning is None or not conditioning.reads_attributes:
         raise ValueError("read_questions needs a model whose evidence token reads the attribute heads "
                          "(instruction_evidence='attributes').")
-    tokenizer = processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: dict[str, list] = {"routing": [], "paradigm": [], "turned": [], "signs": [], "thresholds": []}
     for start in range(0, len(rows), batch_size):
-        ids = []
-        for row in rows[start : start + batch_size]:
-            prompt = processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True)
-            ids.append(tokenizer(processor.expand_graphs(prompt))["input_ids"])
-        input_ids = torch.full((len(ids), max(map(len, ids))), pad)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, row_ids in enumerate(ids):
-            input_ids[i, : len(row_ids)] = torch.tensor(row_ids)
-            attention_mask[i, : len(row_ids)] = 1
+        input_ids, attention_mask = prompt_batch(processor, rows[start : start + batch_size])
         placeholders = input_ids == processor.graph_token_id
         instruction = model.model.instruction_tokens(placeholders, attention_mask, None)
         features = model.model.routing_features(input_ids, attention_mask)
