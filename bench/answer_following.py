@@ -23,8 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.graph_lookup import GraphLookup
 from datasets_scripts.loading import load_instruction_set
-from modeling_fcnllm import FCNLLMForCausalLM
-from processing import FCNProcessor
+from fcn_llm.evaluation.model_io import load_model_and_processor
 from fcn_llm.scoring import choice_log_likelihoods
 
 YES, NO = "Yes", "No"
@@ -104,8 +103,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=1500, help="judgments sampled from the split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = FCNLLMForCausalLM.from_pretrained(args.model).eval()
-    processor = FCNProcessor.from_pretrained(args.model)
+    model, processor = load_model_and_processor(args.model)
     subjects, instructions = load_instruction_set(args.data)
     lookup = GraphLookup.from_dataset(subjects)
     frame = instructions[args.split].to_pandas()

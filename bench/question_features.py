@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from bench.question_reading import prompt_batch
+from bench.question_reading import prompt_batch, sample_rows
 from datasets_scripts.loading import load_instruction_set
-from modeling_fcnllm import FCNLLMForCausalLM
-from processing import FCNProcessor
+from fcn_llm.evaluation.model_io import load_model_and_processor
 from fcn_llm.training.router_fitting import question_sign
 
 TURNABLE = ("judgment", "comparative")
@@ -101,14 +100,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=1500, help="rows sampled per split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = FCNLLMForCausalLM.from_pretrained(args.model).eval()
-    processor = FCNProcessor.from_pretrained(args.model)
+    model, processor = load_model_and_processor(args.model)
     _, instructions = load_instruction_set(args.data)
-    rows = {split: instructions[split].to_pandas().sample(min(args.rows, len(instructions[split])),
-                                                          random_state=args.seed).to_dict("records")
-            for split in ("train", "validation")}
-    layers = [int(k) for k in args.layers.split(",")]
-    report = compare_representations(model, processor, rows["train"], rows["validation"], layers)
+    train, held = (sample_rows(instructions, split, args.rows, args.seed) for split in ("train", "validation"))
+    report = compare_representations(model, processor, train, held, [int(k) for k in args.layers.split(",")])
     print(json.dumps(report, indent=2))
     return report
 

@@ -21,10 +21,15 @@ import pandas as pd
 import torch
 
 from datasets_scripts.loading import load_instruction_set
-from modeling_fcnllm import FCNLLMForCausalLM
-from processing import FCNProcessor
+from fcn_llm.evaluation.model_io import load_model_and_processor
 from fcn_llm.training.readout_fitting import named_threshold, standardised_threshold
 from fcn_llm.training.router_fitting import question_sign
+
+
+def sample_rows(instructions, split: str, rows: int, seed: int) -> list[dict]:
+    """Up to `rows` instruction rows of `split` (a `load_instruction_set` instructions `DatasetDict`), sampled."""
+    frame = instructions[split].to_pandas()
+    return frame.sample(min(rows, len(frame)), random_state=seed).to_dict("records")
 
 
 def prompt_batch(processor, rows: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +115,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=1500, help="rows sampled per split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    model = FCNLLMForCausalLM.from_pretrained(args.model).eval()
-    processor = FCNProcessor.from_pretrained(args.model)
+    model, processor = load_model_and_processor(args.model)
     _, instructions = load_instruction_set(args.data)
-    report = {}
-    for split, wording in (("train", "training_forms"), ("validation", "held_out_forms")):
-        frame = instructions[split].to_pandas()
-        frame = frame.sample(min(args.rows, len(frame)), random_state=args.seed)
-        report[wording] = reading_accuracy(model, processor, frame.to_dict("records"))
+    report = {wording: reading_accuracy(model, processor, sample_rows(instructions, split, args.rows, args.seed))
+              for split, wording in (("train", "training_forms"), ("validation", "held_out_forms"))}
     print(json.dumps(report, indent=2))
     return report
 
