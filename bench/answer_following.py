@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from datasets_scripts.graph_lookup import GraphLookup
@@ -30,14 +29,12 @@ YES, NO = "Yes", "No"
 
 
 @torch.no_grad()
-def standardised_head_outputs(model, fcns: torch.Tensor) -> torch.Tensor:
-    """The attribute heads' outputs as the evidence reads them, standardised over subjects by its running
-    statistics: prepared FCNs `(S, N, N)` -> `(S, A)`."""
-    conditioning = model.model.instruction_conditioning
-    encoded = model.graph_encoder(fcns.to(model.dtype))
-    read = conditioning.read_outputs(model.graph_attribute_heads(encoded))
-    norm = conditioning.evidence_norm
-    return F.batch_norm(read, norm.running_mean.float(), norm.running_var.float(), training=False, eps=norm.eps)
+def standardised_head_outputs(model, processor, fcns: Sequence[np.ndarray]) -> np.ndarray:
+    """The attribute heads' outputs as the evidence reads them (`InstructionConditioning.standardise`): FCNs
+    `(N, N)` each, as stored -> `(S, A)`."""
+    prepared = torch.from_numpy(np.stack(processor.prepare_fcns(list(fcns))))
+    encoded = model.graph_encoder(prepared.to(model.dtype))
+    return model.model.instruction_conditioning.standardise(model.graph_attribute_heads(encoded)).numpy()
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -48,14 +45,14 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
 
 
-def answer_following(model, processor, rows: Sequence[dict], fcns_of: Callable[[Sequence[str]], torch.Tensor],
+def answer_following(model, processor, rows: Sequence[dict], fcns_of: Callable[[Sequence[str]], np.ndarray],
                      batch_size: int = 8) -> dict:
     """Per binary attribute asked about in `rows` (judgments with one subject; others are skipped): `n`,
     `plain_slope` and `negated_slope` (the Yes - No margin on the head's standardised output), `answer_auc` and
     `head_auc` for the condition; `inverted`: the attributes whose plain slope is negative.
 
     Args:
-        fcns_of: subject ids -> their prepared FCNs `(S, N, N)`, in order.
+        fcns_of: subject ids -> their FCNs `(S, N, N)` as stored (the processor prepares them), in order.
     """
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
@@ -69,13 +66,14 @@ def answer_following(model, processor, rows: Sequence[dict], fcns_of: Callable[[
     if not rows:
         raise ValueError(f"No judgments with one subject about the model's binary attributes ({', '.join(binary)}).")
     subjects = sorted({row["subject_ids"][0] for row in rows})
-    outputs = standardised_head_outputs(model, fcns_of(subjects)).numpy()
+    stored = dict(zip(subjects, fcns_of(subjects)))
+    outputs = dict(zip(subjects, standardised_head_outputs(model, processor, list(stored.values()))))
     prompts = [processor.apply_chat_template(processor.prompt_messages(row["messages"]), add_generation_prompt=True,
                                              tokenize=False) for row in rows]
-    fcns = [list(fcns_of(row["subject_ids"]).numpy()) for row in rows]
+    fcns = [[stored[row["subject_ids"][0]]] for row in rows]
     likelihoods = choice_log_likelihoods(model, processor, prompts, fcns, [YES, NO], batch_size=batch_size)
     margin = likelihoods[:, 0] - likelihoods[:, 1]
-    head_output = np.array([outputs[subjects.index(row["subject_ids"][0]), binary[row["attribute"]]] for row in rows])
+    head_output = np.array([outputs[row["subject_ids"][0]][binary[row["attribute"]]] for row in rows])
     negated = np.array([bool(row.get("negated")) for row in rows])
     condition = np.array([(row["answer"] == YES) != bool(row.get("negated")) for row in rows])
     attributes = np.array([row["attribute"] for row in rows])
@@ -109,11 +107,7 @@ def main(argv=None) -> dict:
     frame = instructions[args.split].to_pandas()
     frame = frame[frame["paradigm"] == "judgment"]
     frame = frame.sample(min(args.rows, len(frame)), random_state=args.seed)
-
-    def fcns_of(ids):
-        return torch.from_numpy(np.stack(processor.prepare_fcns(list(lookup.stack(ids).numpy()))))
-
-    report = answer_following(model, processor, frame.to_dict("records"), fcns_of)
+    report = answer_following(model, processor, frame.to_dict("records"), lambda ids: lookup.stack(ids).numpy())
     print(json.dumps(report, indent=2))
     return report
 

@@ -495,6 +495,13 @@ class InstructionConditioning(nn.Module):
             read[:, start:end] = log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
         return read
 
+    def standardise(self, attribute_outputs: torch.Tensor) -> torch.Tensor:
+        """`(num_graphs, A)` head outputs as read (`read_outputs`), standardised by the running statistics that
+        `calibrate` set (float32), whatever the module's training mode."""
+        norm = self.evidence_norm
+        return F.batch_norm(self.read_outputs(attribute_outputs), norm.running_mean.float(), norm.running_var.float(),
+                            training=False, eps=norm.eps)
+
     @torch.no_grad()
     def calibrate(self, attribute_outputs: torch.Tensor) -> None:
         """Set the evidence standardisation to the mean and variance of `attribute_outputs` `(S, A)` as read
@@ -749,9 +756,7 @@ class InstructionConditioning(nn.Module):
             # the router learns from the routing loss only: the answer loss would route a question to any head
             # that helps its answer
             weights = routing_logits.detach().float().softmax(-1)[graph_rows].repeat_interleave(sizes, dim=-1)  # (num_graphs, A)
-            norm = self.evidence_norm
-            standard = F.batch_norm(self.read_outputs(attribute_outputs), norm.running_mean.float(),
-                                    norm.running_var.float(), training=False, eps=norm.eps)
+            standard = self.standardise(attribute_outputs)
             compared = self.pair_difference(standard, graph_rows, embeds.shape[0])
             named = standard - self.threshold_features(features, numbers)[graph_rows]
             # the question maps learn from their own losses only (see __init__)

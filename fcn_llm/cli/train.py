@@ -233,9 +233,8 @@ def parse_args(argv: list[str] | None = None):
     if recipe_args.stage not in STAGES:
         raise ValueError(f"Unknown --stage {recipe_args.stage!r}; choose one of {STAGES}.")
     kinds = readout_kinds(recipe_args.fit_readout)  # names a bad kind before any work
-    decides = (model_args.instruction_conditioning and model_args.instruction_evidence == "attributes"
-               and model_args.evidence_position == "answer" and model_args.evidence_decides_answer)
-    if decides and set(kinds) != set(READABLE_KINDS):
+    if (model_args.instruction_conditioning and evidence_decides_answer(model_args, model_args.instruction_evidence)
+            and set(kinds) != set(READABLE_KINDS)):
         raise ValueError(f"--evidence_decides_answer keeps the readout fitted before stage 1 fixed, so it must be "
                          f"fitted for every head kind ({', '.join(READABLE_KINDS)}), not --fit_readout "
                          f"{recipe_args.fit_readout!r}: pass --fit_readout all, or --evidence_decides_answer false.")
@@ -445,6 +444,12 @@ def copy_stage0(model: FCNLLMForCausalLM, stage0: FCNEncoderForAttributePredicti
 # --------------------------------------------------------------------------------------------------
 # Stages 1 and 2
 # --------------------------------------------------------------------------------------------------
+def evidence_decides_answer(model_args: ModelArguments, evidence: str) -> bool:
+    """Whether the heads' evidence alone decides the answer: `--evidence_decides_answer` where `evidence` (the
+    instruction evidence the model is built with) reads the heads at the answer position."""
+    return evidence == "attributes" and model_args.evidence_position == "answer" and model_args.evidence_decides_answer
+
+
 def readout_kinds(fit_readout: str) -> tuple[str, ...]:
     """`--fit_readout` ("continuous,categorical", "all", "none") -> the head kinds whose readout is written."""
     if fit_readout in ("all", "none"):
@@ -506,8 +511,7 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         instruction_evidence=evidence,
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
         evidence_position=model_args.evidence_position if evidence == "attributes" else "graph",
-        evidence_decides_answer=(evidence == "attributes" and model_args.evidence_position == "answer"
-                                 and model_args.evidence_decides_answer),
+        evidence_decides_answer=evidence_decides_answer(model_args, evidence),
         **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if stage0 is not None and copy_stage0(model, stage0):

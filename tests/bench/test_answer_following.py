@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from bench.answer_following import answer_following
 from tests.conftest import make_tiny_model, random_fcns
@@ -26,7 +25,7 @@ def _rows():
 
 
 def fcns_of(ids):
-    return torch.from_numpy(np.stack([FCNS[i] for i in ids]))
+    return np.stack([FCNS[i] for i in ids])
 
 
 @pytest.mark.parametrize("scale", [3.0, -3.0])
