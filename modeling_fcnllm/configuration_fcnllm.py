@@ -297,7 +297,12 @@ class FCNLLMConfig(PreTrainedConfig):
             the asked continuous head's estimate (rounded to its `decimals`, clipped to its `valid_range`, then
             `answer_end_id`) as the answer is written, times the question's predictive-paradigm and routing
             weights: "What is this subject's age?" is answered with the head's estimate. 0: the LLM writes numbers
-            alone.
+            alone. The same bias writes class words whole (`class_answer_ids`).
+        class_answer_ids: with ``"answer"``, per binary or categorical head key, the token ids of each of its answer
+            words as an answer writes them (binary: the positive label, then the negative; categorical: its classes in
+            output order). At inference, once an answer has begun one of the words of the head the question is routed
+            to, the rest of that word and then `answer_end_id` get `number_writing_bias` times the routing weight, so
+            the word the evidence chose ("Amb" of "Ambidextrous") is written whole. None: the LLM goes on alone.
 
     Example:
         >>> config = FCNLLMConfig()  # SmolLM2-135M text config, 100-ROI encoder
@@ -329,6 +334,7 @@ class FCNLLMConfig(PreTrainedConfig):
     answer_prefix_ids: list[int] | None = None
     answer_end_id: int | None = None
     number_writing_bias: float = 20.0
+    class_answer_ids: dict[str, list[list[int]]] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -360,6 +366,11 @@ class FCNLLMConfig(PreTrainedConfig):
             raise ValueError(f"answer_prefix_ids must be token ids, got {self.answer_prefix_ids!r}.")
         if not (math.isfinite(self.number_writing_bias) and self.number_writing_bias >= 0):
             raise ValueError(f"number_writing_bias must be finite and >= 0, got {self.number_writing_bias!r}.")
+        for key, words in (self.class_answer_ids or {}).items():
+            if not (isinstance(words, (list, tuple)) and len(words) >= 2 and all(
+                    isinstance(w, (list, tuple)) and w and all(isinstance(t, int) and t >= 0 for t in w) for w in words)):
+                raise ValueError(f"class_answer_ids[{key!r}] must list two or more answer words, each as token ids, "
+                                 f"got {words!r}.")
         paradigms = list(self.evidence_paradigms or [])
         if len(set(paradigms)) != len(paradigms) or not all(isinstance(p, str) and p for p in paradigms):
             raise ValueError(f"evidence_paradigms must be distinct paradigm names, got {self.evidence_paradigms!r}.")

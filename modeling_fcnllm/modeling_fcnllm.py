@@ -84,7 +84,9 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     orthonormal directions along which the evidence alone sets the answer (with `config.evidence_decides_answer`,
     `InstructionConditioning.answer_basis`; else None); `number_plan` `(B, P)` the tokens
     of the estimate each row's answer writes (-1 after its end) and `number_gate` `(B,)` how strongly (at inference
-    with number writing, `InstructionConditioning.plan_numbers`; else None)."""
+    with number writing, `InstructionConditioning.plan_numbers`; else None); `word_plan` `(B, C, T)` the answer words of
+    the head each row is routed to and `word_gate` `(B,)` (at inference with `config.class_answer_ids`,
+    `InstructionConditioning.plan_words`; else None)."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
@@ -96,6 +98,8 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     answer_basis: torch.Tensor | None = None
     number_plan: torch.Tensor | None = None
     number_gate: torch.Tensor | None = None
+    word_plan: torch.Tensor | None = None
+    word_gate: torch.Tensor | None = None
 
 
 @dataclass
@@ -104,7 +108,9 @@ class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     `(num_graphs, A)`, `instruction_routing_logits` `(B, num_heads)`, `paradigm_logits` `(B, P)`, `turn_logits`
     `(B,)`, `class_signs` `(B, A)` and `answer_evidence` `(B, D)`, as in
     `FCNLLMModelOutputWithPast`, and `answer_offset` `(B,)` the last position's place in the answer (0: it gives the
-    answer's first token; -1: before the answer), with which generation goes on writing the `number_plan`."""
+    answer's first token; -1: before the answer), with which generation goes on writing the `number_plan`, and
+    `word_plan`, `word_gate` and `answer_tokens` `(B, k)` the answer's tokens so far (cached generation), with which
+    it writes a begun class word whole."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
@@ -116,6 +122,9 @@ class FCNLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     number_plan: torch.Tensor | None = None
     number_gate: torch.Tensor | None = None
     answer_offset: torch.Tensor | None = None
+    word_plan: torch.Tensor | None = None
+    word_gate: torch.Tensor | None = None
+    answer_tokens: torch.Tensor | None = None
 
 
 def check_graph_values(graph_values: torch.Tensor, num_rois: int) -> None:
@@ -392,6 +401,7 @@ class InstructionConditioning(nn.Module):
         super().__init__()
         width = config.text_config.hidden_size
         self.reads_attributes = config.instruction_evidence == "attributes"
+        self.word_ids = None  # with "attributes": the answer words per head (`answer_word_table`)
         self.at_answer = config.evidence_position == "answer"
         self.graph_len = config.graph_seq_length
         if self.reads_attributes:
@@ -447,6 +457,10 @@ class InstructionConditioning(nn.Module):
                 self.paradigm_weight = nn.Parameter(torch.zeros(len(self.paradigms), width))
                 self.paradigm_bias = nn.Parameter(torch.zeros(len(self.paradigms)))
             self.out = nn.Linear(sum(self.head_sizes) * max(1, len(self.paradigms)), width)
+            # per head, its answer words' tokens then `answer_end_id` `(num_heads, C, T)`, -1 padded (`plan_words`): a CPU
+            # tensor derived from the config, neither a parameter nor a buffer (from_pretrained would leave a buffer
+            # that no checkpoint holds uninitialised)
+            self.word_ids = self.answer_word_table(config)
         else:
             rank = config.instruction_rank
             self.query = nn.Parameter(torch.zeros(width))
@@ -690,6 +704,32 @@ class InstructionConditioning(nn.Module):
         for row, tokens in enumerate(plans):
             plan[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         return plan, gate
+
+    @staticmethod
+    def answer_word_table(config: FCNLLMConfig) -> torch.Tensor | None:
+        """`config.class_answer_ids` as `(num_heads, C, T)` token ids per head and answer word, each word followed by
+        `config.answer_end_id` (when set), -1 padded (a head without words: all -1); None without words."""
+        if not config.class_answer_ids:
+            return None
+        end = [] if config.answer_end_id is None else [config.answer_end_id]
+        words = [[list(w) + end for w in config.class_answer_ids.get(head.key, [])] for head in config.auxiliary_heads]
+        table = torch.full((len(words), max(1, max(map(len, words))), max(len(w) for ws in words for w in ws)), -1,
+                           device="cpu")
+        for j, head_words in enumerate(words):
+            for c, word in enumerate(head_words):
+                table[j, c, : len(word)] = torch.tensor(word, device="cpu")
+        return table
+
+    @torch.no_grad()
+    def plan_words(self, routing_logits: torch.Tensor, graph_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer words of the head each row is routed to (largest routing weight), for writing them whole:
+        `routing_logits` `(B, num_heads)`, `graph_rows` `(num_graphs,)` -> `plan` `(B, C, T)` token ids (`word_ids` of
+        that head) and `gate` `(B,)`: that head's routing weight (0 for rows without a graph)."""
+        routing = routing_logits.float().softmax(-1)
+        head = routing.argmax(-1)
+        with_graph = torch.bincount(graph_rows, minlength=routing.shape[0]).gt(0)
+        gate = torch.where(with_graph, routing.gather(1, head[:, None])[:, 0], torch.zeros_like(routing[:, 0]))
+        return self.word_ids.to(head.device)[head], gate
 
     @torch.no_grad()
     def answer_basis(self, routing_logits: torch.Tensor, features: torch.Tensor, graph_rows: torch.Tensor) -> torch.Tensor:
@@ -993,7 +1033,9 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
         readout), `turn_logits` `(B,)` and `class_signs` `(B, A)`; `answer_evidence` `(B, D)` for the answer
         position (None unless `evidence_position="answer"`); and `number_plan` `(B, P')`, `number_gate` `(B,)`, the
         estimates the answers would write (`InstructionConditioning.plan_numbers`; at inference with
-        `config.number_writing_bias` > 0 only, else None); `answer_basis` `(B, D, r)` (with
+        `config.number_writing_bias` > 0 only, else None); `word_plan` `(B, C, T)`, `word_gate` `(B,)` likewise, the
+        answer words of each row's routed head (`InstructionConditioning.plan_words`; with `config.class_answer_ids`);
+        `answer_basis` `(B, D, r)` (with
         `config.evidence_decides_answer`, `InstructionConditioning.answer_basis`, else None).
 
         `attribute_outputs` `(num_graphs, A)`: the attribute heads' outputs on these graphs' encoder tokens
@@ -1013,7 +1055,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers, features)
         out = dict(graph_features=graph_features, instruction_routing_logits=routing_logits, answer_evidence=answer_evidence,
                    answer_basis=None, paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None,
-                   number_gate=None)
+                   number_gate=None, word_plan=None, word_gate=None)
         if conditioning.reads_attributes:
             out.update(paradigm_logits=conditioning.paradigm_logits(features), turn_logits=conditioning.turn_logits(features),
                        class_signs=conditioning.class_signs(features))
@@ -1022,6 +1064,9 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             if not self.training and self.config.number_writing_bias > 0 and conditioning.writes_numbers():
                 out["number_plan"], out["number_gate"] = conditioning.plan_numbers(
                     attribute_outputs, routing_logits, features, graph_rows)
+            if (not self.training and self.config.number_writing_bias > 0 and answer_evidence is not None
+                    and conditioning.word_ids is not None):
+                out["word_plan"], out["word_gate"] = conditioning.plan_words(routing_logits, graph_rows)
         return out
 
     @staticmethod
@@ -1214,6 +1259,8 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         # `_update_model_kwargs_for_generation`)
         number_plan, number_gate = kwargs.pop("number_plan", None), kwargs.pop("number_gate", None)
         answer_offset = kwargs.pop("answer_offset", None)
+        word_plan, word_gate = kwargs.pop("word_plan", None), kwargs.pop("word_gate", None)
+        answer_tokens = kwargs.pop("answer_tokens", None)
         if labels is not None or shift_labels is not None:  # instruction conditioning never reads the answer
             prompt = labels == -100 if labels is not None else F.pad(shift_labels[:, :-1] == -100, (1, 0), value=True)
             instruction_mask = prompt if instruction_mask is None else prompt & instruction_mask.bool()
@@ -1270,6 +1317,20 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             kept = offsets if not logits_to_keep else (
                 offsets[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else offsets[:, logits_to_keep])
             logits = self.write_numbers(logits, number_plan, number_gate, kept)
+        if labels is None and shift_labels is None:
+            if outputs.word_plan is not None and starts is not None:  # this pass read the question
+                word_plan, word_gate = outputs.word_plan, outputs.word_gate
+                answer_tokens = None
+                if attention_mask is None or attention_mask.dim() == 2:  # contiguous rows: the answer so far is in them
+                    logits = self.write_words(logits, word_plan, word_gate, *self.written_answers(
+                        input_ids, starts, logits.shape[-2] if logits.dim() == 3 else 0))
+                answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)
+            elif word_plan is not None and answer_tokens is not None and input_ids is not None:  # a cached step
+                answer_tokens = torch.cat([answer_tokens, input_ids], 1)
+                step = input_ids.shape[1]
+                written = [answer_tokens[:, : answer_tokens.shape[1] - step + j + 1] for j in range(step)]
+                logits = self.write_words(logits, word_plan, word_gate, written[-logits.shape[-2]:],
+                                          list(range(logits.shape[-2])))
         if graph_attribute_labels is not None and outputs.graph_hidden_states is not None:
             if self.graph_attribute_heads is None:
                 raise ValueError("graph_attribute_labels were given but the config has no auxiliary_heads.")
@@ -1309,6 +1370,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             number_plan=number_plan,
             number_gate=number_gate,
             answer_offset=None if offsets is None else offsets[:, -1],
+            word_plan=word_plan,
+            word_gate=word_gate,
+            answer_tokens=answer_tokens,
         )
 
     def question_losses(self, outputs, paradigm_labels: torch.Tensor | None, turn_labels: torch.Tensor | None,
@@ -1354,6 +1418,43 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         bias = self.config.number_writing_bias * gate.to(logits.dtype)[:, None] * inside.to(logits.dtype)
         return logits.scatter_add(-1, tokens.clamp(min=0)[..., None], bias[..., None])
 
+    @staticmethod
+    def written_answers(input_ids: torch.Tensor, starts: torch.Tensor, kept: int) -> tuple[list[torch.Tensor], list[int]]:
+        """For the last `kept` positions of `input_ids` `(B, L)` (`starts` `(B, L)` True where each row's answer
+        starts), what each row's answer has written so far there: a list of `(B, k)` tokens (k >= 1; -1 in the rows
+        whose answer holds another number of tokens at that position, or has not started) and, for each, the
+        position's index among the kept logits."""
+        length = input_ids.shape[1]
+        index = torch.arange(length, device=input_ids.device)
+        start = torch.where(starts, index, -1).amax(1)  # (B,) the position whose logits give the answer's first token
+        written, columns = [], []
+        for column, position in enumerate(range(length - kept, length)):
+            so_far = torch.where(start >= 0, position - start, 0)  # (B,) tokens each row's answer holds here
+            for k in sorted(set(so_far[so_far >= 1].tolist())):
+                places = (start[:, None] + 1 + torch.arange(k, device=input_ids.device)).clamp(0, length - 1)
+                written.append(torch.where((so_far == k)[:, None], input_ids.gather(1, places), -1))
+                columns.append(column)
+        return written, columns
+
+    def write_words(self, logits: torch.Tensor, plan: torch.Tensor, gate: torch.Tensor, written: list[torch.Tensor],
+                    columns: list[int]) -> torch.Tensor:
+        """`logits` `(B, L', V)` with `config.number_writing_bias * gate` `(B,)` added, at each kept position `columns`,
+        to the next token of the answer word that what its row has `written` `(B, k)` so far begins (`plan` `(B, C, T)`
+        the routed head's words, -1 padded): once an answer has begun a word, the rest of it and the answer's end
+        follow. Where no word, or words that go on differently, begin that way: nothing."""
+        logits = logits.clone() if written else logits
+        for tokens, column in zip(written, columns):
+            k = tokens.shape[1]
+            if k >= plan.shape[2]:
+                continue
+            begun = (plan[:, :, :k] == tokens[:, None, :]).all(-1) & (plan[:, :, k] >= 0)  # (B, C)
+            following = torch.where(begun, plan[:, :, k], -1).amax(-1)  # (B,)
+            agree = torch.where(begun, plan[:, :, k], following[:, None]).eq(following[:, None]).all(-1)
+            chosen = begun.any(-1) & agree & (tokens[:, 0] >= 0)
+            bias = self.config.number_writing_bias * gate.to(logits.dtype) * chosen.to(logits.dtype)
+            logits[:, column] = logits[:, column].scatter_add(-1, following.clamp(min=0)[:, None], bias[:, None])
+        return logits
+
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs: dict, is_encoder_decoder: bool = False,
                                             num_new_tokens: int = 1) -> dict:
         """GenerationMixin's update, plus the estimates being written: after a pass that read the question its
@@ -1362,6 +1463,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         if getattr(outputs, "answer_offset", None) is not None:
             model_kwargs["number_plan"], model_kwargs["number_gate"] = outputs.number_plan, outputs.number_gate
             model_kwargs["answer_offset"] = outputs.answer_offset + num_new_tokens
+        if getattr(outputs, "answer_tokens", None) is not None:
+            model_kwargs["word_plan"], model_kwargs["word_gate"] = outputs.word_plan, outputs.word_gate
+            model_kwargs["answer_tokens"] = outputs.answer_tokens
         return model_kwargs
 
     def answer_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

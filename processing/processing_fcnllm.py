@@ -175,6 +175,12 @@ class FCNProcessor(ProcessorMixin):
             )
         return text.replace(self.graph_token, self.graph_token * (self.num_graph_tokens or 1))
 
+    def answer_word_ids(self, words: Sequence[str]) -> list[list[int]]:
+        """Token ids of each of `words` as an answer writes it (after the chat template's assistant prefix): what
+        `FCNLLMConfig.class_answer_ids` holds per head."""
+        prompt = self.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True)
+        return [self.answer_ids(prompt, word) for word in words]
+
     def answer_ids(self, prompt: str, answer: str) -> list[int]:
         """Token ids of `answer` after the chat-template `prompt`, tokenized jointly with it (so training labels
         and scored continuations are the same tokens); the answer alone where a token would merge across the

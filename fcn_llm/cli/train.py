@@ -520,7 +520,26 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     if model.config.evidence_position == "answer":
         model.config.answer_prefix_ids = processor.answer_prefix_ids
         model.config.answer_end_id = processor.answer_end_id
+        if evidence == "attributes":
+            model.config.class_answer_ids = class_answer_ids(processor, attributes, model.config.auxiliary_heads)
+            conditioning = model.model.instruction_conditioning
+            conditioning.word_ids = conditioning.answer_word_table(model.config)
     return model, processor, aux_targets
+
+
+def class_answer_ids(processor: FCNProcessor, attributes, heads) -> dict[str, list[list[int]]]:
+    """`FCNLLMConfig.class_answer_ids`: per binary or categorical head among `heads`, the token ids of its predictive
+    answer words (registry `attributes`: a binary attribute's positive then negative label, a categorical one's
+    classes)."""
+    by_key = {attribute.key: attribute for attribute in attributes}
+    words = {}
+    for head in heads:
+        attribute = by_key.get(head["key"])
+        if attribute is None or head["kind"] == "continuous":
+            continue
+        names = [attribute.labels["1"], attribute.labels["0"]] if head["kind"] == "binary" else list(attribute.classes)
+        words[head["key"]] = processor.answer_word_ids(names)
+    return words
 
 
 def freeze_for_stage(model: FCNLLMForCausalLM, stage: str, freeze_encoder: bool, freeze_projector: bool = False) -> None:

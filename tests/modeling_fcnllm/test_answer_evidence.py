@@ -242,3 +242,69 @@ def test_a_chat_template_without_an_assistant_prefix_is_an_error(tokenizer):
     bare = FCNProcessor(tokenizer, chat_template="{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
     with pytest.raises(ValueError, match="writes no assistant prefix"):
         bare.answer_prefix_ids
+
+
+SEX = "<graph>\nWhat is this subject's sex?"
+
+
+def word_writer(processor, words: list[str], first: str, **overrides) -> FCNLLMForCausalLM:
+    """`answer_model` routed to the sex head, whose answer words are `words`, with a readout bias that makes every
+    answer start with the first token of `first`."""
+    model = answer_model(processor, class_answer_ids={"sex": processor.answer_word_ids(words)},
+                         answer_end_id=processor.answer_end_id, **overrides)
+    conditioning = model.model.instruction_conditioning
+    first_token = processor.answer_word_ids([first])[0][0]
+    with torch.no_grad():
+        conditioning.router.weight.zero_()
+        conditioning.router.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+        conditioning.out.weight.zero_()
+        conditioning.out.bias.copy_(50.0 * model.lm_head.weight[first_token] / model.lm_head.weight[first_token].norm())
+    return model
+
+
+def test_config_rejects_class_answer_ids_that_are_not_words_of_tokens():
+    with pytest.raises(ValueError, match=r"class_answer_ids\['sex'\] must list two or more answer words"):
+        FCNLLMConfig(class_answer_ids={"sex": [[5]]})
+    with pytest.raises(ValueError, match=r"class_answer_ids\['sex'\] must list two or more answer words"):
+        FCNLLMConfig(class_answer_ids={"sex": [[5], []]})
+    with pytest.raises(ValueError, match=r"class_answer_ids\['sex'\] must list two or more answer words"):
+        FCNLLMConfig(class_answer_ids={"sex": [[5], [-1]]})
+
+
+@pytest.mark.parametrize("first", ["Right", "Mixed"])
+def test_a_begun_class_word_is_written_whole(processor, first):
+    words = ["Right", "Mixed"]
+    assert all(len(ids) > 2 for ids in processor.answer_word_ids(words))  # several tokens each
+    prompts, fcns = chat(processor, SEX, SEX), random_fcns(2)
+    alone = generate(word_writer(processor, words, first, number_writing_bias=0.0), processor, prompts, fcns)
+    assert alone[0] != first  # the tiny LLM alone does not finish the word the evidence began
+    writer = word_writer(processor, words, first)
+    for use_cache in (True, False):
+        assert generate(writer, processor, prompts, fcns, use_cache=use_cache) == [first, first]
+    # a question routed to a head without answer words (age) is left to the LLM
+    with torch.no_grad():
+        writer.model.instruction_conditioning.router.bias.copy_(torch.tensor([0.0, 0.0, 50.0]))
+    assert generate(writer, processor, prompts, fcns) == alone
+
+
+def test_words_that_go_on_differently_from_what_is_written_are_left_to_the_llm(processor):
+    words = ["Closed", "Control"]  # both begin with "C"
+    writer, plain = (word_writer(processor, words, "Closed", number_writing_bias=bias) for bias in (20.0, 0.0))
+    prompt = chat(processor, SEX)[0]
+    fcns = random_fcns(1)
+    for written, same in (("C", True), ("Co", False)):
+        batch = processor(text=[prompt + written], fcns=fcns)
+        assert torch.allclose(writer(**batch).logits[0, -1], plain(**batch).logits[0, -1]) == same
+
+
+def test_writing_words_leaves_scores_and_labelled_losses_alone(processor):
+    words = ["Ambidextrous", "Left-handed"]
+    writer = word_writer(processor, words, "Ambidextrous")
+    plain = word_writer(processor, words, "Ambidextrous", number_writing_bias=0.0)
+    prompts, fcns = chat(processor, SEX), [random_fcns(1)]
+    for single_pass in (True, False):
+        np.testing.assert_allclose(
+            choice_log_likelihoods(writer, processor, prompts, fcns, words, single_pass=single_pass),
+            choice_log_likelihoods(plain, processor, prompts, fcns, words, single_pass=single_pass), atol=1e-5)
+    batch = processor(text=prompts, fcns=fcns[0], answers=["Ambidextrous"])
+    torch.testing.assert_close(writer(**batch).loss, plain(**batch).loss)

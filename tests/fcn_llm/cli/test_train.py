@@ -95,6 +95,22 @@ def test_stage1_starts_from_stage0_heads_and_reads_them(workspace, tmp_path):
     assert weights["model.instruction_conditioning.out.weight"].abs().sum() > 0  # zero at the start, trained
 
 
+def test_the_saved_model_writes_its_heads_answer_words_whole(workspace):
+    """Stage 1 stores each class head's predictive answer words as tokens; the reloaded model's table has them, each
+    followed by the end of the answer."""
+    from modeling_fcnllm import FCNLLMForCausalLM
+    from processing import FCNProcessor
+
+    model = FCNLLMForCausalLM.from_pretrained(workspace["stage1"])
+    tokenizer = FCNProcessor.from_pretrained(workspace["stage1"]).tokenizer
+    words = {key: [tokenizer.decode(ids) for ids in table] for key, table in model.config.class_answer_ids.items()}
+    assert words["sex"] == ["Female", "Male"] and words["adhd"] == ["ADHD", "Control"]
+    assert not {"age", "fiq"} & set(words)  # continuous heads write numbers
+    conditioning = model.model.instruction_conditioning
+    sex = [h["key"] for h in model.config.auxiliary_heads].index("sex")
+    assert tokenizer.decode(conditioning.word_ids[sex, 0][conditioning.word_ids[sex, 0] >= 0]) == "Female<|im_end|>"
+
+
 @pytest.mark.parametrize("fit", ["continuous,categorical", "none"])
 def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
     """At learning rate 0 the saved evidence columns are the fitted ones: the judgment columns of the continuous
