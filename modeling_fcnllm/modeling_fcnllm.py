@@ -1320,11 +1320,12 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         if labels is None and shift_labels is None:
             if outputs.word_plan is not None and starts is not None:  # this pass read the question
                 word_plan, word_gate = outputs.word_plan, outputs.word_gate
-                answer_tokens = None
+                answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)  # the prompt ends where the answer starts
                 if attention_mask is None or attention_mask.dim() == 2:  # contiguous rows: the answer so far is in them
-                    logits = self.write_words(logits, word_plan, word_gate, *self.written_answers(
-                        input_ids, starts, logits.shape[-2] if logits.dim() == 3 else 0))
-                answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)
+                    written, columns = self.written_answers(input_ids, starts, logits.shape[-2])
+                    logits = self.write_words(logits, word_plan, word_gate, written, columns)
+                    if columns and columns[-1] == logits.shape[-2] - 1:  # an uncached pass within the answer
+                        answer_tokens = written[-1]
             elif word_plan is not None and answer_tokens is not None and input_ids is not None:  # a cached step
                 answer_tokens = torch.cat([answer_tokens, input_ids], 1)
                 step = input_ids.shape[1]
