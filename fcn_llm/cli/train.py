@@ -520,9 +520,9 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     if model.config.evidence_position == "answer":
         model.config.answer_prefix_ids = processor.answer_prefix_ids
         model.config.answer_end_id = processor.answer_end_id
-        if evidence == "attributes":
+        conditioning = model.model.instruction_conditioning
+        if conditioning is not None and conditioning.reads_attributes:
             model.config.class_answer_ids = class_answer_ids(processor, attributes, model.config.auxiliary_heads)
-            conditioning = model.model.instruction_conditioning
             conditioning.word_ids = conditioning.answer_word_table(model.config)
     return model, processor, aux_targets
 
