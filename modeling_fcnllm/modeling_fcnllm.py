@@ -1306,14 +1306,13 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
                                           shift_labels=shift_labels)
         offsets = None  # (B, L) each position's place in the answer
-        if outputs.number_plan is not None and starts is not None:  # this pass read the question
+        if starts is not None and (outputs.number_plan is not None or outputs.word_plan is not None):
+            offsets = self.answer_offsets(starts)  # this pass read the question
+        if outputs.number_plan is not None and starts is not None:
             number_plan, number_gate = outputs.number_plan, outputs.number_gate
-            index = torch.arange(input_ids.shape[1], device=input_ids.device)
-            start = torch.where(starts, index, -1).amax(1)
-            offsets = torch.where((start >= 0)[:, None] & (index >= start[:, None]), index - start[:, None], -1)
         elif number_plan is not None and answer_offset is not None and input_ids is not None:
             offsets = answer_offset[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)
-        if offsets is not None and labels is None and shift_labels is None:
+        if number_plan is not None and offsets is not None and labels is None and shift_labels is None:
             kept = offsets if not logits_to_keep else (
                 offsets[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else offsets[:, logits_to_keep])
             logits = self.write_numbers(logits, number_plan, number_gate, kept)
@@ -1322,7 +1321,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
                 word_plan, word_gate = outputs.word_plan, outputs.word_gate
                 answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)  # the prompt ends where the answer starts
                 if attention_mask is None or attention_mask.dim() == 2:  # contiguous rows: the answer so far is in them
-                    written, columns = self.written_answers(input_ids, starts, logits.shape[-2])
+                    written, columns = self.written_answers(input_ids, offsets[:, -logits.shape[-2]:])
                     logits = self.write_words(logits, word_plan, word_gate, written, columns)
                     if columns and columns[-1] == logits.shape[-2] - 1:  # an uncached pass within the answer
                         answer_tokens = written[-1]
@@ -1420,20 +1419,27 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         return logits.scatter_add(-1, tokens.clamp(min=0)[..., None], bias[..., None])
 
     @staticmethod
-    def written_answers(input_ids: torch.Tensor, starts: torch.Tensor, kept: int) -> tuple[list[torch.Tensor], list[int]]:
-        """For the last `kept` positions of `input_ids` `(B, L)` (`starts` `(B, L)` True where each row's answer
-        starts), what each row's answer has written so far there: a list of `(B, k)` tokens (k >= 1; -1 in the rows
-        whose answer holds another number of tokens at that position, or has not started) and, for each, the
-        position's index among the kept logits."""
-        length = input_ids.shape[1]
-        index = torch.arange(length, device=input_ids.device)
-        start = torch.where(starts, index, -1).amax(1)  # (B,) the position whose logits give the answer's first token
+    def answer_offsets(starts: torch.Tensor) -> torch.Tensor:
+        """`(B, L)` each position's place in the answer, from `starts` `(B, L)` (True where a row's answer starts): 0
+        at the position whose logits give the answer's first token, k at the one that gives its token k, -1 before."""
+        index = torch.arange(starts.shape[1], device=starts.device)
+        start = torch.where(starts, index, -1).amax(1)
+        return torch.where((start >= 0)[:, None] & (index >= start[:, None]), index - start[:, None], -1)
+
+    @staticmethod
+    def written_answers(input_ids: torch.Tensor, kept_offsets: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+        """What each row's answer has written so far at the last positions of `input_ids` `(B, L)`, whose places in
+        the answer are `kept_offsets` `(B, L')` (`answer_offsets`, the logits kept): a list of `(B, k)` tokens (k >= 1;
+        -1 in the rows whose answer holds another number of tokens there) and, for each, its column among the kept
+        logits."""
+        length, kept = input_ids.shape[1], kept_offsets.shape[1]
         written, columns = [], []
-        for column, position in enumerate(range(length - kept, length)):
-            so_far = torch.where(start >= 0, position - start, 0)  # (B,) tokens each row's answer holds here
+        for column in range(kept):
+            so_far = kept_offsets[:, column]  # (B,) tokens each row's answer holds here
+            position = length - kept + column
             for k in sorted(set(so_far[so_far >= 1].tolist())):
-                places = (start[:, None] + 1 + torch.arange(k, device=input_ids.device)).clamp(0, length - 1)
-                written.append(torch.where((so_far == k)[:, None], input_ids.gather(1, places), -1))
+                places = position - k + 1 + torch.arange(k, device=input_ids.device)
+                written.append(torch.where((so_far == k)[:, None], input_ids[:, places], -1))
                 columns.append(column)
         return written, columns
 
