@@ -85,8 +85,8 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     `InstructionConditioning.answer_basis`; else None); `number_plan` `(B, P)` the tokens
     of the estimate each row's answer writes (-1 after its end) and `number_gate` `(B,)` how strongly (at inference
     with number writing, `InstructionConditioning.plan_numbers`; else None); `word_plan` `(B, C, T)` the answer words of
-    the head each row is routed to and `word_gate` `(B,)` (at inference with `config.class_answer_ids`,
-    `InstructionConditioning.plan_words`; else None)."""
+    the head each row is routed to, `word_gate` `(B,)` and `word_start_gate` `(B,)` (at inference with
+    `config.class_answer_ids`, `InstructionConditioning.plan_words`; else None)."""
 
     graph_hidden_states: torch.Tensor | None = None
     graph_attribute_outputs: torch.Tensor | None = None
@@ -100,6 +100,7 @@ class FCNLLMModelOutputWithPast(BaseModelOutputWithPast):
     number_gate: torch.Tensor | None = None
     word_plan: torch.Tensor | None = None
     word_gate: torch.Tensor | None = None
+    word_start_gate: torch.Tensor | None = None
 
 
 @dataclass
@@ -721,15 +722,21 @@ class InstructionConditioning(nn.Module):
         return table
 
     @torch.no_grad()
-    def plan_words(self, routing_logits: torch.Tensor, graph_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def plan_words(self, routing_logits: torch.Tensor, features: torch.Tensor,
+                   graph_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The answer words of the head each row is routed to (largest routing weight), for writing them whole:
-        `routing_logits` `(B, num_heads)`, `graph_rows` `(num_graphs,)` -> `plan` `(B, C, T)` token ids (`word_ids` of
-        that head) and `gate` `(B,)`: that head's routing weight (0 for rows without a graph)."""
+        `routing_logits` `(B, num_heads)`, `features` `(B, D)` (`routing_features`), `graph_rows` `(num_graphs,)` ->
+        `plan` `(B, C, T)` token ids (`word_ids` of that head), `gate` `(B,)` that head's routing weight (0 for rows
+        without a graph), with which a begun word is finished, and `start_gate` `(B,)` the gate times P(predictive),
+        with which a predictive answer starts with one of the words (0 without a predictive readout of its own)."""
         routing = routing_logits.float().softmax(-1)
         head = routing.argmax(-1)
         with_graph = torch.bincount(graph_rows, minlength=routing.shape[0]).gt(0)
         gate = torch.where(with_graph, routing.gather(1, head[:, None])[:, 0], torch.zeros_like(routing[:, 0]))
-        return self.word_ids.to(head.device)[head], gate
+        start_gate = torch.zeros_like(gate)
+        if len(self.paradigms) > 1 and "predictive" in self.paradigms:
+            start_gate = gate * self.paradigm_weights(features)[:, self.paradigms.index("predictive")]
+        return self.word_ids.to(head.device)[head], gate, start_gate
 
     @torch.no_grad()
     def answer_basis(self, routing_logits: torch.Tensor, features: torch.Tensor, graph_rows: torch.Tensor) -> torch.Tensor:
@@ -1055,7 +1062,7 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
             graph_features, inputs_embeds, instruction, graph_rows, attribute_outputs, numbers, features)
         out = dict(graph_features=graph_features, instruction_routing_logits=routing_logits, answer_evidence=answer_evidence,
                    answer_basis=None, paradigm_logits=None, turn_logits=None, class_signs=None, number_plan=None,
-                   number_gate=None, word_plan=None, word_gate=None)
+                   number_gate=None, word_plan=None, word_gate=None, word_start_gate=None)
         if conditioning.reads_attributes:
             out.update(paradigm_logits=conditioning.paradigm_logits(features), turn_logits=conditioning.turn_logits(features),
                        class_signs=conditioning.class_signs(features))
@@ -1066,7 +1073,8 @@ class FCNLLMModel(FCNLLMPreTrainedModel):
                     attribute_outputs, routing_logits, features, graph_rows)
             if (not self.training and self.config.number_writing_bias > 0 and answer_evidence is not None
                     and conditioning.word_ids is not None):
-                out["word_plan"], out["word_gate"] = conditioning.plan_words(routing_logits, graph_rows)
+                out["word_plan"], out["word_gate"], out["word_start_gate"] = conditioning.plan_words(
+                    routing_logits, features, graph_rows)
         return out
 
     @staticmethod
@@ -1321,7 +1329,9 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
                 word_plan, word_gate = outputs.word_plan, outputs.word_gate
                 answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)  # the prompt ends where the answer starts
                 if attention_mask is None or attention_mask.dim() == 2:  # contiguous rows: the answer so far is in them
-                    written, columns = self.written_answers(input_ids, offsets[:, -logits.shape[-2]:])
+                    kept = offsets[:, -logits.shape[-2]:]
+                    logits = self.start_words(logits, word_plan, outputs.word_start_gate, kept)
+                    written, columns = self.written_answers(input_ids, kept)
                     logits = self.write_words(logits, word_plan, word_gate, written, columns)
                     if columns and columns[-1] == logits.shape[-2] - 1:  # an uncached pass within the answer
                         answer_tokens = written[-1]
@@ -1442,6 +1452,18 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
                 written.append(torch.where((so_far == k)[:, None], input_ids[:, places], -1))
                 columns.append(column)
         return written, columns
+
+    def start_words(self, logits: torch.Tensor, plan: torch.Tensor, gate: torch.Tensor,
+                    kept_offsets: torch.Tensor) -> torch.Tensor:
+        """`logits` `(B, L', V)` with `config.number_writing_bias * gate` `(B,)` added, where an answer starts
+        (`kept_offsets` `(B, L')` 0), to the first token of each of the routed head's words (`plan` `(B, C, T)`), each
+        once: a predictive answer starts with one of them ("Healthy" is not a group label), and their margins, the
+        evidence's, stay as they were."""
+        first = plan[:, :, 0]  # (B, C)
+        bias = torch.zeros(logits.shape[0], logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
+        bias.scatter_(1, torch.where(first >= 0, first, logits.shape[-1]), 1.0)  # -1 padding lands past the vocabulary
+        bias = self.config.number_writing_bias * gate.to(logits.dtype)[:, None] * bias[:, :-1]  # (B, V)
+        return logits + (kept_offsets == 0).to(logits.dtype)[..., None] * bias[:, None, :]
 
     def write_words(self, logits: torch.Tensor, plan: torch.Tensor, gate: torch.Tensor, written: list[torch.Tensor],
                     columns: list[int]) -> torch.Tensor:

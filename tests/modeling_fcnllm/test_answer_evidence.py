@@ -308,3 +308,22 @@ def test_writing_words_leaves_scores_and_labelled_losses_alone(processor):
             choice_log_likelihoods(plain, processor, prompts, fcns, words, single_pass=single_pass), atol=1e-5)
     batch = processor(text=prompts, fcns=fcns[0], answers=["Ambidextrous"])
     torch.testing.assert_close(writer(**batch).loss, plain(**batch).loss)
+
+
+@pytest.mark.parametrize("paradigm", ["predictive", "judgment"])
+def test_a_predictive_answer_starts_with_one_of_the_routed_heads_words(processor, paradigm):
+    words = ["Right", "Mixed"]
+    prompts, fcns = chat(processor, SEX), random_fcns(1)
+    answers = {}
+    for bias in (20.0, 0.0):
+        model = word_writer(processor, words, "Right", number_writing_bias=bias,
+                            evidence_paradigms=["predictive", "judgment", "comparative"])
+        conditioning = model.model.instruction_conditioning
+        with torch.no_grad():
+            conditioning.out.bias.zero_()  # no evidence: the LLM alone would start with a word of its own
+            conditioning.paradigm_bias.copy_(torch.tensor([50.0 * (p == paradigm) for p in conditioning.paradigms]))
+        answers[bias] = generate(model, processor, prompts, fcns)[0]
+    assert answers[0.0] not in words
+    assert (answers[20.0] in words) == (paradigm == "predictive")
+    if paradigm == "judgment":  # a judgment is answered in its own words ("Yes"/"No"), not the class words
+        assert answers[20.0] == answers[0.0]
