@@ -1320,16 +1320,16 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
             number_plan, number_gate = outputs.number_plan, outputs.number_gate
         elif number_plan is not None and answer_offset is not None and input_ids is not None:
             offsets = answer_offset[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)
-        if number_plan is not None and offsets is not None and labels is None and shift_labels is None:
-            kept = offsets if not logits_to_keep else (
-                offsets[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else offsets[:, logits_to_keep])
+        kept = None if offsets is None else (offsets if not logits_to_keep else (  # the offsets of the logits kept
+            offsets[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else offsets[:, logits_to_keep]))
+        if number_plan is not None and kept is not None and labels is None and shift_labels is None:
             logits = self.write_numbers(logits, number_plan, number_gate, kept)
         if labels is None and shift_labels is None:
             if outputs.word_plan is not None and starts is not None:  # this pass read the question
                 word_plan, word_gate = outputs.word_plan, outputs.word_gate
                 answer_tokens = input_ids.new_zeros(input_ids.shape[0], 0)  # the prompt ends where the answer starts
-                if attention_mask is None or attention_mask.dim() == 2:  # contiguous rows: the answer so far is in them
-                    kept = offsets[:, -logits.shape[-2]:]
+                # contiguous rows, the last positions kept: the answer so far is in them
+                if (attention_mask is None or attention_mask.dim() == 2) and isinstance(logits_to_keep, int):
                     logits = self.start_words(logits, word_plan, outputs.word_start_gate, kept)
                     written, columns = self.written_answers(input_ids, kept)
                     logits = self.write_words(logits, word_plan, word_gate, written, columns)
