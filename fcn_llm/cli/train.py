@@ -504,6 +504,13 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     if not tokenizer.chat_template:
         logger.warning("The backbone's tokenizer has no chat template: using FCN-LLM's plain ChatML template.")
+    processor = FCNProcessor(tokenizer, num_graph_tokens=encoder_config.graph_seq_length, num_rois=encoder_config.num_rois,
+                             normalization=model_args.normalization)  # adds <graph> to the tokenizer
+    answer_markers = {}
+    if evidence == "attributes" and model_args.evidence_position == "answer":
+        answer_markers = {"answer_prefix_ids": processor.answer_prefix_ids, "answer_end_id": processor.answer_end_id}
+        if model_args.instruction_conditioning:
+            answer_markers["class_answer_ids"] = class_answer_ids(processor, attributes, aux_heads)
     model = FCNLLMForCausalLM.from_text_model(
         backbone, encoder_config, tokenizer=tokenizer,
         auxiliary_heads=aux_heads, auxiliary_loss_weight=recipe_args.auxiliary_loss_weight if aux_heads else 0.0,
@@ -512,18 +519,11 @@ def build_model(model_args, recipe_args, subjects_train) -> tuple[FCNLLMForCausa
         evidence_paradigms=list(PARADIGMS) if evidence == "attributes" and model_args.evidence_per_paradigm else None,
         evidence_position=model_args.evidence_position if evidence == "attributes" else "graph",
         evidence_decides_answer=evidence_decides_answer(model_args, evidence),
+        **answer_markers,
         **({} if model_args.read_numbers else {"numeral_tokens": None}),
     )
     if stage0 is not None and copy_stage0(model, stage0):
         logger.info("attribute heads start from stage 0's (%s)", model_args.encoder_checkpoint)
-    processor = FCNProcessor.from_model_config(tokenizer, model.config, normalization=model_args.normalization)
-    if model.config.evidence_position == "answer":
-        model.config.answer_prefix_ids = processor.answer_prefix_ids
-        model.config.answer_end_id = processor.answer_end_id
-        conditioning = model.model.instruction_conditioning
-        if conditioning is not None and conditioning.reads_attributes:
-            model.config.class_answer_ids = class_answer_ids(processor, attributes, model.config.auxiliary_heads)
-            conditioning.word_ids = conditioning.answer_word_table(model.config)
     return model, processor, aux_targets
 
 

@@ -111,6 +111,23 @@ def test_the_saved_model_writes_its_heads_answer_words_whole(workspace):
     assert tokenizer.decode(conditioning.word_ids[sex, 0][conditioning.word_ids[sex, 0] >= 0]) == "Female<|im_end|>"
 
 
+def test_the_model_stage1_builds_knows_where_answers_start_and_end(workspace):
+    """The model `build_model` returns (trained in the same process, before any reload) has the chat template's
+    answer prefix, end of answer and class words in its config, and its evidence module reads them."""
+    model_args, data_args, recipe_args, _ = train.parse_args([
+        "--stage", "align", "--data_dir", str(workspace["data"]), "--output_dir", str(workspace["root"] / "unused"),
+        "--backbone", str(workspace["backbone"]), "--encoder_checkpoint", str(workspace["stage0"]), *FAST])
+    subjects, _ = train.load_instruction_data(data_args)
+    model, processor, _ = train.build_model(model_args, recipe_args, subjects["train"])
+    conditioning = model.model.instruction_conditioning
+    assert model.config.answer_prefix_ids == processor.answer_prefix_ids
+    assert conditioning.answer_end_id == model.config.answer_end_id == processor.answer_end_id is not None
+    sex = [h["key"] for h in model.config.auxiliary_heads].index("sex")
+    female = conditioning.word_ids[sex, 0]
+    assert processor.tokenizer.decode(female[female >= 0]) == "Female<|im_end|>"
+    assert model.config.class_answer_ids["adhd"] == processor.answer_word_ids(["ADHD", "Control"])
+
+
 @pytest.mark.parametrize("fit", ["continuous,categorical", "none"])
 def test_stage1_fits_the_readout_before_training(workspace, tmp_path, fit):
     """At learning rate 0 the saved evidence columns are the fitted ones: the judgment columns of the continuous
