@@ -79,3 +79,12 @@ def test_each_ablation_flag_changes_its_options_on_its_stages(tmp_path):
 def test_every_ablation_flag_is_in_the_table_once():
     flags = {a.dest for a in recipe.build_parser()._actions if a.option_strings and a.const is True}
     assert flags - {"rebuild_data", "skip_stage1"} == set(recipe.FLAG_SETTINGS)  # skip_stage1 drops a run, changes none
+
+
+def test_a_finished_stage_keeps_its_model_and_drops_its_trainer_checkpoints(tmp_path):
+    (tmp_path / "checkpoint-400").mkdir()
+    (tmp_path / "checkpoint-400" / "optimizer.pt").write_bytes(b"state")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "trainer_state.json").write_text("{}")
+    recipe.drop_checkpoints(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "trainer_state.json"]
