@@ -21,13 +21,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from fcn_llm.questions import row_value
 
 from .encoder_pretraining import ABSENT_LOGIT, class_logits
 
 logger = logging.getLogger("fcn_llm.train")
+FRAME_CS = tuple(np.logspace(-4, 0, 9))  # L2 strengths (inverse) the question classifiers choose from
+FOLDS = 5
 
 
 @torch.no_grad()
@@ -65,6 +68,54 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> L
         return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
 
 
+def question_frames(rows: Sequence[dict]) -> np.ndarray | None:
+    """Each row's question frame, `(S,)` strings: its `template_id` ("attribute/paradigm/frame/term/instruction")
+    without the attribute, term and answer instruction ("judgment/older"); None where a row has no such id."""
+    frames = []
+    for row in rows:
+        parts = str(row_value(row, "template_id") or "").split("/")
+        if len(parts) < 3:
+            return None
+        frames.append("/".join(parts[1:3]))
+    return np.array(frames)
+
+
+def _folds(y: np.ndarray, groups: np.ndarray | None, seed: int, splits: int = FOLDS) -> list | None:
+    """Cross-validation folds `[(train, test), ...]` that hold out whole question frames (`groups`), or stratified
+    folds where there are fewer than `splits` frames or a fold would train on one class; None when a class has
+    fewer than `splits` rows."""
+    if np.unique(y, return_counts=True)[1].min() < splits:
+        return None
+    if groups is not None and len(np.unique(groups)) >= splits:
+        folds = list(GroupKFold(splits).split(y, y, groups))
+        if all(len(np.unique(y[train])) == len(np.unique(y)) for train, _ in folds):
+            return folds
+    return list(StratifiedKFold(splits, shuffle=True, random_state=seed).split(y, y))
+
+
+def _logistic_regression_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
+                            seed: int) -> LogisticRegression | LogisticRegressionCV:
+    """An L2 logistic regression whose strength is chosen out of `FRAME_CS` by the cross-validated log loss on
+    question frames held out whole (`_folds`: a frame none of the training rows use, as a user's own wording
+    is), then refitted on all rows; C = 1 where the rows are too few to cross-validate."""
+    folds = _folds(y, groups, seed)
+    if folds is None:
+        return _logistic_regression(x, y, 1.0, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegressionCV(Cs=list(FRAME_CS), cv=folds, scoring="neg_log_loss", max_iter=2000,
+                                    random_state=seed).fit(x, y)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, rows: Sequence[dict], c: float | None, seed: int):
+    """A logistic regression of `y` on `x`: at L2 strength `c`, or chosen on `rows`' held-out frames where `c` is None."""
+    if c is not None:
+        return _logistic_regression(x, y, c, seed)
+    classifier = _logistic_regression_cv(x, y, question_frames(rows), seed)
+    logger.info("L2 strength C=%.3g, chosen on held-out question frames", np.ravel(getattr(classifier, "C_", [1.0]))[0])
+    return classifier
+
+
 def fit_router(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
                seed: int = 0, c: float = 1.0) -> float:
     """Set the router's weights to a multinomial logistic regression (L2, inverse strength `c`) of the
@@ -97,11 +148,12 @@ def fit_router(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[
 
 
 def fit_paradigms(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
-                  seed: int = 0, c: float = 1.0) -> float:
+                  seed: int = 0, c: float | None = None) -> float:
     """Set the evidence token's paradigm classifier (`paradigm_weight`, `paradigm_bias`: which of
     `config.evidence_paradigms` a question is) to a multinomial logistic regression of the rows' `paradigm` on
     the router features of up to `max_rows` training instructions (a seeded sample; rows of other paradigms
-    are left out). A paradigm absent from them is never chosen; with one present, it always is.
+    are left out), L2 strength `c` or, by default, the one that reads held-out question frames best
+    (`_logistic_regression_cv`). A paradigm absent from them is never chosen; with one present, it always is.
 
     Returns:
         the fitted classifier's accuracy on those instructions.
@@ -120,7 +172,7 @@ def fit_paradigms(model, collate: Callable[[Sequence[dict]], dict], rows: Sequen
     model.train(was_training)
     y = np.array([paradigms.index(row["paradigm"]) for row in chosen])
     if len(np.unique(y)) > 1:
-        classifier = _logistic_regression(x, y, c, seed)
+        classifier = _fit(x, y, chosen, c, seed)
         weight, bias = class_logits(classifier, len(paradigms))
         accuracy = float((classifier.predict(x) == y).mean())
     else:
@@ -144,11 +196,13 @@ def question_sign(row: dict) -> int:
 
 
 def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
-              seed: int = 0, c: float = 1.0) -> float | None:
+              seed: int = 0, c: float | None = None) -> float | None:
     """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment or a comparison ask
     the other way round, `question_sign` -1: "younger than 40?", "which is younger?") to a logistic regression
     on the router features of up to `max_rows` training judgments and comparisons about any attribute (a
-    seeded sample). Questions that all ask the plain way leave it plain.
+    seeded sample), L2 strength `c` or, by default, the one that reads held-out question frames best
+    (`_logistic_regression_cv`: words no training question has, such as a new answer instruction's, then weigh
+    less). Questions that all ask the plain way leave it plain.
 
     Returns:
         the fitted classifier's accuracy on those judgments (None when nothing was fitted).
@@ -165,7 +219,7 @@ def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     model.eval()
     x, _ = instruction_features(model, collate, chosen)
     model.train(was_training)
-    classifier = _logistic_regression(x, turned, c, seed)
+    classifier = _fit(x, turned, chosen, c, seed)
     with torch.no_grad():
         conditioning.turn_weight.copy_(torch.from_numpy(classifier.coef_[0].astype(np.float32)))
         conditioning.turn_bias.fill_(float(classifier.intercept_[0]))

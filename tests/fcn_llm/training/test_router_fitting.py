@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from fcn_llm.training.collator import FCNInstructionCollator
-from fcn_llm.training.router_fitting import fit_paradigms, fit_router, routing_dataset
+from fcn_llm.training.router_fitting import (FRAME_CS, _folds, _logistic_regression_cv, fit_paradigms, fit_router,
+                                             question_frames, routing_dataset)
 
 # Templates share every word but the attribute's (and paraphrases share their frames across attributes),
 # as the registry's do: a router that reads the shared tokens cannot tell the attributes apart.
@@ -115,3 +117,25 @@ def test_fit_paradigms_errors(processor, collator):
     model = make_tiny_model(processor.tokenizer, attribute_evidence=True, evidence_paradigms=["predictive", "judgment"])
     with pytest.raises(ValueError, match=r"No training instructions of the paradigms \['predictive', 'judgment'\]"):
         fit_paradigms(model, collator, [dict(row, paradigm="comparative") for row in _rows()])
+
+
+def test_question_frames_leave_out_attribute_term_and_answer_instruction():
+    rows = [{"template_id": "age/judgment/older/-/one_word"}, {"template_id": "adhd/comparative/likely/term1/say"}]
+    assert question_frames(rows).tolist() == ["judgment/older", "comparative/likely"]
+    assert question_frames(rows + [{"id": "own"}]) is None  # a row without a template id: no frames
+
+
+def test_question_classifiers_are_cross_validated_on_whole_held_out_frames():
+    y = np.array([0, 1] * 30)
+    frames = np.array([f"frame{i % 6}" for i in range(60)])
+    folds = _folds(y, frames, seed=0)
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(frames[train]) & set(frames[test])
+    # every plain question in one frame: holding it out would train on turned questions alone, so stratified folds
+    one_frame_plain = np.array([f"frame{i % 6}" if y[i] else "plain" for i in range(60)])
+    assert all(set(y[train]) == {0, 1} for train, _ in _folds(y, one_frame_plain, seed=0))
+    assert _folds(y[:8], frames[:8], seed=0) is None  # too few rows of a class to cross-validate
+    x = np.random.default_rng(0).normal(size=(60, 4)) + y[:, None]
+    assert float(np.ravel(_logistic_regression_cv(x, y, frames, seed=0).C_)[0]) in {float(c) for c in FRAME_CS}
+    assert _logistic_regression_cv(x[:8], y[:8], frames[:8], seed=0).C == 1.0
