@@ -46,11 +46,11 @@ DEFAULT_LIMITATIONS = (
     "(\"Can ADHD be ruled out?\", \"younger than 40?\"). What cannot: other attributes (the evaluation flags them, "
     "with the answer's confidence); wording far from the training questions: which attribute is asked, the "
     "paradigm and whether a question is turned are read from a bag of word embeddings, so unseen attribute names "
-    "and frames are misread (demo: condition judgments 0.58 in held-out wording against 0.61; full-scale IQ "
-    "estimates r 0.06 in held-out wording against 0.61, BMI 0.00 against 0.23; 9 % of held-out questions get an "
+    "and frames are misread (demo: condition judgments 0.59 in held-out wording against 0.61; full-scale IQ "
+    "estimates r 0.22 in held-out wording against 0.61, BMI 0.00 against 0.23; 6 % of held-out questions get an "
     "answer that is not in the asked form). The model's answers agree with each other for most subjects (its class "
-    "judgments with its predicted class 81 %, threshold judgments with its own number 86 %, comparisons with its "
-    "predicted values 89 %), not all. On real HCP FCNs the age estimates (52-92) are far from the subjects' 22-35: "
+    "judgments with its predicted class 86 %, threshold judgments with its own number 95 %, comparisons with its "
+    "predicted values 88 %), not all. On real HCP FCNs the age estimates (52-93) are far from the subjects' 22-35: "
     "the heads learned the simulator's age effects, which do not transfer."
 )
 
