@@ -121,7 +121,7 @@ def _fit(x: np.ndarray, y: np.ndarray, rows: Sequence[dict], c: float | None, se
     if c is not None:
         return _logistic_regression(x, y, c, seed)
     classifier = _logistic_regression_cv(x, y, question_frames(rows), seed)
-    logger.info("L2 strength C=%.3g, chosen on held-out question frames", classifier.C)
+    logger.info("L2 strength C=%.3g (cross-validated, whole question frames held out where rows name them)", classifier.C)
     return classifier
 
 
