@@ -1444,7 +1444,7 @@ class FCNLLMForCausalLM(FCNLLMPreTrainedModel, GenerationMixin):
         logits."""
         length, kept = input_ids.shape[1], kept_offsets.shape[1]
         written, columns = [], []
-        for column in range(kept):
+        for column in (kept_offsets >= 1).any(0).nonzero()[:, 0].tolist():  # the columns inside some row's answer
             so_far = kept_offsets[:, column]  # (B,) tokens each row's answer holds here
             position = length - kept + column
             for k in sorted(set(so_far[so_far >= 1].tolist())):

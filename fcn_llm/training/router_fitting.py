@@ -110,7 +110,8 @@ def _logistic_regression_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray | N
     held_out_loss = -next(iter(search.scores_.values())).mean(0)  # (len(FRAME_CS),), the same for every class
     floor = float((plain.predict(x) == y).mean()) - TRAINING_ACCURACY_SLACK
     for i in np.argsort(held_out_loss, kind="stable"):
-        candidate = _logistic_regression(x, y, float(search.Cs_[i]), seed)
+        c = float(search.Cs_[i])
+        candidate = plain if c == 1.0 else _logistic_regression(x, y, c, seed)
         if float((candidate.predict(x) == y).mean()) >= floor:
             return candidate
     return plain
