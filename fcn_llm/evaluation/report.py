@@ -6,7 +6,8 @@ results.json::
      "results": {"<attribute>/<paradigm>[/held_out]": {"attribute", "name", "kind", "paradigm", "forms", "target", "n",
                  "main_metric", "metrics": {method: {metric: value}}, "notes": [...]}}}
 
-With ``fcn_llm`` evaluated, results.json also has ``forms`` (`form_breakdown.form_report`), ``parsability`` (`answer_forms.parsability_report`),
+With ``fcn_llm`` evaluated, results.json also has ``forms`` (`form_breakdown.form_report`), ``condition_targets``
+(`condition_targets.condition_targets`), ``parsability`` (`answer_forms.parsability_report`),
 ``consistency`` (`consistency.agreement_report`), ``real_data`` (`real_data.real_data_report`),
 ``known_attributes`` (the model's attribute heads, or null) and ``untrained_attributes`` (attributes asked
 about that the model has no head for, with their answers' confidence); rows then carry ``trained``.
@@ -223,6 +224,7 @@ def write_markdown(report: dict, path: str | Path) -> Path:
     if unparseable:
         parts.append("\nFCN-LLM answers with no number (excluded from its MAE/r): "
                      + ", ".join(f"{k} {u}/{n}" for k, u, n in unparseable) + ".\n")
+    parts.extend(condition_target_sections(report.get("condition_targets")))
     parts.extend(answer_check_sections(report))
     notes = list(report.get("notes", [])) + [f"{k}: {n}" for k, r in results.items() for n in r["notes"]]
     if notes:
@@ -243,6 +245,38 @@ def _pct(rate) -> str:
 
 def _counts(entry: dict, hit: str) -> str:
     return f"{_pct(entry['rate'])} ({entry[hit]}/{entry['n']})"
+
+
+def _signed(value: float) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:+.3f}"
+
+
+def condition_target_sections(targets: dict | None) -> list[str]:
+    """results.md's section on the condition targets (`condition_targets`): one line per comparison, then the
+    shuffled control; empty without them."""
+    if not targets:
+        return []
+    share = f"{targets['interval']:.0%}"
+    lines = [f"\n## Condition judgments against the targets ({share} intervals, {targets['draws']} bootstrap draws "
+             "over subjects)\n\n",
+             "FCN-LLM's AUC in held-out wording minus each baseline's on the same questions (the oracle's minus 0.10); "
+             "the target is a difference >= 0. Verdicts: met, within noise (the interval reaches the target), "
+             "missed.\n\n"]
+    for baseline, entry in targets["comparisons"].items():
+        mean = entry["mean"]
+        lines.append(f"- vs {baseline}{' - %.2f' % entry['margin'] if entry['margin'] else ''}: mean "
+                     f"{_signed(mean['difference'])} [{_signed(mean['low'])}, {_signed(mean['high'])}] {mean['verdict']}"
+                     + "".join(f"; {k} {_signed(v['difference'])} [{_signed(v['low'])}, {_signed(v['high'])}] "
+                               f"{v['verdict']}" for k, v in entry["by_condition"].items()) + "\n")
+    shuffled = targets.get("shuffled")
+    if shuffled:
+        mean = shuffled["mean"]
+        lines.append(f"- shuffled FCNs (target: AUC within 0.05 of 0.5): mean {_fmt(mean['auc'], 'auc')} "
+                     f"[{_fmt(mean['low'], 'auc')}, {_fmt(mean['high'], 'auc')}] {mean['verdict']}"
+                     + "".join(f"; {k} {_fmt(v['auc'], 'auc')} [{_fmt(v['low'], 'auc')}, {_fmt(v['high'], 'auc')}] "
+                               f"{v['verdict']} (n {v['n_subjects']})" for k, v in shuffled["by_condition"].items())
+                     + "\n")
+    return ["".join(lines)]
 
 
 def answer_check_sections(report: dict) -> list[str]:

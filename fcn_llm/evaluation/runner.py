@@ -28,6 +28,7 @@ from . import baselines
 from .controls import shuffled_partners, without_graphs
 from .data import TRAIN_SPLIT, EvaluationData, in_domain_split, load_evaluation_data
 from .answer_forms import generate_texts, parsability_report, sample_questions
+from .condition_targets import condition_targets
 from .consistency import run_consistency
 from .form_breakdown import form_report
 from .fcn_llm import answer_questions
@@ -288,6 +289,7 @@ def run_zero_shot_evaluation(
     checks = {}
     if "fcn_llm" in answers:
         checks["forms"] = form_report(questions, answers["fcn_llm"], data.seen_thresholds)
+        checks["condition_targets"] = condition_targets(questions, answers, seed=seed)
         start = time.perf_counter()
         with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
             checks |= _answer_checks(model, processor, questions, answers["fcn_llm"], data, eval_rows, registry, keys,

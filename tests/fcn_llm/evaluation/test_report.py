@@ -141,3 +141,25 @@ def test_class_judgments_are_also_scored_within_each_asked_class():
         questions.append(q)
     metrics = row_metrics(questions, answers)
     assert metrics["auc"] > 0.8 and abs(metrics["auc_within_asked_class"] - 0.5) < 0.1
+
+
+def test_the_condition_targets_section_names_each_comparison_and_the_shuffled_control(tmp_path):
+    from fcn_llm.evaluation.condition_targets import condition_targets
+    from fcn_llm.evaluation.report import write_markdown
+
+    questions, answers = [], {"fcn_llm": {}, "oracle": {}, "fcn_llm_shuffled": {}}
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        for held_out in (True, False):
+            q = Question(id=f"q{i}{held_out}", group=("adhd", "judgment"), target="binary", messages=[],
+                         subject_ids=(f"s{i}",), choices=("Yes", "No"), reference=i % 2, held_out=held_out)
+            questions.append(q)
+            answers["fcn_llm" if held_out else "fcn_llm_shuffled"][q.id] = {"score": rng.normal(), "prediction": 0}
+            answers["oracle"][q.id] = {"score": float(i % 2), "prediction": i % 2}
+    report = {"results": {}, "condition_targets": condition_targets(questions, answers, draws=50)}
+    text = write_markdown(report, tmp_path / "results.md").read_text()
+    assert "## Condition judgments against the targets (95% intervals, 50 bootstrap draws over subjects)" in text
+    oracle = next(line for line in text.splitlines() if line.startswith("- vs oracle - 0.10: mean -0."))
+    assert "missed; adhd -0." in oracle  # a random answer is far below the oracle
+    assert "- shuffled FCNs (target: AUC within 0.05 of 0.5): mean 0." in text and "(n 60)" in text
+    assert "Condition judgments" not in write_markdown({"results": {}}, tmp_path / "empty.md").read_text()
