@@ -6,9 +6,9 @@ results.json ``condition_targets``::
 
     {"draws", "interval", "conditions": [keys],
      "comparisons": {baseline: {"margin", "by_condition": {key: {"fcn_llm", "baseline", "difference", "low", "high",
-                                                                 "verdict", "n_subjects"}},
+                                                                 "verdict", "n_subjects", "n_with_condition"}},
                                 "mean": {"difference", "low", "high", "verdict"}}},
-     "shuffled": {"by_condition": {key: {"auc", "low", "high", "verdict", "n_subjects"}},
+     "shuffled": {"by_condition": {key: {"auc", "low", "high", "verdict", "n_subjects", "n_with_condition"}},
                   "mean": {"auc", "low", "high", "verdict"}} or null}
 
 A condition is a yes/no judgment that names no threshold and no class ("Does this subject have ADHD?"); answers to
@@ -74,6 +74,11 @@ class _Scored:
         out.ids = [i for i, k in zip(self.ids, keep) if k]
         return out
 
+    def sizes(self) -> dict[str, int]:
+        """How many subjects the questions are about, and how many of them have the condition."""
+        return {"n_subjects": int(len(np.unique(self.subject))),
+                "n_with_condition": int(len(np.unique(self.subject[self.references == 1])))}
+
     def auc(self, counts: np.ndarray | None = None) -> float:
         """The AUC, on the subjects as drawn `counts` `(S,)` (each question repeated its subject's count) if given."""
         if counts is None:
@@ -133,8 +138,7 @@ def condition_targets(questions: Sequence[Question], answers: dict[str, dict[str
                 continue
             difference = np.array([mine.auc(c) - theirs.auc(c) + margin for c in counts])
             rows[key] = {"fcn_llm": mine.auc(), "baseline": theirs.auc(),
-                         **_summary(estimate, difference, "difference"),
-                         "n_subjects": int(len(np.unique(mine.subject)))}
+                         **_summary(estimate, difference, "difference"), **mine.sizes()}
             mean_draws.append(difference)
         if rows:
             mean = _summary(np.mean([r["difference"] for r in rows.values()]), np.nanmean(mean_draws, axis=0),
@@ -149,7 +153,7 @@ def condition_targets(questions: Sequence[Question], answers: dict[str, dict[str
                 continue
             auc_draws = np.array([scored.auc(c) for c in counts])
             rows[key] = {**_summary(estimate, auc_draws, "auc", at_least=0.5 - CHANCE_MARGIN,
-                                    at_most=0.5 + CHANCE_MARGIN), "n_subjects": int(len(np.unique(scored.subject)))}
+                                    at_most=0.5 + CHANCE_MARGIN), **scored.sizes()}
             mean_draws.append(auc_draws)
         if rows:
             shuffled = {"by_condition": rows,

@@ -268,13 +268,18 @@ def condition_target_sections(targets: dict | None) -> list[str]:
                      f"{_signed(mean['difference'])} [{_signed(mean['low'])}, {_signed(mean['high'])}] {mean['verdict']}"
                      + "".join(f"; {k} {_signed(v['difference'])} [{_signed(v['low'])}, {_signed(v['high'])}] "
                                f"{v['verdict']}" for k, v in entry["by_condition"].items()) + "\n")
+    sizes = next(iter(targets["comparisons"].values()), {}).get("by_condition", {})
+    if sizes:
+        lines.append("- subjects compared (with the condition): "
+                     + ", ".join(f"{k} {v['n_subjects']} ({v['n_with_condition']})" for k, v in sizes.items()) + "\n")
     shuffled = targets.get("shuffled")
     if shuffled:
         mean = shuffled["mean"]
         lines.append(f"- shuffled FCNs (target: AUC within 0.05 of 0.5): mean {_fmt(mean['auc'], 'auc')} "
                      f"[{_fmt(mean['low'], 'auc')}, {_fmt(mean['high'], 'auc')}] {mean['verdict']}"
                      + "".join(f"; {k} {_fmt(v['auc'], 'auc')} [{_fmt(v['low'], 'auc')}, {_fmt(v['high'], 'auc')}] "
-                               f"{v['verdict']} (n {v['n_subjects']})" for k, v in shuffled["by_condition"].items())
+                               f"{v['verdict']} (n {v['n_subjects']}, {v['n_with_condition']} with)"
+                               for k, v in shuffled["by_condition"].items())
                      + "\n")
     return ["".join(lines)]
 

@@ -79,7 +79,7 @@ def test_turned_questions_count_the_plain_way_and_only_held_out_wording_is_compa
         results.append(condition_targets(questions + training, answers, seed=0, draws=50)
                        ["comparisons"]["edge_regression"]["by_condition"]["ptsd"])
     assert results[0]["fcn_llm"] == pytest.approx(results[1]["fcn_llm"]) and results[0]["fcn_llm"] < 0.9
-    assert results[0]["baseline"] == 0.5 and results[0]["n_subjects"] == 200
+    assert results[0]["baseline"] == 0.5 and (results[0]["n_subjects"], results[0]["n_with_condition"]) == (200, 100)
 
 
 def test_the_shuffled_control_is_met_at_chance_and_missed_when_it_reads_the_subject():
@@ -104,6 +104,7 @@ def test_means_over_conditions_and_unanswered_questions():
     entry = report["comparisons"]["edge_regression"]
     assert report["conditions"] == ["adhd", "ocd"]
     assert entry["by_condition"]["ocd"]["n_subjects"] == 60  # questions FCN-LLM left unanswered are not paired
+    assert entry["by_condition"]["ocd"]["n_with_condition"] == 30
     assert entry["mean"]["difference"] == pytest.approx(np.mean([r["difference"] for r in entry["by_condition"].values()]))
     assert report["shuffled"] is None  # no control evaluated
 

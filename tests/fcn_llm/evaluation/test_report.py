@@ -161,5 +161,6 @@ def test_the_condition_targets_section_names_each_comparison_and_the_shuffled_co
     assert "## Condition judgments against the targets (95% intervals, 50 bootstrap draws over subjects)" in text
     oracle = next(line for line in text.splitlines() if line.startswith("- vs oracle - 0.10: mean -0."))
     assert "missed; adhd -0." in oracle  # a random answer is far below the oracle
-    assert "- shuffled FCNs (target: AUC within 0.05 of 0.5): mean 0." in text and "(n 60)" in text
+    assert "- shuffled FCNs (target: AUC within 0.05 of 0.5): mean 0." in text and "(n 60, 30 with)" in text
+    assert "- subjects compared (with the condition): adhd 60 (30)" in text
     assert "Condition judgments" not in write_markdown({"results": {}}, tmp_path / "empty.md").read_text()
