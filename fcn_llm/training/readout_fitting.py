@@ -18,7 +18,8 @@ tokens is an empirical fact about that LLM, so each kind of head ("binary", "cat
 "comparative") gets a signed scale, in units of the mean input-embedding norm: the sign is the one of
 `+probe` and `-probe` (probe: the middle of `SCALES`) whose answer margins log P(positive) - log P(negative)
 separate balanced training judgments better, then the other magnitudes of `SCALES` are tried with that sign,
-and 0 (no readout) is always a candidate. The chosen scale is the one whose answers are right most often: the
+and 0 (no readout) is always compared; it is chosen only where no other scale separates the judgments (`choose_scale`).
+Otherwise the chosen scale is the one whose answers are right most often: the
 mean over heads of the balanced accuracy of the margin's sign (a scale too small to outweigh the answer prior of
 a question's wording ranks subjects as well but answers them alike); ties go to the better separation, the mean
 over heads of each head's AUC (pooled over heads, a per-head answer prior would count as separation), then to
@@ -325,6 +326,15 @@ def mean_head_auc(labels: np.ndarray, scores: np.ndarray, heads: np.ndarray) -> 
     return float(np.mean(values)) if values else None
 
 
+def choose_scale(auc: dict[float, float], accuracy: dict[float, float]) -> float:
+    """One kind's readout scale out of those compared (`auc`, `accuracy`: compared scale -> the compared rows' mean
+    per-head AUC and accuracy): the one whose answers are right most often, then the better-separating one, then the
+    smaller magnitude. 0, answers that ignore the FCN, only where no other scale separates the rows (AUC > 0.5): on a
+    few rows per head, answers that ignore the FCN can be right more often by chance."""
+    separating = [scale for scale in auc if scale != 0.0 and auc[scale] > 0.5]
+    return max(separating or list(auc), key=lambda scale: (accuracy[scale], auc[scale], -abs(scale)))
+
+
 def names_classes(spec: dict) -> bool:
     """Whether a head's predictive answers are class names (binary and categorical heads)."""
     return spec["kind"] in ("binary", "categorical")
@@ -458,8 +468,7 @@ def fit_readout(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence
         compare(lambda kind: sign.get(kind, 1.0) * magnitude)
     model.train(was_training)
     auc = {kind: by for kind, by in auc.items() if by}
-    # the scale whose answers are right most often, then the better-separating one, then the smaller magnitude
-    best = {kind: max(by, key=lambda scale: (accuracy[kind][scale], by[scale], -abs(scale))) for kind, by in auc.items()}
+    best = {kind: choose_scale(by, accuracy[kind]) for kind, by in auc.items()}
     write(lambda kind: best.get(kind, 0.0))
     heads = [key for key, kind in written.items() if best.get(kind, 0.0) != 0.0]
     logger.info("evidence readout of %d heads in the answers' words: scale %s embedding norms (balanced accuracy / "

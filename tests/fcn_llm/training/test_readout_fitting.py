@@ -7,7 +7,7 @@ from fcn_llm.questions import FIRST, SECOND
 from fcn_llm.scoring import choice_log_likelihoods
 from tests.conftest import TINY_HEADS, make_tiny_model, random_fcns
 from fcn_llm.training.collator import FCNInstructionCollator
-from fcn_llm.training.readout_fitting import asked_class, fit_readout, fit_signs, fit_thresholds, named_threshold, readout_rows
+from fcn_llm.training.readout_fitting import asked_class, choose_scale, fit_readout, fit_signs, fit_thresholds, named_threshold, readout_rows
 
 SUBJECTS = [f"s{i}" for i in range(24)]
 FCNS = dict(zip(SUBJECTS, random_fcns(len(SUBJECTS), seed=3)))
@@ -170,8 +170,7 @@ def test_continuous_heads_are_read_out_on_their_threshold_judgments(processor, c
     assert set(report["scale"]) == set(report["auc"]) == {"binary", "continuous"}
     weight = model.model.instruction_conditioning.out.weight
     for column, kind in ((0, "binary"), (3, "continuous")):  # each kind at its own best scale
-        by_scale = report["auc"][kind]
-        assert report["scale"][kind] == max(by_scale, key=by_scale.get)
+        assert report["scale"][kind] == choose_scale(report["auc"][kind], report["accuracy"][kind])
         torch.testing.assert_close(weight[:, column], _word_column(model, processor, report["scale"][kind]))
 
 
@@ -407,3 +406,14 @@ def test_the_scale_that_answers_right_wins_over_equally_separating_ones(processo
     assert report["auc"]["binary"][1.0] == report["auc"]["binary"][3.0] == 1.0
     assert report["accuracy"]["binary"][1.0] == 0.5 and report["accuracy"]["binary"][3.0] == 1.0
     assert report["scale"] == {"binary": 3.0}
+
+
+def test_answers_that_ignore_the_fcn_are_chosen_only_where_no_scale_separates():
+    """On a few rows per head, no readout (scale 0) can answer right more often by chance (the learning curve's four
+    conditions chose it on both seeds and their answers never read the FCN): a scale that separates the rows wins."""
+    auc = {0.0: 0.56, 2.0: 0.59, -2.0: 0.41, 0.5: 0.58, 8.0: 0.59}
+    accuracy = {0.0: 0.66, 2.0: 0.56, -2.0: 0.41, 0.5: 0.50, 8.0: 0.56}
+    assert choose_scale(auc, accuracy) == 2.0  # right as often as 8, separating as well: the smaller magnitude
+    flat = {0.0: 0.5, 2.0: 0.5, -2.0: 0.5, 0.5: 0.48, 8.0: 0.5}
+    assert choose_scale(flat, accuracy) == 0.0
+    assert choose_scale({0.0: 0.6, 2.0: 0.9}, {0.0: 0.9, 2.0: 0.8}) == 2.0
