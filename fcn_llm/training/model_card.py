@@ -47,11 +47,11 @@ DEFAULT_LIMITATIONS = (
     "with the answer's confidence); wording far from the training questions: which attribute is asked, the "
     "paradigm and whether a question is turned are read from a bag of word embeddings, so unseen attribute names "
     "and frames are misread (demo: condition judgments 0.59 in held-out wording against 0.61; full-scale IQ "
-    "estimates r 0.22 in held-out wording against 0.61, BMI 0.00 against 0.23; 6 % of held-out questions get an "
+    "estimates r 0.25 in held-out wording against 0.61, BMI 0.00 against 0.23; 5 % of held-out questions get an "
     "answer that is not in the asked form). The model's answers agree with each other for most subjects (its class "
-    "judgments with its predicted class 86 %, threshold judgments with its own number 95 %, comparisons with its "
-    "predicted values 88 %), not all. On real HCP FCNs the age estimates (52-93) are far from the subjects' 22-35: "
-    "the heads learned the simulator's age effects, which do not transfer."
+    "judgments with its predicted class 83 %, threshold judgments with its own number 92 %, comparisons with its "
+    "predicted values 90 %; 94-100 % in the training wording), not all. On real HCP FCNs the age estimates "
+    "(53-93) are far from the subjects' 22-35: the heads learned the simulator's age effects, which do not transfer."
 )
 
 
