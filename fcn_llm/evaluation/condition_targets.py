@@ -26,6 +26,7 @@ over conditions get intervals too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
@@ -57,22 +58,29 @@ def _auc(references: np.ndarray, scores: np.ndarray) -> float:
     return float((rankdata(scores)[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+@dataclass
 class _Scored:
-    """One method's answers to some questions, turned back, with each question's subject (an index into `subjects`)."""
+    """One method's answers to some questions, turned back: references and scores `(Q,)`, each question's subject
+    (an index into the evaluated subjects) and its id."""
 
-    def __init__(self, questions: Sequence[Question], answers: dict[str, dict], subjects: dict[str, int]):
-        answered = [q for q in questions if q.id in answers]
-        self.references, self.scores, _, _ = collect(answered, answers)
-        finite = [q for q in answered if np.all(np.isfinite(np.asarray(answers[q.id]["score"], dtype=float)))]
-        self.ids = [q.id for q in finite]
-        self.subject = np.array([subjects[q.subject_ids[0]] for q in finite], dtype=np.int64)
+    references: np.ndarray
+    scores: np.ndarray
+    subject: np.ndarray
+    ids: list[str]
+
+    @classmethod
+    def of(cls, questions: Sequence[Question], answers: dict[str, dict], subjects: dict[str, int]) -> "_Scored":
+        """The questions `answers` scores with a finite score."""
+        scored = [q for q in questions if q.id in answers
+                  and np.all(np.isfinite(np.asarray(answers[q.id]["score"], dtype=float)))]
+        references, scores, _, _ = collect(scored, answers)
+        return cls(references, scores, np.array([subjects[q.subject_ids[0]] for q in scored], dtype=np.int64),
+                   [q.id for q in scored])
 
     def restricted(self, ids: set[str]) -> "_Scored":
         keep = np.array([i in ids for i in self.ids], dtype=bool)
-        out = object.__new__(_Scored)
-        out.references, out.scores, out.subject = self.references[keep], self.scores[keep], self.subject[keep]
-        out.ids = [i for i, k in zip(self.ids, keep) if k]
-        return out
+        return _Scored(self.references[keep], self.scores[keep], self.subject[keep],
+                       [i for i, k in zip(self.ids, keep) if k])
 
     def sizes(self) -> dict[str, int]:
         """How many subjects the questions are about, and how many of them have the condition."""
@@ -122,7 +130,7 @@ def condition_targets(questions: Sequence[Question], answers: dict[str, dict[str
     keys = sorted({q.group[0] for q in held_out if q.id in answers["fcn_llm"]})
 
     def per_condition(pool: list[Question], method: str) -> dict[str, _Scored]:
-        return {key: _Scored([q for q in pool if q.group[0] == key], answers[method], subjects) for key in keys}
+        return {key: _Scored.of([q for q in pool if q.group[0] == key], answers[method], subjects) for key in keys}
 
     llm = per_condition(held_out, "fcn_llm")
     comparisons = {}
