@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets_scripts.instructions import FIRST, SECOND
+from datasets_scripts.instructions import FIRST, GRAPH_TOKEN, SECOND
 from processing import FCNProcessor
 
 YES, NO = "Yes", "No"
@@ -65,6 +65,11 @@ def _text(messages: list[dict]) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def question_text(messages: list[dict]) -> str:
+    """The last message's text without its `<graph>` placeholders, on one line."""
+    return " ".join(_text(messages).replace(GRAPH_TOKEN, " ").split())
 
 
 def _template_regex(template: str) -> re.Pattern:

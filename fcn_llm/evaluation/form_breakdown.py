@@ -6,11 +6,18 @@ results.json ``forms``::
     {"turned_vs_plain": {"by_attribute": {key: {"plain", "turned", "n_plain", "n_turned"}},
                          "mean_plain", "mean_turned", "ratio", "target"},
      "thresholds": {"by_attribute": {key: {"seen", "unseen", "n_seen", "n_unseen"}},
-                    "mean_seen", "mean_unseen", "difference", "target"}}
+                    "mean_seen", "mean_unseen", "difference", "target"},
+     "held_out_parts": [{"attribute", "part", "n", "auc", "training_auc", "difference", "example"}, ...]}
 
 Each AUC is over the judgments of one attribute in that form (both wordings), answers of turned questions turned
 back (`report.collect`), so both halves measure the attribute; the means are over the attributes where both halves
 have an AUC (NaN where a half holds one class only).
+
+``held_out_parts`` says which piece of held-out wording loses the answer: a judgment's `template_id`
+(``"age/judgment/under/term0/answer"``) names its frame, its term or class-term slots and its answer instruction;
+a part is held out for an attribute when none of the attribute's training-wording judgments carries it. Per such
+part, the AUC over the held-out judgments that carry it, minus the AUC over the attribute's training-wording
+judgments, worst first, with one question that carries it as its `example`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from fcn_llm.questions import Question
+from fcn_llm.questions import Question, question_text
 from .report import collect, plain_way
 
 TURNED_TARGET = 0.95  # turned forms' mean AUC at least this fraction of the plain forms'
@@ -52,4 +59,35 @@ def form_report(questions: list[Question], answers: dict[str, dict], seen_thresh
     thresholds = _split(named, answers, lambda q: float(q.threshold) not in seen_thresholds.get(q.group[0], set()),
                         ("seen", "unseen"))
     thresholds.update(difference=thresholds["mean_unseen"] - thresholds["mean_seen"], target=THRESHOLD_TARGET)
-    return {"turned_vs_plain": turned, "thresholds": thresholds}
+    return {"turned_vs_plain": turned, "thresholds": thresholds, "held_out_parts": held_out_parts(judgments, answers)}
+
+
+def wording_parts(template_id: str) -> list[str]:
+    """The frame, slots and answer instruction a `template_id` names: "adhd/judgment/ruled_out/term1/answer" ->
+    ["frame ruled_out", "term term1", "instruction answer"]."""
+    _, _, frame, *slots, instruction = template_id.split("/")
+    return [f"frame {frame}", *(f"term {slot}" for slot in slots), f"instruction {instruction}"]
+
+
+def held_out_parts(judgments: list[Question], answers: dict[str, dict]) -> list[dict]:
+    """Per attribute and held-out part of its judgments' wording, the AUC of the held-out judgments carrying the part
+    against the attribute's training-wording AUC (parts whose questions hold one class only are left out)."""
+    entries = []
+    for key in sorted({q.group[0] for q in judgments if q.template_id}):
+        mine = [q for q in judgments if q.group[0] == key and q.template_id]
+        training = [q for q in mine if not q.held_out]
+        trained_parts = {part for q in training for part in wording_parts(q.template_id)}
+        training_auc = _auc(training, answers)
+        carriers: dict[str, list[Question]] = {}
+        for q in mine:
+            if q.held_out:
+                for part in wording_parts(q.template_id):
+                    if part not in trained_parts:
+                        carriers.setdefault(part, []).append(q)
+        for part, group in carriers.items():
+            auc = _auc(group, answers)
+            if np.isfinite(auc):
+                entries.append({"attribute": key, "part": part, "n": len(group), "auc": auc,
+                                "training_auc": training_auc, "difference": auc - training_auc,
+                                "example": question_text(group[0].messages)})
+    return sorted(entries, key=lambda entry: (np.nan_to_num(entry["difference"], nan=np.inf), entry["attribute"]))

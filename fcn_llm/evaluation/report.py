@@ -32,6 +32,7 @@ LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering,
 SCOPED_CONTROLS = ("fcn_llm_shuffled", "text_only")  # asked the conditions' scored questions in training wording
 METHODS = (*LLM_METHODS, "fcn_llm_heads", "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
+HELD_OUT_PARTS_SHOWN = 6  # results.md lists the held-out wording parts with the largest AUC drops
 
 
 def main_metrics(target: str, paradigm: str) -> tuple[str, ...]:
@@ -313,6 +314,13 @@ def answer_check_sections(report: dict) -> list[str]:
             f"{_fmt(thresholds['difference'], 'auc')} (target within {thresholds['target']})"
             + "".join(f"; {k} {_fmt(v['unseen'], 'auc')} ({v['n_unseen']}) vs {_fmt(v['seen'], 'auc')} ({v['n_seen']})"
                       for k, v in thresholds["by_attribute"].items()) + "\n")
+        worst = forms.get("held_out_parts", [])[:HELD_OUT_PARTS_SHOWN]
+        if worst:
+            parts.append("- held-out wording, the parts that lose most (AUC of the held-out judgments carrying the part "
+                         "vs the attribute's training wording): "
+                         + "; ".join(f"{e['attribute']} {e['part']} {_fmt(e['auc'], 'auc')} vs "
+                                     f"{_fmt(e['training_auc'], 'auc')} (n {e['n']}, e.g. {e['example']!r})"
+                                     for e in worst) + "\n")
     consistency = report.get("consistency")
     if consistency:
         lines = [f"\n## Consistency across paradigms ({len(consistency['subjects'])} subjects; target "

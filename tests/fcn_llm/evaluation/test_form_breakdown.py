@@ -6,6 +6,7 @@ import pytest
 
 from fcn_llm.evaluation.data import named_thresholds
 from fcn_llm.evaluation.form_breakdown import form_report
+from fcn_llm.evaluation.report import write_markdown
 from fcn_llm.questions import Question
 
 
@@ -55,3 +56,34 @@ def test_the_training_split_s_thresholds_are_read_per_attribute():
     assert named_thresholds(train) == {"age": {30.0, 41.0}}
     assert named_thresholds(train.drop(columns="threshold")) == {} and named_thresholds(None) == {}
 
+
+
+def test_held_out_wording_is_broken_down_into_the_parts_never_trained(tmp_path):
+    """A held-out frame read the wrong way round shows up as that frame's drop; a held-out term read well does not."""
+    rng = np.random.default_rng(1)
+    questions, answers = [], {}
+    forms = [("older/term0/answer", False, 1.0), ("younger/term0/answer", False, 1.0),
+             ("passed/term0/answer", True, 1.0), ("under/term0/answer", True, -1.0),  # "under" read as "over"
+             ("older/held_term0/answer", True, 1.0), ("older/term0/one_word", True, 1.0)]
+    for i in range(600):
+        form, held_out, reading = forms[i % len(forms)]
+        direction = -1 if form.split("/")[0] in ("younger", "under") else 1
+        truth = int(rng.random() < 0.5)  # older than the threshold
+        q = Question(id=f"q{i}", group=("age", "judgment"), target="binary",
+                     messages=[{"role": "user", "content": f"<graph>\n{form} {i}?"}], subject_ids=(f"s{i}",),
+                     choices=("Yes", "No"), reference=truth if direction == 1 else 1 - truth, direction=direction,
+                     threshold=30.0, held_out=held_out, template_id=f"age/judgment/{form}")
+        evidence = (truth - 0.5) * direction * reading + rng.normal(0, 0.3)
+        answers[q.id] = {"score": evidence, "prediction": int(evidence > 0)}
+        questions.append(q)
+    parts = form_report(questions, answers, {})["held_out_parts"]
+    by_part = {entry["part"]: entry for entry in parts}
+    assert set(by_part) == {"frame passed", "frame under", "term held_term0", "instruction one_word"}
+    assert parts[0]["part"] == "frame under" and parts[0]["auc"] < 0.1 and parts[0]["difference"] < -0.8
+    assert by_part["frame passed"]["auc"] > 0.9 and abs(by_part["frame passed"]["difference"]) < 0.1
+    assert by_part["term held_term0"]["n"] == 100 and by_part["frame under"]["attribute"] == "age"
+    assert by_part["frame under"]["example"].startswith("under/term0/answer")
+    assert all(entry["training_auc"] > 0.9 for entry in parts)
+    text = write_markdown({"results": {}, "forms": form_report(questions, answers, {})}, tmp_path / "r.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("- held-out wording, the parts that lose most"))
+    assert "age frame under 0.0" in line and "e.g. 'under/term0/answer 3?'" in line

@@ -62,7 +62,8 @@ def test_markdown_table(run):
     assert "| ADHD | judgment |" in text and "| age | predictive |" in text and "r / MAE" in text
     assert "## Judgments by form (FCN-LLM, AUC, both wordings)" in text
     forms = json.loads((out / "results.json").read_text())["forms"]
-    assert set(forms) == {"turned_vs_plain", "thresholds"} and "adhd" in forms["turned_vs_plain"]["by_attribute"]
+    assert set(forms) == {"turned_vs_plain", "thresholds", "held_out_parts"}
+    assert "adhd" in forms["turned_vs_plain"]["by_attribute"] and isinstance(forms["held_out_parts"], list)
 
 
 def test_plots(run):
