@@ -54,6 +54,9 @@ DEFAULT_LIMITATIONS = (
     "(53-93) are far from the subjects' 22-35: the heads learned the simulator's age effects, which do not transfer."
 )
 
+WORDING_EXAMPLES = 6  # held-out wordings the card names
+WORDING_DROP = 0.05  # ... when their AUC lies at least this far below the attribute's training wording
+
 
 def base_model_id(backbone: str | None) -> str | None:
     """The Hub repo id of a recipe backbone: `DEFAULT_BASE_MODEL` for the default (None), `backbone` itself
@@ -90,6 +93,21 @@ def load_fcn_llm_results(results_json: str | Path) -> dict[str, dict]:
         raise ValueError(f"{path} holds no {FCN_LLM!r} results (methods: {report.get('methods')}): the card "
                          f"reports this model's numbers; evaluate with the {FCN_LLM!r} method included.")
     return rows
+
+
+def wording_limitations(results_json: str | Path) -> str:
+    """A sentence naming the held-out wordings whose judgments lost most on the run's zero-shot split (results.json
+    ``forms.held_out_parts``, worst first): each an example question, its attribute and its AUC against the attribute's
+    training wording; empty when the run measured none at least `WORDING_DROP` below."""
+    report = json.loads(Path(results_json).read_text())
+    parts = (report.get("forms") or {}).get("held_out_parts") or []
+    worst = [e for e in parts if math.isfinite(e["difference"]) and e["difference"] <= -WORDING_DROP][:WORDING_EXAMPLES]
+    if not worst:
+        return ""
+    return ("Wording never trained on that this model misreads most, measured on its zero-shot split (judgments' AUC "
+            "in that wording against the attribute's training wording): "
+            + "; ".join(f"\"{e['example']}\" ({e['attribute']}, {e['part']}: {e['auc']:.2f} against "
+                        f"{e['training_auc']:.2f}, {e['n']} questions)" for e in worst) + ".")
 
 
 def eval_results(rows: Mapping[str, dict], dataset_id: str, dataset_name: str) -> list[EvalResult]:
@@ -153,6 +171,8 @@ def build_model_card(
         hyperparameters: setting -> value, the card's hyperparameter table.
         repo_id: where the model is (to be) pushed; the quickstart loads it.
         dataset_id: the instruction set's Hub dataset id (upload the recipe's `OUT/data/` there).
+        limitations: the card's limitations, followed by the held-out wordings the run measured to be misread
+            (`wording_limitations`).
     """
     if base_model is not None:
         try:
@@ -169,6 +189,7 @@ def build_model_card(
         eval_results=eval_results(rows, dataset_id, dataset_name),
     )
     backbone = f"`{base_model}`" if base_model else f"a local {config.text_config.model_type} backbone"
+    limitations = " ".join(filter(None, (limitations, wording_limitations(results_json))))
     return ModelCard.from_template(
         data, template_path=TEMPLATE, model_name=model_name, backbone=backbone, backbone_note=backbone_note,
         gnn_type=config.encoder_config.gnn_type, atlas=atlas, num_rois=config.encoder_config.num_rois,
