@@ -7,17 +7,19 @@ results.json ``forms``::
                          "mean_plain", "mean_turned", "ratio", "target"},
      "thresholds": {"by_attribute": {key: {"seen", "unseen", "n_seen", "n_unseen"}},
                     "mean_seen", "mean_unseen", "difference", "target"},
-     "held_out_parts": [{"attribute", "part", "n", "auc", "training_auc", "difference", "example"}, ...]}
+     "held_out_parts": [{"attribute", "paradigm", "part", "metric", "n", "value", "training_value", "difference",
+                         "example"}, ...]}
 
 Each AUC is over the judgments of one attribute in that form (both wordings), answers of turned questions turned
 back (`report.collect`), so both halves measure the attribute; the means are over the attributes where both halves
 have an AUC (NaN where a half holds one class only).
 
-``held_out_parts`` says which piece of held-out wording loses the answer: a judgment's `template_id`
-(``"age/judgment/under/term0/answer"``) names its frame, its term or class-term slots and its answer instruction;
-a part is held out for an attribute when none of the attribute's training-wording judgments carries it. Per such
-part, the AUC over the held-out judgments that carry it, minus the AUC over the attribute's training-wording
-judgments, worst first, with one question that carries it as its `example`.
+``held_out_parts`` says which piece of held-out wording loses the answer, in every paradigm: a question's
+`template_id` (``"age/judgment/under/term0/answer"``) names its frame, its term or class-term slots and its answer
+instruction; a part is held out for an (attribute, paradigm) when none of its training-wording questions carries it.
+Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
+that carry it, minus the same metric over the training-wording questions, worst first, with one question that carries
+it as its `example`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fcn_llm.questions import Question, question_text
-from .report import collect, plain_way
+from .report import collect, main_metrics, plain_way, row_metrics
 
 TURNED_TARGET = 0.95  # turned forms' mean AUC at least this fraction of the plain forms'
 THRESHOLD_TARGET = 0.03  # unseen thresholds' mean AUC within this of the seen ones'
@@ -59,7 +61,7 @@ def form_report(questions: list[Question], answers: dict[str, dict], seen_thresh
     thresholds = _split(named, answers, lambda q: float(q.threshold) not in seen_thresholds.get(q.group[0], set()),
                         ("seen", "unseen"))
     thresholds.update(difference=thresholds["mean_unseen"] - thresholds["mean_seen"], target=THRESHOLD_TARGET)
-    return {"turned_vs_plain": turned, "thresholds": thresholds, "held_out_parts": held_out_parts(judgments, answers)}
+    return {"turned_vs_plain": turned, "thresholds": thresholds, "held_out_parts": held_out_parts(questions, answers)}
 
 
 def wording_parts(template_id: str) -> list[str]:
@@ -69,15 +71,25 @@ def wording_parts(template_id: str) -> list[str]:
     return [f"frame {frame}", *(f"term {slot}" for slot in slots), f"instruction {instruction}"]
 
 
-def held_out_parts(judgments: list[Question], answers: dict[str, dict]) -> list[dict]:
-    """Per attribute and held-out part of its judgments' wording, the AUC of the held-out judgments carrying the part
-    against the attribute's training-wording AUC (parts whose questions hold one class only are left out)."""
+def _metric(questions: list[Question], answers: dict[str, dict], metric: str) -> float:
+    """`metric` of FCN-LLM's answers to `questions` (`report.row_metrics`); NaN where it cannot be computed."""
+    values = row_metrics(questions, answers) if questions else None
+    value = (values or {}).get(metric, float("nan"))
+    return float(value) if value is not None else float("nan")
+
+
+def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[dict]:
+    """Per (attribute, paradigm) and held-out part of its questions' wording, the row's main metric on the held-out
+    questions carrying the part against the training wording's (parts where the metric is undefined, e.g. one class
+    only, are left out), worst first."""
     entries = []
-    for key in sorted({q.group[0] for q in judgments if q.template_id}):
-        mine = [q for q in judgments if q.group[0] == key and q.template_id]
+    rows = sorted({q.group for q in questions if q.template_id and q.id in answers})
+    for key, paradigm in rows:
+        mine = [q for q in questions if q.group == (key, paradigm) and q.template_id]
+        metric = main_metrics(mine[0].target, paradigm)[0]
         training = [q for q in mine if not q.held_out]
         trained_parts = {part for q in training for part in wording_parts(q.template_id)}
-        training_auc = _auc(training, answers)
+        training_value = _metric(training, answers, metric)
         carriers: dict[str, list[Question]] = {}
         for q in mine:
             if q.held_out:
@@ -85,9 +97,9 @@ def held_out_parts(judgments: list[Question], answers: dict[str, dict]) -> list[
                     if part not in trained_parts:
                         carriers.setdefault(part, []).append(q)
         for part, group in carriers.items():
-            auc = _auc(group, answers)
-            if np.isfinite(auc):
-                entries.append({"attribute": key, "part": part, "n": len(group), "auc": auc,
-                                "training_auc": training_auc, "difference": auc - training_auc,
-                                "example": question_text(group[0].messages)})
-    return sorted(entries, key=lambda entry: (np.nan_to_num(entry["difference"], nan=np.inf), entry["attribute"]))
+            value = _metric(group, answers, metric)
+            if np.isfinite(value):
+                entries.append({"attribute": key, "paradigm": paradigm, "part": part, "metric": metric,
+                                "n": len(group), "value": value, "training_value": training_value,
+                                "difference": value - training_value, "example": question_text(group[0].messages)})
+    return sorted(entries, key=lambda e: (np.nan_to_num(e["difference"], nan=np.inf), e["attribute"], e["paradigm"]))

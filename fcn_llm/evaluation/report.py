@@ -32,7 +32,7 @@ LLM_METHODS = ("fcn_llm", "fcn_llm_shuffled", "text_only")  # FCN-LLM answering,
 SCOPED_CONTROLS = ("fcn_llm_shuffled", "text_only")  # asked the conditions' scored questions in training wording
 METHODS = (*LLM_METHODS, "fcn_llm_heads", "edge_regression", "edge_regression_in_domain", "encoder_supervised", "oracle")
 PARADIGM_ORDER = {"predictive": 0, "judgment": 1, "comparative": 2}
-HELD_OUT_PARTS_SHOWN = 6  # results.md lists the held-out wording parts with the largest AUC drops
+HELD_OUT_PARTS_SHOWN = 8  # results.md lists the held-out wording parts with the largest drops
 
 
 def main_metrics(target: str, paradigm: str) -> tuple[str, ...]:
@@ -316,11 +316,12 @@ def answer_check_sections(report: dict) -> list[str]:
                       for k, v in thresholds["by_attribute"].items()) + "\n")
         worst = forms.get("held_out_parts", [])[:HELD_OUT_PARTS_SHOWN]
         if worst:
-            parts.append("- held-out wording, the parts that lose most (AUC of the held-out judgments carrying the part "
-                         "vs the attribute's training wording): "
-                         + "; ".join(f"{e['attribute']} {e['part']} {_fmt(e['auc'], 'auc')} vs "
-                                     f"{_fmt(e['training_auc'], 'auc')} (n {e['n']}, e.g. {e['example']!r})"
-                                     for e in worst) + "\n")
+            parts.append("\n## Held-out wording by part (FCN-LLM)\n\n"
+                         "The parts of held-out wording (frame, term, answer instruction) whose questions lose most: the "
+                         "row's main metric on the held-out questions carrying the part vs on the training wording.\n\n"
+                         + "".join(f"- {e['attribute']}/{e['paradigm']} {e['part']}: {e['metric']} "
+                                   f"{_fmt(e['value'], e['metric'])} vs {_fmt(e['training_value'], e['metric'])} "
+                                   f"(n {e['n']}), e.g. {e['example']!r}\n" for e in worst))
     consistency = report.get("consistency")
     if consistency:
         lines = [f"\n## Consistency across paradigms ({len(consistency['subjects'])} subjects; target "

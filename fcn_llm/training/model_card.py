@@ -96,18 +96,19 @@ def load_fcn_llm_results(results_json: str | Path) -> dict[str, dict]:
 
 
 def wording_limitations(results_json: str | Path) -> str:
-    """A sentence naming the held-out wordings whose judgments lost most on the run's zero-shot split (results.json
-    ``forms.held_out_parts``, worst first): each an example question, its attribute and its AUC against the attribute's
-    training wording; empty when the run measured none at least `WORDING_DROP` below."""
+    """A sentence naming the held-out wordings that lost most on the run's zero-shot split (results.json
+    ``forms.held_out_parts``, worst first): each an example question, its attribute and paradigm, and its main metric
+    against the training wording's; empty when the run measured none at least `WORDING_DROP` below."""
     report = json.loads(Path(results_json).read_text())
     parts = (report.get("forms") or {}).get("held_out_parts") or []
     worst = [e for e in parts if math.isfinite(e["difference"]) and e["difference"] <= -WORDING_DROP][:WORDING_EXAMPLES]
     if not worst:
         return ""
-    return ("Wording never trained on that this model misreads most, measured on its zero-shot split (judgments' AUC "
-            "in that wording against the attribute's training wording): "
-            + "; ".join(f"\"{e['example']}\" ({e['attribute']}, {e['part']}: {e['auc']:.2f} against "
-                        f"{e['training_auc']:.2f}, {e['n']} questions)" for e in worst) + ".")
+    return ("Wording never trained on that this model misreads most, measured on its zero-shot split (the answers' "
+            "AUC, accuracy or Pearson r in that wording against the training wording's): "
+            + "; ".join(f"\"{e['example']}\" ({e['attribute']} {e['paradigm']}, {e['part']}: "
+                        f"{METRIC_LABELS.get(e['metric'], e['metric'])} {e['value']:.2f} against "
+                        f"{e['training_value']:.2f}, {e['n']} questions)" for e in worst) + ".")
 
 
 def eval_results(rows: Mapping[str, dict], dataset_id: str, dataset_name: str) -> list[EvalResult]:

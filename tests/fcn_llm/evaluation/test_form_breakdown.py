@@ -79,11 +79,30 @@ def test_held_out_wording_is_broken_down_into_the_parts_never_trained(tmp_path):
     parts = form_report(questions, answers, {})["held_out_parts"]
     by_part = {entry["part"]: entry for entry in parts}
     assert set(by_part) == {"frame passed", "frame under", "term held_term0", "instruction one_word"}
-    assert parts[0]["part"] == "frame under" and parts[0]["auc"] < 0.1 and parts[0]["difference"] < -0.8
-    assert by_part["frame passed"]["auc"] > 0.9 and abs(by_part["frame passed"]["difference"]) < 0.1
+    assert parts[0]["part"] == "frame under" and parts[0]["value"] < 0.1 and parts[0]["difference"] < -0.8
+    assert by_part["frame passed"]["value"] > 0.9 and abs(by_part["frame passed"]["difference"]) < 0.1
     assert by_part["term held_term0"]["n"] == 100 and by_part["frame under"]["attribute"] == "age"
     assert by_part["frame under"]["example"].startswith("under/term0/answer")
-    assert all(entry["training_auc"] > 0.9 for entry in parts)
+    assert all(e["training_value"] > 0.9 and e["metric"] == "auc" and e["paradigm"] == "judgment" for e in parts)
     text = write_markdown({"results": {}, "forms": form_report(questions, answers, {})}, tmp_path / "r.md").read_text()
-    line = next(line for line in text.splitlines() if line.startswith("- held-out wording, the parts that lose most"))
-    assert "age frame under 0.0" in line and "e.g. 'under/term0/answer 3?'" in line
+    assert "## Held-out wording by part (FCN-LLM)" in text
+    line = next(line for line in text.splitlines() if line.startswith("- age/judgment frame under: auc 0.0"))
+    assert line.endswith("(n 100), e.g. 'under/term0/answer 3?'")
+
+
+def test_a_held_out_term_that_misroutes_estimates_shows_up_in_their_pearson_r():
+    rng = np.random.default_rng(2)
+    questions, answers = [], {}
+    for i in range(200):
+        held_out = i % 2 == 1
+        form = "whats/held_term0/none" if held_out else "whats/term0/none"
+        age = float(rng.uniform(10, 70))
+        q = Question(id=f"q{i}", group=("age", "predictive"), target="regression",
+                     messages=[{"role": "user", "content": f"<graph>\n{form}?"}], subject_ids=(f"s{i}",), choices=(),
+                     reference=age, held_out=held_out, template_id=f"age/predictive/{form}")
+        estimate = float(rng.uniform(10, 70)) if held_out else age + rng.normal(0, 5)  # the new term: another head
+        answers[q.id] = {"score": estimate, "prediction": estimate, "text": f"{estimate:.0f}"}
+        questions.append(q)
+    (entry,) = form_report(questions, answers, {})["held_out_parts"]
+    assert (entry["paradigm"], entry["part"], entry["metric"], entry["n"]) == ("predictive", "term held_term0", "pearson_r", 100)
+    assert entry["training_value"] > 0.9 and abs(entry["value"]) < 0.3 and entry["difference"] < -0.6

@@ -275,15 +275,17 @@ def test_recipe_settings_make_the_hyperparameter_table(tmp_path, config):
 def test_limitations_name_the_held_out_wordings_the_run_measured_to_be_misread(tmp_path, config):
     results_json = _results_json(tmp_path)
     report = json.loads(results_json.read_text())
-    misread = {"attribute": "age", "part": "frame under", "n": 40, "auc": 0.31, "training_auc": 0.82,
-               "difference": -0.51, "example": "Is the participant under 40 years of age?"}
-    read_well = {**misread, "part": "frame passed", "auc": 0.80, "difference": -0.02, "example": "Passed 40?"}
+    misread = {"attribute": "age", "paradigm": "judgment", "part": "frame under", "metric": "auc", "n": 40,
+               "value": 0.31, "training_value": 0.82, "difference": -0.51,
+               "example": "Is the participant under 40 years of age?"}
+    read_well = {**misread, "part": "frame passed", "value": 0.80, "difference": -0.02, "example": "Passed 40?"}
     report["forms"] = {"held_out_parts": [misread, read_well]}
     results_json.write_text(json.dumps(report))
     text = ModelCard.load(write_model_card(tmp_path / "model", config, **_card_kwargs(results_json))).text
     limitations = re.search(r"^## Limitations\n(.*?)(?=^## )", text, re.S | re.M).group(1)
     assert DEFAULT_LIMITATIONS in limitations
-    assert '"Is the participant under 40 years of age?" (age, frame under: 0.31 against 0.82, 40 questions)' in limitations
+    assert ('"Is the participant under 40 years of age?" (age judgment, frame under: AUC 0.31 against 0.82, '
+            '40 questions)') in limitations
     assert "Passed 40?" not in limitations  # within WORDING_DROP of the training wording
     report["forms"] = {"held_out_parts": [read_well]}
     results_json.write_text(json.dumps(report))
