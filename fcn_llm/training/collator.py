@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .readout_fitting import asked_class
-from .router_fitting import question_sign
+from .router_fitting import turn_label
 
 
 class FCNInstructionCollator:
@@ -32,8 +32,8 @@ class FCNInstructionCollator:
         routing_keys: the attribute heads' keys; each row's `attribute` becomes its index in them
             (`routing_labels`, -100 if absent), which supervises the evidence token's router.
         question_heads: the attribute heads (`config.auxiliary_heads`): each row also gets `turn_labels` (1 where a
-            judgment or comparison asks the other way round, 0 where plainly, -100 otherwise) and `sign_labels`
-            `(A,)` (its head's outputs: +1 for the class a judgment asks about, -1 for the others, +1 where it asks
+            judgment or comparison asks the other way round, 0 where plainly, -100 otherwise: `turn_label`) and
+            `sign_labels` `(A,)` (its head's outputs: +1 for the class a judgment asks about, -1 for the others, +1 where it asks
             none; NaN for other heads), which supervise the evidence token's turn classifier and class signs.
         paradigms: the evidence readouts' paradigms (`config.evidence_paradigms`): each row's paradigm becomes its
             index in them (`paradigm_labels`, -100 if absent), which supervises the paradigm classifier.
@@ -109,8 +109,7 @@ class FCNInstructionCollator:
         if self.paradigm_index is not None and fcns:
             batch["paradigm_labels"] = torch.tensor([self.paradigm_index.get(row.get("paradigm"), -100) for row in rows])
         if self.question_heads is not None and fcns:
-            batch["turn_labels"] = torch.tensor([-100 if row.get("paradigm") not in ("judgment", "comparative")
-                                                 else int(question_sign(row) == -1) for row in rows])
+            batch["turn_labels"] = torch.tensor([-100 if (label := turn_label(row)) is None else label for row in rows])
             batch["sign_labels"] = torch.from_numpy(np.stack([self.class_signs(row) for row in rows]))
         return batch
 

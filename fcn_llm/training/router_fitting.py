@@ -205,12 +205,26 @@ def question_sign(row: dict) -> int:
     return -sign if row_value(row, "negated") else sign
 
 
+def turn_label(row: dict) -> int | None:
+    """What the turn classifier learns from a training row: 1 where a judgment or comparison asks the other way round
+    (`question_sign` -1), 0 where it asks plainly, None where it learns nothing: other paradigms, and double negatives
+    (negated and reversed: "Is it false that this subject is younger than 40?"). A double negative is plain while each
+    of its two words alone turns the question, an XOR that a linear reader of words cannot fit; fitted with the
+    rest, it turned "younger than 40?" around as well."""
+    if row.get("paradigm") not in ("judgment", "comparative"):
+        return None
+    direction = row_value(row, "direction")
+    if row_value(row, "negated") and direction is not None and int(direction) == -1:
+        return None
+    return int(question_sign(row) == -1)
+
+
 def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
               seed: int = 0, c: float | None = None) -> float | None:
     """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment or a comparison ask
     the other way round, `question_sign` -1: "younger than 40?", "which is younger?") to a logistic regression
     on the router features of up to `max_rows` training judgments and comparisons about any attribute (a
-    seeded sample), L2 strength `c` or, by default, the one that reads held-out question frames best
+    seeded sample; double negatives left out, `turn_label`), L2 strength `c` or, by default, the one that reads held-out question frames best
     (`_logistic_regression_cv`: words no training question has, such as a new answer instruction's, then weigh
     less). Questions that all ask the plain way leave it plain.
 
@@ -220,9 +234,9 @@ def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     conditioning = model.model.instruction_conditioning
     if conditioning is None or not conditioning.reads_attributes:
         raise ValueError("fit_turns needs instruction_evidence='attributes' (an evidence token over the attribute heads).")
-    judgments = [row for row in rows if row.get("paradigm") in ("judgment", "comparative")]
+    judgments = [row for row in rows if turn_label(row) is not None]
     chosen = _sample(judgments, max_rows, seed)
-    turned = np.array([question_sign(row) == -1 for row in chosen], dtype=int)
+    turned = np.array([turn_label(row) for row in chosen], dtype=int)
     if not 0 < turned.sum() < len(turned):
         return None
     was_training = model.training

@@ -75,11 +75,14 @@ def test_question_labels_say_how_each_row_asks(processor, lookup):
     rows = [dict(ROWS[0], attribute="adhd", paradigm="judgment", negated=True),
             dict(ROWS[0], attribute="sex", paradigm="judgment", template_id="sex/j/0", asked_class="Male"),
             dict(ROWS[1], attribute="age", paradigm="comparative", direction=-1),
-            dict(ROWS[0], attribute="sex", paradigm="predictive")]
+            dict(ROWS[0], attribute="sex", paradigm="predictive"),
+            dict(ROWS[1], attribute="age", paradigm="judgment", direction=-1, negated=True)]
     batch = FCNInstructionCollator(processor, lookup, question_heads=heads,
-                                   paradigms=["predictive", "judgment", "comparative"])(rows)
+                                   paradigms=["predictive", "judgment", "comparative"])(rows[:4])
     assert batch["paradigm_labels"].tolist() == [1, 1, 2, 0]
     assert batch["turn_labels"].tolist() == [1, 0, 1, -100]  # "ruled out?", plain, "younger?", not a judgment
+    # "Is it false that this subject is younger than 40?": a double negative, left out of the turn classifier's loss
+    assert FCNInstructionCollator(processor, lookup, question_heads=heads)(rows[4:])["turn_labels"].tolist() == [-100]
     signs = batch["sign_labels"]
     torch.testing.assert_close(signs[:, 0], torch.tensor([1.0, float("nan"), float("nan"), float("nan")]), equal_nan=True)
     torch.testing.assert_close(signs[1, 1:], torch.tensor([-1.0, 1.0]))  # asks "Male?"

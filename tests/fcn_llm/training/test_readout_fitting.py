@@ -274,6 +274,41 @@ def test_question_sign_reads_negation_and_direction():
     assert question_sign({}) == 1  # rows built without the columns ask the plain way
 
 
+def test_turn_labels_leave_out_what_is_not_turnable_and_double_negatives():
+    from fcn_llm.training.router_fitting import turn_label
+
+    assert turn_label({"paradigm": "judgment", "negated": True}) == 1  # "Can ADHD be ruled out?"
+    assert turn_label({"paradigm": "comparative", "direction": -1}) == 1  # "Which is younger?"
+    assert turn_label({"paradigm": "judgment", "direction": 1}) == 0
+    assert turn_label({"paradigm": "predictive", "negated": True}) is None
+    assert turn_label({"paradigm": "judgment", "negated": True, "direction": -1}) is None  # "false that ... younger?"
+
+
+def test_a_double_negative_does_not_turn_the_single_ones_around(processor, collator):
+    """Plain "older than", reversed "younger than", negated "false that ... older than" and the double negative "false
+    that ... younger than" are an XOR of two words that no linear reader of words can fit; `fit_turns` leaves the double
+    negatives out, so every other form is read the right way round."""
+    from fcn_llm.training.router_fitting import fit_turns
+
+    frames = {"Is this subject older than 30 years?": (1, False), "Is this subject younger than 30 years?": (-1, False),
+              "Is it false that this subject is older than 30 years?": (1, True),
+              "Is it false that this subject is younger than 30 years?": (-1, True)}
+    rows = []
+    for i, sid in enumerate(SUBJECTS * 2):
+        question, (direction, negated) = list(frames.items())[i % len(frames)]
+        rows.append({"id": f"t{i}", "attribute": "age", "answer": "Yes", "subject_ids": [sid], "paradigm": "judgment",
+                     "direction": direction, "negated": negated,
+                     "messages": [{"role": "user", "content": f"<graph>\n{question}"}, {"role": "assistant", "content": "Yes"}]})
+    model = make_tiny_model(processor.tokenizer, attribute_evidence=True)
+    assert fit_turns(model, collator, rows, c=100.0) == 1.0  # on the rows it fitted: all but the double negatives
+    single = [row for row in rows if not (row["negated"] and row["direction"] == -1)]
+    batch = collator(single)
+    features = model.model.routing_features(batch["input_ids"], batch["attention_mask"], batch["labels"] == -100)
+    turned = torch.sigmoid(model.model.instruction_conditioning.turn_logits(features))
+    expected = torch.tensor([float(row["negated"] or row["direction"] == -1) for row in single])
+    assert ((turned > 0.5).float() == expected).all()
+
+
 def test_turns_read_negated_questions_for_every_head(processor, collator):
     """`fit_turns`: negated judgments ("Can ADHD be ruled out?") turn every head's outputs (-1), plain ones keep
     +1; class judgments keep their asked class (`fit_signs`) under the turn."""
