@@ -33,8 +33,9 @@ class FCNInstructionCollator:
             (`routing_labels`, -100 if absent), which supervises the evidence token's router.
         question_heads: the attribute heads (`config.auxiliary_heads`): each row also gets `turn_labels` (1 where a
             judgment or comparison asks the other way round, 0 where plainly, -100 otherwise: `turn_label`) and
-            `sign_labels` `(A,)` (its head's outputs: +1 for the class a judgment asks about, -1 for the others, +1 where it asks
-            none; NaN for other heads), which supervise the evidence token's turn classifier and class signs.
+            `sign_labels` `(A,)` (its head's outputs: +1 for the class a judgment asks about, -1 for the others, +1
+            where it asks none; NaN for other heads), which supervise the evidence token's turn classifier and class
+            signs.
         paradigms: the evidence readouts' paradigms (`config.evidence_paradigms`): each row's paradigm becomes its
             index in them (`paradigm_labels`, -100 if absent), which supervises the paradigm classifier.
     """

@@ -43,8 +43,9 @@ DEFAULT_LIMITATIONS = (
     "no better than the heads (demo, mean of seeds 0 and 1: condition judgments AUC 0.61, the heads read directly "
     "0.61, the simulator's oracle 0.81; with another subject's FCN 0.49). What can be asked: the 19 trained "
     "attributes, in the three paradigms, with any threshold inside an attribute's range, negated or reversed "
-    "(\"Can ADHD be ruled out?\", \"younger than 40?\"). What cannot: other attributes (the evaluation flags them, "
-    "with the answer's confidence); wording far from the training questions: which attribute is asked, the "
+    "(\"Can ADHD be ruled out?\", \"younger than 40?\"), but not both at once: \"Is it false that this subject "
+    "is younger than 40?\" is read as turned once, so its answer comes out inverted. What cannot: other attributes "
+    "(the evaluation flags them, with the answer's confidence); wording far from the training questions: which attribute is asked, the "
     "paradigm and whether a question is turned are read from a bag of word embeddings, so unseen attribute names "
     "and frames are misread (demo: condition judgments 0.59 in held-out wording against 0.61; full-scale IQ "
     "estimates r 0.25 in held-out wording against 0.61, BMI 0.00 against 0.23; 5 % of held-out questions get an "
@@ -55,7 +56,7 @@ DEFAULT_LIMITATIONS = (
 )
 
 WORDING_EXAMPLES = 6  # held-out wordings the card names
-WORDING_DROP = 0.05  # ... when their AUC lies at least this far below the attribute's training wording
+WORDING_DROP = 0.05  # ... when their metric (AUC, accuracy, r) lies at least this far below the training wording's
 
 
 def base_model_id(backbone: str | None) -> str | None:

@@ -224,9 +224,9 @@ def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[d
     """Set the evidence token's turn classifier (`turn_weight`, `turn_bias`: does a judgment or a comparison ask
     the other way round, `question_sign` -1: "younger than 40?", "which is younger?") to a logistic regression
     on the router features of up to `max_rows` training judgments and comparisons about any attribute (a
-    seeded sample; double negatives left out, `turn_label`), L2 strength `c` or, by default, the one that reads held-out question frames best
-    (`_logistic_regression_cv`: words no training question has, such as a new answer instruction's, then weigh
-    less). Questions that all ask the plain way leave it plain.
+    seeded sample; double negatives left out, `turn_label`), L2 strength `c` or, by default, the one that reads
+    held-out question frames best (`_logistic_regression_cv`: words no training question has, such as a new answer
+    instruction's, then weigh less). Questions that all ask the plain way leave it plain.
 
     Returns:
         the fitted classifier's accuracy on those judgments (None when nothing was fitted).
