@@ -68,8 +68,12 @@ def _text(messages: list[dict]) -> str:
 
 
 def question_text(messages: list[dict]) -> str:
-    """The last message's text without its `<graph>` placeholders, on one line."""
-    return " ".join(_text(messages).replace(GRAPH_TOKEN, " ").split())
+    """The question of the last message, on one line: its text after the last `<graph>` placeholder ("Subject 1:
+    <graph> Subject 2: <graph> Which is older?" -> "Which is older?"), or the whole text without placeholders where
+    nothing follows them."""
+    text = _text(messages)
+    after = text.rsplit(GRAPH_TOKEN, 1)[-1]
+    return " ".join((after if after.strip() else text.replace(GRAPH_TOKEN, " ")).split())
 
 
 def _template_regex(template: str) -> re.Pattern:

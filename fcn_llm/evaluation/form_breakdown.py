@@ -17,9 +17,9 @@ have an AUC (NaN where a half holds one class only).
 ``held_out_parts`` says which piece of held-out wording loses the answer, in every paradigm: a question's
 `template_id` (``"age/judgment/under/term0/answer"``) names its frame, its term or class-term slots and its answer
 instruction; a part is held out for an (attribute, paradigm) when none of its training-wording questions carries it.
-Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
-that carry it, minus the same metric over the training-wording questions, worst first, with one question that carries
-it as its `example`.
+Per such part carried by at least `MIN_PART_QUESTIONS` questions, the row's main metric (`report.main_metrics`: AUC,
+accuracy or Pearson r) over the held-out questions that carry it, minus the same metric over the training-wording
+questions, worst first, with one question that carries it as its `example`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from .report import collect, main_metrics, plain_way, row_metrics
 
 TURNED_TARGET = 0.95  # turned forms' mean AUC at least this fraction of the plain forms'
 THRESHOLD_TARGET = 0.03  # unseen thresholds' mean AUC within this of the seen ones'
+MIN_PART_QUESTIONS = 20  # a held-out part is scored on at least this many questions (fewer: noise, or a training part
+# that the evaluated subjects' few questions happen not to carry)
 
 
 def _auc(questions: list[Question], answers: dict[str, dict]) -> float:
@@ -80,8 +82,8 @@ def _metric(questions: list[Question], answers: dict[str, dict], metric: str) ->
 
 def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[dict]:
     """Per (attribute, paradigm) and held-out part of its questions' wording, the row's main metric on the held-out
-    questions carrying the part against the training wording's (parts where the metric is undefined, e.g. one class
-    only, are left out), worst first."""
+    questions carrying the part against the training wording's (parts on fewer than `MIN_PART_QUESTIONS` questions,
+    and parts where the metric is undefined, e.g. one class only, are left out), worst first."""
     entries = []
     rows = sorted({q.group for q in questions if q.template_id and q.id in answers})
     for key, paradigm in rows:
@@ -97,6 +99,8 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
                     if part not in trained_parts:
                         carriers.setdefault(part, []).append(q)
         for part, group in carriers.items():
+            if len(group) < MIN_PART_QUESTIONS:
+                continue
             value = _metric(group, answers, metric)
             if np.isfinite(value):
                 entries.append({"attribute": key, "paradigm": paradigm, "part": part, "metric": metric,

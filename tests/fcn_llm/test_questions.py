@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from datasets_scripts.attributes import load_registry
-from fcn_llm.questions import baseline_answer, build_question
+from fcn_llm.questions import baseline_answer, build_question, question_text
 
 REGISTRY = load_registry()
 
@@ -190,3 +190,10 @@ def test_plain_and_negated_judgments_pooled_rank_on_one_scale():
         scores.append(baseline_answer(q, np.array([p]))[0])
         refs.append(q.reference)
     assert roc_auc_score(refs, scores) == 1.0
+
+
+def test_the_example_question_is_the_text_after_the_graphs():
+    pair = [{"role": "user", "content": "Subject 1: <graph>\nSubject 2: <graph>\nWhich subject is older?"}]
+    assert question_text(pair) == "Which subject is older?"
+    assert question_text([{"role": "user", "content": "Is this subject older than 40?\n<graph>"}]) == \
+        "Is this subject older than 40?"

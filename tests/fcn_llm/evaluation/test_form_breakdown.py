@@ -103,6 +103,9 @@ def test_a_held_out_term_that_misroutes_estimates_shows_up_in_their_pearson_r():
         estimate = float(rng.uniform(10, 70)) if held_out else age + rng.normal(0, 5)  # the new term: another head
         answers[q.id] = {"score": estimate, "prediction": estimate, "text": f"{estimate:.0f}"}
         questions.append(q)
+    few = [q for q in questions if not q.held_out] + [q for q in questions if q.held_out][:19]
+    assert form_report(few, answers, {})["held_out_parts"] == []  # 19 questions: below MIN_PART_QUESTIONS
     (entry,) = form_report(questions, answers, {})["held_out_parts"]
     assert (entry["paradigm"], entry["part"], entry["metric"], entry["n"]) == ("predictive", "term held_term0", "pearson_r", 100)
     assert entry["training_value"] > 0.9 and abs(entry["value"]) < 0.3 and entry["difference"] < -0.6
+
