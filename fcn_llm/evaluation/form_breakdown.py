@@ -17,9 +17,9 @@ have an AUC (NaN where a half holds one class only).
 ``held_out_parts`` says which piece of held-out wording loses the answer, in every paradigm: a question's
 `template_id` (``"age/judgment/under/term0/answer"``) names its frame, its term or class-term slots and its answer
 instruction; a part is held out for an (attribute, paradigm) when none of its training-wording questions carries it.
-Per such part carried by at least `MIN_PART_QUESTIONS` questions, the row's main metric (`report.main_metrics`: AUC,
-accuracy or Pearson r) over the held-out questions that carry it, minus the same metric over the training-wording
-questions, worst first, with one question that carries it as its `example`.
+Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
+whose only held-out part it is (at least `MIN_PART_QUESTIONS` of them), minus the same metric over the training-wording
+questions, worst first, with one of those questions as its `example`.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def _metric(questions: list[Question], answers: dict[str, dict], metric: str) ->
 
 def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[dict]:
     """Per (attribute, paradigm) and held-out part of its questions' wording, the row's main metric on the held-out
-    questions carrying the part against the training wording's (parts on fewer than `MIN_PART_QUESTIONS` questions,
-    and parts where the metric is undefined, e.g. one class only, are left out), worst first."""
+    questions whose only held-out part it is, against the training wording's (parts on fewer than
+    `MIN_PART_QUESTIONS` such questions, and parts where the metric is undefined, e.g. one class only, are left out),
+    worst first."""
     entries = []
     rows = sorted({q.group for q in questions if q.template_id and q.id in answers})
     for key, paradigm in rows:
@@ -94,10 +95,9 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
         training_value = _metric(training, answers, metric)
         carriers: dict[str, list[Question]] = {}
         for q in mine:
-            if q.held_out:
-                for part in wording_parts(q.template_id):
-                    if part not in trained_parts:
-                        carriers.setdefault(part, []).append(q)
+            new_parts = [part for part in wording_parts(q.template_id) if part not in trained_parts]
+            if q.held_out and len(new_parts) == 1:  # a question new in two parts would blame both for either's loss
+                carriers.setdefault(new_parts[0], []).append(q)
         for part, group in carriers.items():
             if len(group) < MIN_PART_QUESTIONS:
                 continue

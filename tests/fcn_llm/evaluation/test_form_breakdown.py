@@ -64,8 +64,9 @@ def test_held_out_wording_is_broken_down_into_the_parts_never_trained(tmp_path):
     questions, answers = [], {}
     forms = [("older/term0/answer", False, 1.0), ("younger/term0/answer", False, 1.0),
              ("passed/term0/answer", True, 1.0), ("under/term0/answer", True, -1.0),  # "under" read as "over"
-             ("older/held_term0/answer", True, 1.0), ("older/term0/one_word", True, 1.0)]
-    for i in range(600):
+             ("older/held_term0/answer", True, 1.0), ("older/term0/one_word", True, 1.0),
+             ("under/held_term0/one_word", True, -1.0)]  # new in three parts: blames none of them
+    for i in range(700):
         form, held_out, reading = forms[i % len(forms)]
         direction = -1 if form.split("/")[0] in ("younger", "under") else 1
         truth = int(rng.random() < 0.5)  # older than the threshold
@@ -81,7 +82,8 @@ def test_held_out_wording_is_broken_down_into_the_parts_never_trained(tmp_path):
     assert set(by_part) == {"frame passed", "frame under", "term held_term0", "instruction one_word"}
     assert parts[0]["part"] == "frame under" and parts[0]["value"] < 0.1 and parts[0]["difference"] < -0.8
     assert by_part["frame passed"]["value"] > 0.9 and abs(by_part["frame passed"]["difference"]) < 0.1
-    assert by_part["term held_term0"]["n"] == 100 and by_part["frame under"]["attribute"] == "age"
+    assert by_part["term held_term0"]["n"] == by_part["frame under"]["n"] == 100  # not the 100 new in three parts
+    assert by_part["frame under"]["attribute"] == "age"
     assert by_part["frame under"]["example"].startswith("under/term0/answer")
     assert all(e["training_value"] > 0.9 and e["metric"] == "auc" and e["paradigm"] == "judgment" for e in parts)
     text = write_markdown({"results": {}, "forms": form_report(questions, answers, {})}, tmp_path / "r.md").read_text()
