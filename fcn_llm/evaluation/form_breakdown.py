@@ -7,8 +7,8 @@ results.json ``forms``::
                          "mean_plain", "mean_turned", "ratio", "target"},
      "thresholds": {"by_attribute": {key: {"seen", "unseen", "n_seen", "n_unseen"}},
                     "mean_seen", "mean_unseen", "difference", "target"},
-     "held_out_parts": [{"attribute", "paradigm", "part", "metric", "n", "value", "training_value", "difference",
-                         "example"}, ...]}
+     "held_out_parts": [{"attribute", "paradigm", "part", "metric", "n", "value", "n_training", "training_value",
+                         "difference", "example"}, ...]}
 
 Each AUC is over the judgments of one attribute in that form (both wordings), answers of turned questions turned
 back (`report.collect`), so both halves measure the attribute; the means are over the attributes where both halves
@@ -19,7 +19,8 @@ have an AUC (NaN where a half holds one class only).
 instruction; a part is held out for an (attribute, paradigm) when none of its training-wording questions carries it.
 Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
 whose only held-out part it is (at least `MIN_PART_QUESTIONS` of them), minus the same metric over the training-wording
-questions, worst first, with one of those questions as its `example`.
+questions that share the rest of their form (a pooled AUC of threshold judgments depends on the mix of frames and
+thresholds), worst first, with one of those questions as its `example`.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ def _metric(questions: list[Question], answers: dict[str, dict], metric: str) ->
 
 def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[dict]:
     """Per (attribute, paradigm) and held-out part of its questions' wording, the row's main metric on the held-out
-    questions whose only held-out part it is, against the training wording's (parts on fewer than
-    `MIN_PART_QUESTIONS` such questions, and parts where the metric is undefined, e.g. one class only, are left out),
-    worst first."""
+    questions whose only held-out part it is, against the same metric on the training-wording questions that share
+    the rest of their form (the same frame and term where the part is an answer instruction, ...), so that a part is
+    not blamed for a harder mix of frames; parts on fewer than `MIN_PART_QUESTIONS` such questions, and parts where a
+    metric is undefined (one class only), are left out. Worst first."""
     entries = []
     rows = sorted({q.group for q in questions if q.template_id and q.id in answers})
     for key, paradigm in rows:
@@ -92,18 +94,27 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
         metric = main_metrics(mine[0].target, paradigm)[0]
         training = [q for q in mine if not q.held_out]
         trained_parts = {part for q in training for part in wording_parts(q.template_id)}
-        training_value = _metric(training, answers, metric)
-        carriers: dict[str, list[Question]] = {}
+        carriers: dict[tuple[int, str], list[Question]] = {}
         for q in mine:
-            new_parts = [part for part in wording_parts(q.template_id) if part not in trained_parts]
-            if q.held_out and len(new_parts) == 1:  # a question new in two parts would blame both for either's loss
-                carriers.setdefault(new_parts[0], []).append(q)
-        for part, group in carriers.items():
+            parts = wording_parts(q.template_id)
+            new = [i for i, part in enumerate(parts) if part not in trained_parts]
+            if q.held_out and len(new) == 1:  # a question new in two parts would blame both for either's loss
+                carriers.setdefault((new[0], parts[new[0]]), []).append(q)
+        for (position, part), group in carriers.items():
             if len(group) < MIN_PART_QUESTIONS:
                 continue
-            value = _metric(group, answers, metric)
-            if np.isfinite(value):
+            rest = {_without(q.template_id, position) for q in group}
+            reference = [q for q in training if _without(q.template_id, position) in rest]
+            value, reference_value = _metric(group, answers, metric), _metric(reference, answers, metric)
+            if np.isfinite(value) and np.isfinite(reference_value):
                 entries.append({"attribute": key, "paradigm": paradigm, "part": part, "metric": metric,
-                                "n": len(group), "value": value, "training_value": training_value,
-                                "difference": value - training_value, "example": question_text(group[0].messages)})
-    return sorted(entries, key=lambda e: (np.nan_to_num(e["difference"], nan=np.inf), e["attribute"], e["paradigm"]))
+                                "n": len(group), "value": value, "n_training": len(reference),
+                                "training_value": reference_value, "difference": value - reference_value,
+                                "example": question_text(group[0].messages)})
+    return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))
+
+
+def _without(template_id: str, position: int) -> tuple[str, ...]:
+    """The wording parts of `template_id` but the one at `position`: the rest of its form."""
+    parts = wording_parts(template_id)
+    return tuple(parts[:position] + parts[position + 1:])

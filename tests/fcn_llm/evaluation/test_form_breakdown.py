@@ -84,6 +84,7 @@ def test_held_out_wording_is_broken_down_into_the_parts_never_trained(tmp_path):
     assert by_part["frame passed"]["value"] > 0.9 and abs(by_part["frame passed"]["difference"]) < 0.1
     assert by_part["term held_term0"]["n"] == by_part["frame under"]["n"] == 100  # not the 100 new in three parts
     assert by_part["frame under"]["attribute"] == "age"
+    assert by_part["frame under"]["n_training"] == 200 and by_part["instruction one_word"]["n_training"] == 100
     assert by_part["frame under"]["example"].startswith("under/term0/answer")
     assert all(e["training_value"] > 0.9 and e["metric"] == "auc" and e["paradigm"] == "judgment" for e in parts)
     text = write_markdown({"results": {}, "forms": form_report(questions, answers, {})}, tmp_path / "r.md").read_text()
@@ -111,3 +112,24 @@ def test_a_held_out_term_that_misroutes_estimates_shows_up_in_their_pearson_r():
     assert (entry["paradigm"], entry["part"], entry["metric"], entry["n"]) == ("predictive", "term held_term0", "pearson_r", 100)
     assert entry["training_value"] > 0.9 and abs(entry["value"]) < 0.3 and entry["difference"] < -0.6
 
+
+
+def test_a_held_out_part_is_compared_with_the_training_questions_of_the_same_form():
+    """A new answer instruction asked only with a frame the model misreads anyway is not blamed for the frame."""
+    rng = np.random.default_rng(3)
+    questions, answers = [], {}
+    forms = [("older/term0/answer", False, 1.0), ("false_younger/term0/answer", False, -1.0),
+             ("false_younger/term0/one_word", True, -1.0)]
+    for i in range(300):
+        form, held_out, reading = forms[i % len(forms)]
+        truth = int(rng.random() < 0.5)
+        q = Question(id=f"q{i}", group=("age", "judgment"), target="binary", subject_ids=(f"s{i}",),
+                     messages=[{"role": "user", "content": f"<graph>\n{form}?"}], choices=("Yes", "No"),
+                     reference=truth, threshold=30.0, held_out=held_out,
+                     template_id=f"age/judgment/{form}")
+        evidence = (truth - 0.5) * reading + rng.normal(0, 0.3)
+        answers[q.id] = {"score": evidence, "prediction": int(evidence > 0)}
+        questions.append(q)
+    (entry,) = form_report(questions, answers, {})["held_out_parts"]
+    assert entry["part"] == "instruction one_word" and entry["n_training"] == 100
+    assert entry["value"] < 0.1 and entry["training_value"] < 0.1 and abs(entry["difference"]) < 0.1
