@@ -87,34 +87,35 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
     the rest of their form (the same frame and term where the part is an answer instruction, ...), so that a part is
     not blamed for a harder mix of frames; parts on fewer than `MIN_PART_QUESTIONS` such questions, and parts where a
     metric is undefined (one class only), are left out. Worst first."""
+    groups: dict[tuple[str, str], list[tuple[Question, list[str]]]] = {}
+    for q in questions:
+        if q.template_id and q.id in answers:
+            groups.setdefault(q.group, []).append((q, wording_parts(q.template_id)))
     entries = []
-    rows = sorted({q.group for q in questions if q.template_id and q.id in answers})
-    for key, paradigm in rows:
-        mine = [q for q in questions if q.group == (key, paradigm) and q.template_id]
-        metric = main_metrics(mine[0].target, paradigm)[0]
-        training = [q for q in mine if not q.held_out]
-        trained_parts = {part for q in training for part in wording_parts(q.template_id)}
-        carriers: dict[tuple[int, str], list[Question]] = {}
-        for q in mine:
-            parts = wording_parts(q.template_id)
+    for (key, paradigm), mine in sorted(groups.items()):
+        metric = main_metrics(mine[0][0].target, paradigm)[0]
+        training = [(q, parts) for q, parts in mine if not q.held_out]
+        trained_parts = {part for _, parts in training for part in parts}
+        carriers: dict[tuple[int, str], list[tuple[Question, list[str]]]] = {}
+        for q, parts in mine:
             new = [i for i, part in enumerate(parts) if part not in trained_parts]
             if q.held_out and len(new) == 1:  # a question new in two parts would blame both for either's loss
-                carriers.setdefault((new[0], parts[new[0]]), []).append(q)
+                carriers.setdefault((new[0], parts[new[0]]), []).append((q, parts))
         for (position, part), group in carriers.items():
             if len(group) < MIN_PART_QUESTIONS:
                 continue
-            rest = {_without(q.template_id, position) for q in group}
-            reference = [q for q in training if _without(q.template_id, position) in rest]
-            value, reference_value = _metric(group, answers, metric), _metric(reference, answers, metric)
+            rest = {_without(parts, position) for _, parts in group}
+            reference = [q for q, parts in training if _without(parts, position) in rest]
+            value = _metric([q for q, _ in group], answers, metric)
+            reference_value = _metric(reference, answers, metric)
             if np.isfinite(value) and np.isfinite(reference_value):
                 entries.append({"attribute": key, "paradigm": paradigm, "part": part, "metric": metric,
                                 "n": len(group), "value": value, "n_training": len(reference),
                                 "training_value": reference_value, "difference": value - reference_value,
-                                "example": question_text(group[0].messages)})
+                                "example": question_text(group[0][0].messages)})
     return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))
 
 
-def _without(template_id: str, position: int) -> tuple[str, ...]:
-    """The wording parts of `template_id` but the one at `position`: the rest of its form."""
-    parts = wording_parts(template_id)
+def _without(parts: list[str], position: int) -> tuple[str, ...]:
+    """A question's `wording_parts` but the one at `position`: the rest of its form."""
     return tuple(parts[:position] + parts[position + 1:])

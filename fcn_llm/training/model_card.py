@@ -45,14 +45,14 @@ DEFAULT_LIMITATIONS = (
     "attributes, in the three paradigms, with any threshold inside an attribute's range, negated or reversed "
     "(\"Can ADHD be ruled out?\", \"younger than 40?\"), but not both at once: \"Is it false that this subject "
     "is younger than 40?\" is read as turned once, so its answer comes out inverted. What cannot: other attributes "
-    "(the evaluation flags them, with the answer's confidence); wording far from the training questions: which attribute is asked, the "
-    "paradigm and whether a question is turned are read from a bag of word embeddings, so unseen attribute names "
-    "and frames are misread (demo: condition judgments 0.60 in held-out wording against 0.61; full-scale IQ "
-    "estimates r 0.12 in held-out wording against 0.61, BMI 0.00 against 0.23; 7 % of held-out questions get an "
-    "answer that is not in the asked form). The model's answers agree with each other for most subjects (its class "
+    "(the evaluation flags them, with the answer's confidence); wording far from the training questions: which "
+    "attribute is asked, the paradigm and whether a question is turned are read from a bag of word embeddings, so "
+    "unseen attribute names and frames are misread (demo: condition judgments 0.60 in held-out wording against "
+    "0.61; full-scale IQ estimates r 0.12 in held-out wording against 0.61, BMI 0.00 against 0.23; 7 % of held-out "
+    "questions get an answer that is not in the asked form). The model's answers agree with each other for most subjects (its class "
     "judgments with its predicted class 85 %, threshold judgments with its own number 94 %, comparisons with its "
-    "predicted values 85 %), not all. On real HCP FCNs the age estimates "
-    "(50-90) are far from the subjects' 22-35: the heads learned the simulator's age effects, which do not transfer."
+    "predicted values 85 %), not all. On real HCP FCNs the age estimates (50-90) are far from the subjects' 22-35: "
+    "the heads learned the simulator's age effects, which do not transfer."
 )
 
 WORDING_EXAMPLES = 6  # held-out wordings the card names

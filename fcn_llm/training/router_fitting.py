@@ -207,16 +207,15 @@ def question_sign(row: dict) -> int:
 
 def turn_label(row: dict) -> int | None:
     """What the turn classifier learns from a training row: 1 where a judgment or comparison asks the other way round
-    (`question_sign` -1), 0 where it asks plainly, None where it learns nothing: other paradigms, and double negatives
+    (reversed or negated, `question_sign` -1), 0 where it asks plainly, None where it learns nothing: other paradigms, and double negatives
     (negated and reversed: "Is it false that this subject is younger than 40?"). A double negative is plain while each
     of its two words alone turns the question, an XOR that a linear reader of words cannot fit; fitted with the
     rest, it turned "younger than 40?" around as well."""
     if row.get("paradigm") not in ("judgment", "comparative"):
         return None
     direction = row_value(row, "direction")
-    if row_value(row, "negated") and direction is not None and int(direction) == -1:
-        return None
-    return int(question_sign(row) == -1)
+    reversed_, negated = direction is not None and int(direction) == -1, bool(row_value(row, "negated"))
+    return None if reversed_ and negated else int(reversed_ or negated)
 
 
 def fit_turns(model, collate: Callable[[Sequence[dict]], dict], rows: Sequence[dict], *, max_rows: int = 4096,
