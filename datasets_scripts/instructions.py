@@ -10,7 +10,8 @@ instructions, with negated and reversed forms); each record says which form it i
 (`template_id`, `held_out`, `threshold`, `asked_class`, `negated`, `direction`). The `train` split
 uses training forms only, `validation` held-out forms only, and `zero_shot` both: each subject's
 questions (and each comparative pair) once from the training forms and, as extra rows, once from the
-held-out forms (`SPLIT_POOLS`; other split names get both).
+held-out forms (`SPLIT_POOLS`; other split names get both). Continuous judgments in `train` never name a
+held-out threshold (a fixed fifth of each attribute's values); the other splits name any.
 
 Missing values are skipped and counted (per split and attribute), never invented.
 """
@@ -28,6 +29,7 @@ from datasets_scripts.attributes import Attribute, AttributeRegistry
 from datasets_scripts.question_bank import POOLS, SPLIT_POOLS, Form, QuestionBank, compose, load_bank, threshold_span
 
 GRAPH_TOKEN = "<graph>"
+TRAIN_SPLIT = "train"  # its continuous judgments never name a held-out threshold (`threshold_held_out`)
 # a comparison is answered "First" or "Second": the answers differ in their first token, where the model reads its evidence
 FIRST, SECOND = "First", "Second"
 FORM_COLUMNS = ("template_id", "held_out", "threshold", "asked_class", "negated", "direction")
@@ -125,7 +127,7 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
                 for pool in pools:
                     if (paradigm, pool) not in forms:
                         continue
-                    composed = compose(attr, forms[paradigm, pool].draw(rng), value, rng, span)
+                    composed = compose(attr, forms[paradigm, pool].draw(rng), value, rng, span, split == TRAIN_SPLIT)
                     add(paradigm, attr, composed.question, composed.answer, [r],
                         _form_columns(composed.form, composed.threshold, composed.asked_class))
         if attr.kind == "categorical" or "comparative" not in attr.paradigms():

@@ -22,12 +22,14 @@ Held out: a form is held out when its frame, its term (``held_out_terms``), its 
 (``held_out_class_terms``) or its answer instruction is marked held out. The `train` split draws only
 training forms, `validation` only held-out forms, `zero_shot` both (`SPLIT_POOLS`). Continuous
 judgments name a threshold drawn uniformly between the cohort's 10th and 90th percentiles (rounded to
-the attribute's ``decimals``), never equal to the subject's value.
+the attribute's ``decimals``), never equal to the subject's value; `train` never names a held-out threshold
+(a fixed fifth of each attribute's values, `threshold_held_out`), the other splits name any.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import string
@@ -45,6 +47,7 @@ POOLS = ("train", "held_out")
 SPLIT_POOLS = {"train": ("train",), "validation": ("held_out",), "zero_shot": ("train", "held_out")}
 DEFAULT_FAMILIES = {"continuous": "score", "binary": "condition", "categorical": "trait"}
 THRESHOLD_QUANTILES = (0.1, 0.9)
+HELD_OUT_THRESHOLD_EVERY = 5  # `train` never names one threshold value in five (`threshold_held_out`)
 YES, NO = "Yes", "No"
 LEGACY_PREFIX = "template"  # frame ids of registry templates used as frames (families without the paradigm)
 _FIELDS = {"term", "phrase", "threshold", "units", "positive", "negative", "classes", "choices"}
@@ -365,19 +368,34 @@ def threshold_span(attribute: Attribute, values: np.ndarray) -> tuple[float, flo
     return lo, hi
 
 
-def draw_threshold(attribute: Attribute, span: tuple[float, float], value: float, rng: np.random.Generator) -> float:
-    """A threshold uniform in `span`, rounded to the attribute's decimals, inside its valid range, != `value`."""
+def threshold_held_out(attribute: Attribute, threshold: float) -> bool:
+    """Whether the `train` split never names `threshold` in a judgment about `attribute`: a fixed fifth of
+    each attribute's values, scattered by a stable hash of the attribute and the value as the question
+    writes it, so that every evaluation asks about thresholds the model was never trained on."""
+    digest = hashlib.sha256(f"{attribute.key}:{attribute.format_threshold(threshold)}".encode()).digest()
+    return digest[0] % HELD_OUT_THRESHOLD_EVERY == 0
+
+
+def draw_threshold(attribute: Attribute, span: tuple[float, float], value: float, rng: np.random.Generator,
+                   named_in_train: bool = False) -> float:
+    """A threshold uniform in `span`, rounded to the attribute's decimals, inside its valid range, != `value`;
+    with `named_in_train`, never a held-out threshold (`threshold_held_out`). When the span has no such
+    value, the nearest one to `value`."""
     unit = 10.0 ** -attribute.decimals
     lo, hi = span
     valid_lo, valid_hi = attribute.valid_range or (-math.inf, math.inf)
     clip = lambda t: float(min(max(round(t, attribute.decimals), valid_lo), valid_hi))  # noqa: E731
-    threshold = clip(rng.uniform(lo, hi))
-    for _ in range(16):
-        if threshold != float(value):
-            return threshold
+    allowed = lambda t: t != float(value) and not (named_in_train and threshold_held_out(attribute, t))  # noqa: E731
+    for _ in range(64):
         threshold = clip(rng.uniform(lo, hi))
-    above = clip(float(value) + unit)
-    return above if above != float(value) else clip(float(value) - unit)
+        if allowed(threshold):
+            return threshold
+    for step in range(1, 10_000):
+        for sign in rng.permutation([1, -1]):
+            threshold = clip(float(value) + sign * step * unit)
+            if allowed(threshold):
+                return threshold
+    raise ValueError(f"Attribute {attribute.key!r}: no threshold to ask about near {value} inside its valid range.")
 
 
 def judgment_answer(attribute: Attribute, form: Form, value: Any, threshold: float | None = None,
@@ -393,11 +411,13 @@ def judgment_answer(attribute: Attribute, form: Form, value: Any, threshold: flo
 
 
 def compose(attribute: Attribute, form: Form, value: Any, rng: np.random.Generator,
-            span: tuple[float, float] | None = None) -> Composed:
+            span: tuple[float, float] | None = None, named_in_train: bool = False) -> Composed:
     """The single-subject question of `form` about a subject with `value`, and its answer.
 
     Args:
         span: continuous judgments: where thresholds are drawn (`threshold_span` of the cohort).
+        named_in_train: continuous judgments: the question is for the `train` split, so its threshold is
+            never a held-out one (`threshold_held_out`).
     """
     if form.paradigm == "predictive":
         return Composed(form.text(attribute), attribute.format_value(value), form)
@@ -407,7 +427,7 @@ def compose(attribute: Attribute, form: Form, value: Any, rng: np.random.Generat
     if attribute.kind == "continuous":
         if span is None:
             raise ValueError(f"Attribute {attribute.key!r}: a continuous judgment needs the cohort's threshold span.")
-        threshold = draw_threshold(attribute, span, float(value), rng)
+        threshold = draw_threshold(attribute, span, float(value), rng, named_in_train)
     elif attribute.kind == "categorical":
         others = [c for c in attribute.classes if c != value]
         asked = value if rng.random() < 0.5 else str(others[int(rng.integers(len(others)))])

@@ -227,6 +227,30 @@ def test_thresholds_are_drawn_from_the_cohort_range_not_from_a_list():
                    % 1)) > 3  # BMI thresholds use its one decimal
 
 
+def test_train_never_names_the_held_out_thresholds_and_the_other_splits_do():
+    meta = _cohort(300)
+    for key in ("age", "bmi", "fiq"):
+        attr = REGISTRY[key]
+        held = {t: qb.threshold_held_out(attr, t) for t in np.round(np.arange(0, 200, 10.0 ** -attr.decimals), 1)}
+        assert 0.1 < np.mean(list(held.values())) < 0.3, key  # about one value in five, scattered
+        assert qb.threshold_held_out(attr, 33.0) == qb.threshold_held_out(attr, 33.0)
+    named = {}
+    for split in ("train", "zero_shot"):
+        rows = pd.DataFrame(build_instruction_set(meta, split, REGISTRY, np.random.default_rng(5)).records)
+        judged = rows[(rows["paradigm"] == "judgment") & rows["threshold"].notna()]
+        named[split] = [qb.threshold_held_out(REGISTRY[k], t) for k, t in zip(judged["attribute"], judged["threshold"])]
+    assert not any(named["train"])
+    assert 0.1 < np.mean(named["zero_shot"]) < 0.3
+
+
+def test_threshold_draw_keeps_to_the_allowed_values_even_in_a_narrow_span():
+    age = REGISTRY["age"]
+    allowed = [t for t in (28.0, 29.0, 30.0, 31.0, 32.0) if not qb.threshold_held_out(age, t)]
+    for seed in range(20):
+        t = qb.draw_threshold(age, (29.0, 31.0), 30.0, np.random.default_rng(seed), named_in_train=True)
+        assert t in allowed and t != 30.0
+
+
 def test_threshold_draw_avoids_the_subject_value_in_a_degenerate_cohort():
     age = REGISTRY["age"]
     span = qb.threshold_span(age, np.full(10, 30.0))
