@@ -57,6 +57,9 @@ from datasets_scripts.timeseries_store import TIMESERIES_CONFIG, TIMESERIES_SPLI
 from processing.atlases import Atlas, available_atlases, load_atlas, read_atlas_table
 
 SPLITS = ("train", "validation", "zero_shot")
+# comparative pairs per attribute as a fraction of its subjects: `zero_shot` puts each subject in about four
+# pairs, so that an evaluation of a sample of its subjects (a comparison needs both) still has pairs to score
+COMPARATIVE_PER_SUBJECT = {"train": 0.5, "validation": 0.5, "zero_shot": 2.0}
 DEFAULT_SUBJECTS = 1500
 HARMONIZE_COVARIATES = ("age", "sex")  # biological covariates whose effects ComBat keeps, when the cohort has them
 
@@ -426,7 +429,9 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
                   "is held out (whole frames, terms and answer instructions): `train` asks with training forms only, "
                   "`validation` with held-out forms only, `zero_shot` with both (each subject's questions once in "
                   "training wording and, as extra rows, once in held-out wording), so generalisation to new wording "
-                  "is measured on every evaluation. Continuous judgments name thresholds drawn uniformly between the "
+                  "is measured on every evaluation. Comparative pairs: half as many as subjects in `train` and "
+                  "`validation` (each subject in at most one pair per attribute), twice as many in `zero_shot` (each "
+                  "subject in about four, so that a sample of its subjects still holds pairs). Continuous judgments name thresholds drawn uniformly between the "
                   "split's 10th and 90th percentiles of the attribute; `train` never names a held-out threshold (a "
                   "fixed fifth of each attribute's values, `question_bank.threshold_held_out`), so `validation` and "
                   "`zero_shot` ask about thresholds never seen in training.", "",
@@ -514,7 +519,8 @@ def build(out: str | Path, table: SubjectTable, atlas: str | Atlas, seed: int = 
     for s in splits:
         rows = np.flatnonzero(split == s)
         pq.write_table(subjects_arrow(table, rows), out / "subjects" / f"{s}.parquet")
-        inst = build_instruction_set(table.meta.iloc[rows].reset_index(drop=True), s, registry, rng)
+        inst = build_instruction_set(table.meta.iloc[rows].reset_index(drop=True), s, registry, rng,
+                                     comparative_per_subject=COMPARATIVE_PER_SUBJECT[s])
         pq.write_table(instructions_arrow(inst.records), out / "instructions" / f"{s}.parquet")
         frame = pd.DataFrame(inst.records, columns=["attribute", "paradigm"])
         counts.append(frame.value_counts().rename(s))

@@ -18,6 +18,7 @@ Missing values are skipped and counted (per split and attribute), never invented
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -52,19 +53,28 @@ def _message(question: str, answer: str, num_graphs: int) -> list[dict]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
-def _pairs(attr: Attribute, ids: np.ndarray, values: np.ndarray, rng: np.random.Generator) -> tuple[list, int]:
+def _pairs(attr: Attribute, ids: np.ndarray, values: np.ndarray, rng: np.random.Generator,
+           rounds: int = 1) -> tuple[list, int]:
     """Pairs (higher_index, lower_index) for comparative questions (binary: (has the condition, has not)),
-    and the number of ties skipped."""
-    if attr.kind == "binary":
-        pos, neg = rng.permutation(np.flatnonzero(values == 1)), rng.permutation(np.flatnonzero(values == 0))
-        return list(zip(pos, neg[: len(pos)])) if len(neg) >= len(pos) else list(zip(pos[: len(neg)], neg)), 0
-    order = rng.permutation(len(ids))
-    pairs, ties = [], 0
-    for a, b in zip(order[0::2], order[1::2]):
-        if values[a] == values[b]:
-            ties += 1
-            continue
-        pairs.append((a, b) if values[a] > values[b] else (b, a))
+    from `rounds` random matchings (each subject in at most one pair per round, no pair twice), and the
+    number of ties skipped."""
+    pairs, seen, ties = [], set(), 0
+    for _ in range(rounds):
+        if attr.kind == "binary":
+            pos, neg = rng.permutation(np.flatnonzero(values == 1)), rng.permutation(np.flatnonzero(values == 0))
+            matched = list(zip(pos, neg))  # zip stops at the shorter side
+        else:
+            order = rng.permutation(len(ids))
+            matched = []
+            for a, b in zip(order[0::2], order[1::2]):
+                if values[a] == values[b]:
+                    ties += 1
+                    continue
+                matched.append((a, b) if values[a] > values[b] else (b, a))
+        for pair in matched:
+            if frozenset(pair) not in seen:
+                seen.add(frozenset(pair))
+                pairs.append(pair)
     return pairs, ties
 
 
@@ -82,7 +92,8 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
     Args:
         meta: the split's subjects (`subject_id`, `dataset`, `site` and attribute columns named by
             registry keys; missing = NaN/None).
-        comparative_per_subject: comparative pairs per attribute, as a fraction of its subjects.
+        comparative_per_subject: comparative pairs per attribute, as a fraction of its subjects (above 0.5,
+            each subject is in several pairs: one per random matching).
         bank: the question bank (default: the bundled one).
         pools: which forms to ask with, each giving its own rows: ("train",), ("held_out",) or both;
             default `SPLIT_POOLS[split]` (both for other split names).
@@ -136,7 +147,7 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
         for _, group in pd.Series(rows).groupby(meta["dataset"].iloc[rows].to_numpy()):
             idx = group.to_numpy()
             vals = column.iloc[idx].to_numpy().astype(float)
-            pairs, ties = _pairs(attr, idx, vals, rng)
+            pairs, ties = _pairs(attr, idx, vals, rng, rounds=max(1, math.ceil(2 * comparative_per_subject)))
             out.skipped_ties[key] += ties
             keep = int(round(comparative_per_subject * len(idx)))
             for hi, lo in pairs[:keep]:

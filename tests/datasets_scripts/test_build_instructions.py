@@ -66,6 +66,12 @@ def test_paradigms_and_balanced_comparatives(built):
     assert set(answers) == {"First", "Second"} and abs(answers["First"] - answers["Second"]) <= 20
     comp = [m for m, p in zip(inst["messages"], inst["paradigm"]) if p == "comparative"][0]
     assert comp[0]["content"].startswith("Subject 1: <graph>\nSubject 2: <graph>\n")
+    per_subject = {}  # comparative rows about age per subject asked about age, in training wording
+    for split, rows in load_config(out, "instructions").items():
+        frame = rows.to_pandas()
+        age = frame[(frame["attribute"] == "age") & ~frame["held_out"]]
+        per_subject[split] = (age["paradigm"] == "comparative").sum() / (age["paradigm"] == "predictive").sum()
+    assert per_subject["train"] <= 0.5 and 1.5 <= per_subject["zero_shot"] <= 2.0, per_subject
 
 
 def test_card_has_counts_skips_and_oracle_table(built):

@@ -194,6 +194,26 @@ def test_splits_use_their_forms_train_never_held_out_validation_only_held_out_ze
                 assert abs(said[FIRST] - said[SECOND]) <= len(REGISTRY), (split, held, said)
 
 
+@pytest.mark.parametrize("per_subject", [0.5, 2.0])
+def test_comparative_pairs_per_subject_are_distinct_untied_and_each_subject_is_in_several(per_subject):
+    meta = _cohort(200)
+    rows = pd.DataFrame(build_instruction_set(meta, "train", REGISTRY, np.random.default_rng(6),
+                                              comparative_per_subject=per_subject).records)
+    values = _values(meta)
+    for key in ("age", "adhd"):
+        comp = rows[(rows["attribute"] == key) & (rows["paradigm"] == "comparative")]
+        pairs = [frozenset(ids) for ids in comp["subject_ids"]]
+        assert len(set(pairs)) == len(pairs) and all(len(p) == 2 for p in pairs), key
+        assert all(values[a, key] != values[b, key] for a, b in comp["subject_ids"]), key
+        if key == "age":
+            assert 0.95 * per_subject * len(meta) <= len(pairs) <= per_subject * len(meta)  # a few ties or repeats
+        else:  # a pair needs one subject with the condition: at most `per_subject` rounds over them
+            with_condition = int(meta[key].sum())
+            assert min(with_condition, len(meta) - with_condition) <= len(pairs) <= max(1, 2 * per_subject) * with_condition
+        appearances = collections.Counter(s for ids in comp["subject_ids"] for s in ids)
+        assert max(appearances.values()) <= max(1, int(np.ceil(2 * per_subject))), key
+
+
 def test_many_wordings_are_used_and_both_directions_are_asked():
     rows = pd.DataFrame(build_instruction_set(_cohort(), "train", REGISTRY, np.random.default_rng(3)).records)
     for (key, paradigm), group in rows.groupby(["attribute", "paradigm"]):
