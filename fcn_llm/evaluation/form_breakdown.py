@@ -8,7 +8,7 @@ results.json ``forms``::
      "thresholds": {"by_attribute": {key: {"seen", "unseen", "n_seen", "n_unseen"}},
                     "mean_seen", "mean_unseen", "difference", "target"},
      "held_out_parts": [{"attribute", "paradigm", "part", "metric", "n", "value", "n_training", "training_value",
-                         "difference", "example"}, ...]}
+                         "difference", "example", "pooled"}, ...]}
 
 Each AUC is over the judgments of one attribute in that form (both wordings), answers of turned questions turned
 back (`report.collect`), so both halves measure the attribute; the means are over the attributes where both halves
@@ -20,7 +20,9 @@ instruction; a part is held out for an (attribute, paradigm) when none of its tr
 Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
 whose only held-out part it is (at least `MIN_PART_QUESTIONS` of them), minus the same metric over the training-wording
 questions that share the rest of their form (a pooled AUC of threshold judgments depends on the mix of frames and
-thresholds), worst first, with one of those questions as its `example`.
+thresholds), worst first, with one of those questions as its `example`. A part shared by several attributes (a
+family's held-out frame) is scored pooled over the attributes that ask it fewer than `MIN_PART_QUESTIONS` times
+(`pooled`: their keys).
 """
 
 from __future__ import annotations
@@ -86,12 +88,36 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
     questions whose only held-out part it is, against the same metric on the training-wording questions that share
     the rest of their form (the same frame and term where the part is an answer instruction, ...), so that a part is
     not blamed for a harder mix of frames; parts on fewer than `MIN_PART_QUESTIONS` such questions, and parts where a
-    metric is undefined (one class only), are left out. Worst first."""
+    metric is undefined (one class only), are left out. A part that several attributes share (a family's frame, an
+    answer instruction) but none asks `MIN_PART_QUESTIONS` times is scored pooled over them: each attribute's metric
+    and reference weighted by its held-out questions (`pooled`: their keys). Worst first."""
+    by_part: dict[tuple[str, str, str], list[tuple]] = {}
+    for key, paradigm, metric, part, group, reference in _part_questions(questions, answers):
+        by_part.setdefault((paradigm, part, metric), []).append((key, group, reference))
+    entries = []
+    for (paradigm, part, metric), carried in sorted(by_part.items()):
+        few = []
+        for key, group, reference in carried:
+            value, reference_value = _metric(group, answers, metric), _metric(reference, answers, metric)
+            if not (np.isfinite(value) and np.isfinite(reference_value)):
+                continue
+            if len(group) >= MIN_PART_QUESTIONS:
+                entries.append(_part_entry(key, paradigm, part, metric, [(group, reference, value, reference_value)]))
+            else:
+                few.append((key, (group, reference, value, reference_value)))
+        if len(few) > 1 and sum(len(scored[0]) for _, scored in few) >= MIN_PART_QUESTIONS:
+            entries.append(_part_entry(f"{len(few)} attributes", paradigm, part, metric, [scored for _, scored in few],
+                                       pooled=[key for key, _ in few]))
+    return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))
+
+
+def _part_questions(questions: list[Question], answers: dict[str, dict]):
+    """(attribute, paradigm, metric, part, the held-out questions whose only new part it is, the training-wording
+    questions sharing the rest of their form) for every held-out part of every (attribute, paradigm)."""
     groups: dict[tuple[str, str], list[tuple[Question, list[str]]]] = {}
     for q in questions:
         if q.template_id and q.id in answers:
             groups.setdefault(q.group, []).append((q, wording_parts(q.template_id)))
-    entries = []
     for (key, paradigm), mine in sorted(groups.items()):
         metric = main_metrics(mine[0][0].target, paradigm)[0]
         training = [(q, parts) for q, parts in mine if not q.held_out]
@@ -102,18 +128,21 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
             if q.held_out and len(new) == 1:  # a question new in two parts would blame both for either's loss
                 carriers.setdefault((new[0], parts[new[0]]), []).append((q, parts))
         for (position, part), group in carriers.items():
-            if len(group) < MIN_PART_QUESTIONS:
-                continue
             rest = {_without(parts, position) for _, parts in group}
             reference = [q for q, parts in training if _without(parts, position) in rest]
-            value = _metric([q for q, _ in group], answers, metric)
-            reference_value = _metric(reference, answers, metric)
-            if np.isfinite(value) and np.isfinite(reference_value):
-                entries.append({"attribute": key, "paradigm": paradigm, "part": part, "metric": metric,
-                                "n": len(group), "value": value, "n_training": len(reference),
-                                "training_value": reference_value, "difference": value - reference_value,
-                                "example": question_text(group[0][0].messages)})
-    return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))
+            yield key, paradigm, metric, part, [q for q, _ in group], reference
+
+
+def _part_entry(attribute: str, paradigm: str, part: str, metric: str, scored: list[tuple], pooled=None) -> dict:
+    """A ``held_out_parts`` entry from (held-out questions, reference questions, metric, reference metric) per
+    attribute: the metrics weighted by the held-out questions (one attribute: its own)."""
+    weights = np.array([len(group) for group, _, _, _ in scored], dtype=float)
+    value = float(np.average([v for _, _, v, _ in scored], weights=weights))
+    reference_value = float(np.average([r for _, _, _, r in scored], weights=weights))
+    return {"attribute": attribute, "paradigm": paradigm, "part": part, "metric": metric, "n": int(weights.sum()),
+            "value": value, "n_training": sum(len(reference) for _, reference, _, _ in scored),
+            "training_value": reference_value, "difference": value - reference_value,
+            "example": question_text(scored[0][0][0].messages), "pooled": pooled}
 
 
 def _without(parts: list[str], position: int) -> tuple[str, ...]:

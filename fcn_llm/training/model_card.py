@@ -107,7 +107,7 @@ def wording_limitations(results_json: str | Path) -> str:
         return ""
     return ("Wording never trained on that this model misreads most, measured on its zero-shot split (the answers' "
             "AUC, accuracy or Pearson r in that wording against the training wording's): "
-            + "; ".join(f"\"{e['example']}\" ({e['attribute']} {e['paradigm']}, {e['part']}: "
+            + "; ".join(f"\"{e['example']}\" ({e['paradigm']} about {e['attribute']}, {e['part']}: "
                         f"{METRIC_LABELS.get(e['metric'], e['metric'])} {e['value']:.2f} against "
                         f"{e['training_value']:.2f}, {e['n']} questions)" for e in worst) + ".")
 

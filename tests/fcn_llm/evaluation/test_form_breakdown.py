@@ -133,3 +133,32 @@ def test_a_held_out_part_is_compared_with_the_training_questions_of_the_same_for
     (entry,) = form_report(questions, answers, {})["held_out_parts"]
     assert entry["part"] == "instruction one_word" and entry["n_training"] == 100
     assert entry["value"] < 0.1 and entry["training_value"] < 0.1 and abs(entry["difference"]) < 0.1
+
+
+def test_a_held_out_frame_asked_a_few_times_per_attribute_is_scored_pooled_over_the_attributes_sharing_it(tmp_path):
+    """Eight conditions, each asked a new negation 12 times (below MIN_PART_QUESTIONS): read the wrong way round
+    by all of them, it is listed once, pooled, with the n-weighted metric and reference over the eight."""
+    rng = np.random.default_rng(4)
+    questions, answers = [], {}
+    keys = ["adhd", "anxiety", "autism", "bipolar", "depression", "ocd", "ptsd", "schizophrenia"]
+    forms = [("have/term0/answer", False, 1.0), ("unaffected/term0/answer", True, -1.0)]
+    for key in keys:
+        for i in range(36):
+            form, held_out, reading = forms[int(i % 3 == 0)]  # 12 held-out, 24 training questions
+            truth = i % 2
+            q = Question(id=f"{key}{i}", group=(key, "judgment"), target="binary", subject_ids=(f"s{i}",),
+                         messages=[{"role": "user", "content": f"<graph>\n{form} {key}?"}], choices=("Yes", "No"),
+                         reference=truth, held_out=held_out, template_id=f"{key}/judgment/{form}")
+            evidence = (truth - 0.5) * reading + rng.normal(0, 0.3)
+            answers[q.id] = {"score": evidence, "prediction": int(evidence > 0)}
+            questions.append(q)
+    (entry,) = form_report(questions, answers, {})["held_out_parts"]
+    assert entry["part"] == "frame unaffected" and entry["pooled"] == keys
+    assert entry["attribute"] == "8 attributes" and entry["n"] == 96 and entry["n_training"] == 192
+    assert entry["value"] < 0.1 and entry["training_value"] > 0.9 and entry["difference"] < -0.8
+    assert entry["example"].startswith("unaffected/term0/answer adhd")
+    text = write_markdown({"results": {}, "forms": form_report(questions, answers, {})}, tmp_path / "r.md").read_text()
+    assert ("- 8 attributes/judgment frame unaffected (pooled: adhd, anxiety, autism, bipolar, depression, ocd, ptsd, "
+            "schizophrenia): auc 0.0") in text
+    one = [q for q in questions if q.group[0] == "adhd"]  # one attribute alone: 12 questions, nothing listed
+    assert form_report(one, answers, {})["held_out_parts"] == []

@@ -284,7 +284,7 @@ def test_limitations_name_the_held_out_wordings_the_run_measured_to_be_misread(t
     text = ModelCard.load(write_model_card(tmp_path / "model", config, **_card_kwargs(results_json))).text
     limitations = re.search(r"^## Limitations\n(.*?)(?=^## )", text, re.S | re.M).group(1)
     assert DEFAULT_LIMITATIONS in limitations
-    assert ('"Is the participant under 40 years of age?" (age judgment, frame under: AUC 0.31 against 0.82, '
+    assert ('"Is the participant under 40 years of age?" (judgment about age, frame under: AUC 0.31 against 0.82, '
             '40 questions)') in limitations
     assert "Passed 40?" not in limitations  # within WORDING_DROP of the training wording
     report["forms"] = {"held_out_parts": [read_well]}
