@@ -20,9 +20,9 @@ instruction; a part is held out for an (attribute, paradigm) when none of its tr
 Per such part, the row's main metric (`report.main_metrics`: AUC, accuracy or Pearson r) over the held-out questions
 whose only held-out part it is (at least `MIN_PART_QUESTIONS` of them), minus the same metric over the training-wording
 questions that share the rest of their form (a pooled AUC of threshold judgments depends on the mix of frames and
-thresholds), worst first, with one of those questions as its `example`. A part shared by several attributes (a
-family's held-out frame) is scored pooled over the attributes that ask it fewer than `MIN_PART_QUESTIONS` times
-(`pooled`: their keys).
+thresholds), worst first, with one of those questions as its `example`. A frame or answer instruction shared by
+several attributes (a family's held-out frame) is scored pooled over the attributes that ask it fewer than
+`MIN_PART_QUESTIONS` times (`pooled`: their keys).
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
     questions whose only held-out part it is, against the same metric on the training-wording questions that share
     the rest of their form (the same frame and term where the part is an answer instruction, ...), so that a part is
     not blamed for a harder mix of frames; parts on fewer than `MIN_PART_QUESTIONS` such questions, and parts where a
-    metric is undefined (one class only), are left out. A part that several attributes share (a family's frame, an
-    answer instruction) but none asks `MIN_PART_QUESTIONS` times is scored pooled over them: each attribute's metric
-    and reference weighted by its held-out questions (`pooled`: their keys). Worst first."""
+    metric is undefined (one class only), are left out. Wording that several attributes share (a family's frame, an
+    answer instruction; not a term slot) is also scored pooled over those that ask it fewer than `MIN_PART_QUESTIONS`
+    times: each attribute's metric and reference weighted by its held-out questions (`pooled`: their keys). Worst
+    first."""
     by_part: dict[tuple[str, str, str], list[tuple]] = {}
     for key, paradigm, metric, part, group, reference in _part_questions(questions, answers):
         by_part.setdefault((paradigm, part, metric), []).append((key, group, reference))
@@ -105,7 +106,8 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
                 entries.append(_part_entry(key, paradigm, part, metric, [(group, reference, value, reference_value)]))
             else:
                 few.append((key, (group, reference, value, reference_value)))
-        if len(few) > 1 and sum(len(scored[0]) for _, scored in few) >= MIN_PART_QUESTIONS:
+        shared = not part.startswith("term ")  # a term slot holds different words for each attribute
+        if shared and len(few) > 1 and sum(len(scored[0]) for _, scored in few) >= MIN_PART_QUESTIONS:
             entries.append(_part_entry(f"{len(few)} attributes", paradigm, part, metric, [scored for _, scored in few],
                                        pooled=[key for key, _ in few]))
     return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))

@@ -137,15 +137,17 @@ def test_a_held_out_part_is_compared_with_the_training_questions_of_the_same_for
 
 def test_a_held_out_frame_asked_a_few_times_per_attribute_is_scored_pooled_over_the_attributes_sharing_it(tmp_path):
     """Eight conditions, each asked a new negation 12 times (below MIN_PART_QUESTIONS): read the wrong way round
-    by all of them, it is listed once, pooled, with the n-weighted metric and reference over the eight."""
+    by all of them, it is listed once, pooled, with the n-weighted metric and reference over the eight; their new
+    terms (different words per attribute) are not pooled."""
     rng = np.random.default_rng(4)
     questions, answers = [], {}
     keys = ["adhd", "anxiety", "autism", "bipolar", "depression", "ocd", "ptsd", "schizophrenia"]
-    forms = [("have/term0/answer", False, 1.0), ("unaffected/term0/answer", True, -1.0)]
+    forms = [("have/term0/answer", False, 1.0), ("unaffected/term0/answer", True, -1.0),
+             ("have/held_term0/answer", True, -1.0)]  # each attribute's own new term: not wording they share
     for key in keys:
-        for i in range(36):
-            form, held_out, reading = forms[int(i % 3 == 0)]  # 12 held-out, 24 training questions
-            truth = i % 2
+        for i in range(48):
+            form, held_out, reading = forms[{0: 1, 1: 2}.get(i % 4, 0)]  # 12 + 12 held-out, 24 training questions
+            truth = (i // 4) % 2
             q = Question(id=f"{key}{i}", group=(key, "judgment"), target="binary", subject_ids=(f"s{i}",),
                          messages=[{"role": "user", "content": f"<graph>\n{form} {key}?"}], choices=("Yes", "No"),
                          reference=truth, held_out=held_out, template_id=f"{key}/judgment/{form}")
