@@ -90,27 +90,33 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
     not blamed for a harder mix of frames; parts on fewer than `MIN_PART_QUESTIONS` such questions, and parts where a
     metric is undefined (one class only), are left out. Wording that several attributes share (a family's frame, an
     answer instruction; not a term slot) is also scored pooled over those that ask it fewer than `MIN_PART_QUESTIONS`
-    times: each attribute's metric and reference weighted by its held-out questions (`pooled`: their keys). Worst
-    first."""
+    times (`pooled`: their keys; `_pooled_metric`). Worst first."""
     by_part: dict[tuple[str, str, str], list[tuple]] = {}
     for key, paradigm, metric, part, group, reference in _part_questions(questions, answers):
         by_part.setdefault((paradigm, part, metric), []).append((key, group, reference))
     entries = []
     for (paradigm, part, metric), carried in sorted(by_part.items()):
-        few = []
+        few = [(key, group, reference) for key, group, reference in carried if len(group) < MIN_PART_QUESTIONS]
         for key, group, reference in carried:
-            value, reference_value = _metric(group, answers, metric), _metric(reference, answers, metric)
-            if not (np.isfinite(value) and np.isfinite(reference_value)):
-                continue
             if len(group) >= MIN_PART_QUESTIONS:
-                entries.append(_part_entry(key, paradigm, part, metric, [(group, reference, value, reference_value)]))
-            else:
-                few.append((key, (group, reference, value, reference_value)))
+                entries.append(_part_entry(key, paradigm, part, metric, [group], [reference], answers))
         shared = not part.startswith("term ")  # a term slot holds different words for each attribute
-        if shared and len(few) > 1 and sum(len(scored[0]) for _, scored in few) >= MIN_PART_QUESTIONS:
-            entries.append(_part_entry(f"{len(few)} attributes", paradigm, part, metric, [scored for _, scored in few],
-                                       pooled=[key for key, _ in few]))
+        if shared and len(few) > 1 and sum(len(group) for _, group, _ in few) >= MIN_PART_QUESTIONS:
+            entries.append(_part_entry(f"{len(few)} attributes", paradigm, part, metric, [g for _, g, _ in few],
+                                       [r for _, _, r in few], answers, pooled=[key for key, _, _ in few]))
+    entries = [e for e in entries if np.isfinite(e["value"]) and np.isfinite(e["training_value"])]
     return sorted(entries, key=lambda e: (e["difference"], e["attribute"], e["paradigm"]))
+
+
+def _pooled_metric(groups: list[list[Question]], answers: dict[str, dict], metric: str) -> float:
+    """`metric` over the questions of one or several attributes: an AUC over all of them together (yes/no margins
+    rank alike across attributes, and a few questions per attribute rarely hold both answers), an accuracy or
+    Pearson r as the mean of each attribute's, weighted by its questions (classes and units differ)."""
+    if metric == "auc":
+        return _metric([q for group in groups for q in group], answers, metric)
+    values = [(_metric(group, answers, metric), len(group)) for group in groups]
+    finite = [(value, n) for value, n in values if np.isfinite(value)]
+    return float(np.average([v for v, _ in finite], weights=[n for _, n in finite])) if finite else float("nan")
 
 
 def _part_questions(questions: list[Question], answers: dict[str, dict]):
@@ -135,16 +141,15 @@ def _part_questions(questions: list[Question], answers: dict[str, dict]):
             yield key, paradigm, metric, part, [q for q, _ in group], reference
 
 
-def _part_entry(attribute: str, paradigm: str, part: str, metric: str, scored: list[tuple], pooled=None) -> dict:
-    """A ``held_out_parts`` entry from (held-out questions, reference questions, metric, reference metric) per
-    attribute: the metrics weighted by the held-out questions (one attribute: its own)."""
-    weights = np.array([len(group) for group, _, _, _ in scored], dtype=float)
-    value = float(np.average([v for _, _, v, _ in scored], weights=weights))
-    reference_value = float(np.average([r for _, _, _, r in scored], weights=weights))
-    return {"attribute": attribute, "paradigm": paradigm, "part": part, "metric": metric, "n": int(weights.sum()),
-            "value": value, "n_training": sum(len(reference) for _, reference, _, _ in scored),
+def _part_entry(attribute: str, paradigm: str, part: str, metric: str, groups: list[list[Question]],
+                references: list[list[Question]], answers: dict[str, dict], pooled: list[str] | None = None) -> dict:
+    """A ``held_out_parts`` entry from the held-out questions carrying the part and their training-wording
+    references, one list of each per attribute (`_pooled_metric`)."""
+    value, reference_value = _pooled_metric(groups, answers, metric), _pooled_metric(references, answers, metric)
+    return {"attribute": attribute, "paradigm": paradigm, "part": part, "metric": metric,
+            "n": sum(map(len, groups)), "value": value, "n_training": sum(map(len, references)),
             "training_value": reference_value, "difference": value - reference_value,
-            "example": question_text(scored[0][0][0].messages), "pooled": pooled}
+            "example": question_text(groups[0][0].messages), "pooled": pooled}
 
 
 def _without(parts: list[str], position: int) -> tuple[str, ...]:

@@ -164,3 +164,24 @@ def test_a_held_out_frame_asked_a_few_times_per_attribute_is_scored_pooled_over_
             "schizophrenia): auc 0.0") in text
     one = [q for q in questions if q.group[0] == "adhd"]  # one attribute alone: 12 questions, nothing listed
     assert form_report(one, answers, {})["held_out_parts"] == []
+
+
+def test_pooled_judgments_are_scored_together_when_each_attribute_has_one_answer_only():
+    """Three questions per attribute in the new frame, all with the same answer within an attribute: no attribute
+    has an AUC of its own, the pooled questions do."""
+    rng = np.random.default_rng(5)
+    questions, answers = [], {}
+    for a in range(8):
+        for i in range(24):
+            held_out = i < 3
+            truth = a % 2 if held_out else i % 2
+            form = "unaffected/term0/answer" if held_out else "have/term0/answer"
+            q = Question(id=f"a{a}q{i}", group=(f"condition{a}", "judgment"), target="binary", subject_ids=(f"s{i}",),
+                         messages=[{"role": "user", "content": f"<graph>\n{form}?"}], choices=("Yes", "No"),
+                         reference=truth, held_out=held_out, template_id=f"condition{a}/judgment/{form}")
+            evidence = (truth - 0.5) * (-1.0 if held_out else 1.0) + rng.normal(0, 0.3)
+            answers[q.id] = {"score": evidence, "prediction": int(evidence > 0)}
+            questions.append(q)
+    (entry,) = form_report(questions, answers, {})["held_out_parts"]
+    assert entry["part"] == "frame unaffected" and entry["n"] == 24 and len(entry["pooled"]) == 8
+    assert entry["value"] < 0.2 and entry["training_value"] > 0.8
