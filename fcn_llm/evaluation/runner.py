@@ -229,7 +229,7 @@ def run_zero_shot_evaluation(
     questions = _questions(data, eval_rows, registry, notes)
     if max_subjects is not None:
         notes.append(f"max_subjects={max_subjects}: only questions whose subjects are all among the sampled "
-                     f"subjects are asked, so comparative pairs are few")
+                     f"subjects are asked, so fewer comparative pairs than the split holds")
     if not questions:
         raise ValueError(f"No zero-shot instruction has all its subjects among the {len(eval_rows)} evaluated "
                          f"subjects; raise max_subjects or check the dataset's zero_shot split.")
