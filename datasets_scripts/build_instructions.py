@@ -431,10 +431,11 @@ def dataset_card(summary: dict, counts: pd.DataFrame, skipped: pd.DataFrame, bas
                   "training wording and, as extra rows, once in held-out wording), so generalisation to new wording "
                   "is measured on every evaluation. Comparative pairs: half as many as subjects in `train` and "
                   "`validation` (each subject in at most one pair per attribute), twice as many in `zero_shot` (each "
-                  "subject in about four, so that a sample of its subjects still holds pairs). Continuous judgments name thresholds drawn uniformly between the "
-                  "split's 10th and 90th percentiles of the attribute; `train` never names a held-out threshold (a "
-                  "fixed fifth of each attribute's values, `question_bank.threshold_held_out`), so `validation` and "
-                  "`zero_shot` ask about thresholds never seen in training.", "",
+                  "subject in about four, so that a sample of its subjects still holds pairs). Continuous judgments "
+                  "name thresholds drawn uniformly between the split's 10th and 90th percentiles of the attribute; "
+                  "`train` never names a held-out threshold (a fixed fifth of each attribute's values, "
+                  "`question_bank.threshold_held_out`), so `validation` and `zero_shot` ask about thresholds never "
+                  "seen in training.", "",
                   _markdown_table(summary["forms_table"]), "",
                   "Columns that say what each instruction asks:", "",
                   *[f"- `{name}`: {text}" for name, text in INSTRUCTION_COLUMNS_DOC], ""]

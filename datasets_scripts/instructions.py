@@ -138,7 +138,8 @@ def build_instruction_set(meta: pd.DataFrame, split: str, registry: AttributeReg
                 for pool in pools:
                     if (paradigm, pool) not in forms:
                         continue
-                    composed = compose(attr, forms[paradigm, pool].draw(rng), value, rng, span, split == TRAIN_SPLIT)
+                    composed = compose(attr, forms[paradigm, pool].draw(rng), value, rng, span,
+                                       named_in_train=split == TRAIN_SPLIT)
                     add(paradigm, attr, composed.question, composed.answer, [r],
                         _form_columns(composed.form, composed.threshold, composed.asked_class))
         if attr.kind == "categorical" or "comparative" not in attr.paradigms():

@@ -109,9 +109,10 @@ def held_out_parts(questions: list[Question], answers: dict[str, dict]) -> list[
 
 
 def _pooled_metric(groups: list[list[Question]], answers: dict[str, dict], metric: str) -> float:
-    """`metric` over the questions of one or several attributes: an AUC over all of them together (yes/no margins
-    rank alike across attributes, and a few questions per attribute rarely hold both answers), an accuracy or
-    Pearson r as the mean of each attribute's, weighted by its questions (classes and units differ)."""
+    """`metric` over the questions of one or several attributes: an AUC over all of them together (every judgment's
+    score is its yes-vs-no margin, one scale for all attributes, and a few questions of one attribute rarely hold
+    both answers), an accuracy or Pearson r as the mean of each attribute's, weighted by its questions (classes and
+    units differ)."""
     if metric == "auc":
         return _metric([q for group in groups for q in group], answers, metric)
     values = [(_metric(group, answers, metric), len(group)) for group in groups]
