@@ -4,9 +4,9 @@
 
 For a sample of the `train` split (training forms) and of `validation` (held-out frames and terms): the
 router's accuracy (the asked attribute's head gets the largest weight) overall and per attribute, the
-paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments and comparisons), and, for
-continuous judgments, how far the threshold the evidence subtracts is from the one the question names
-(in the evidence's standard units). Needs a model whose evidence token reads the attribute heads.
+paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments and comparisons; also per
+question frame, where held-out negations show up), and, for continuous judgments, how far the threshold the
+evidence subtracts is from the one the question names (in the evidence's standard units). Needs a model whose evidence token reads the attribute heads.
 Reads prompts only: no FCN is encoded.
 """
 
@@ -73,6 +73,13 @@ def read_questions(model, processor, rows: Sequence[dict], batch_size: int = 64)
     return {key: np.concatenate(value) for key, value in out.items()}
 
 
+def frame_of(row: dict) -> str:
+    """"paradigm/frame" of an instruction row from its `template_id` ("adhd/judgment/ruled_out/term1/answer" ->
+    "judgment/ruled_out"; "unknown" without one): frames are shared by the attributes of a family."""
+    parts = str(row.get("template_id") or "").split("/")
+    return "/".join(parts[1:3]) if len(parts) >= 3 else "unknown"
+
+
 def reading_accuracy(model, processor, rows: Sequence[dict]) -> dict:
     """Router, paradigm and turn accuracy and threshold error of the evidence token on `rows` (those about an
     attribute the model has a head for)."""
@@ -101,6 +108,8 @@ def reading_accuracy(model, processor, rows: Sequence[dict]) -> dict:
         right = (read["turned"][asked_round] > 0.5) == truth
         report["turn_accuracy"] = float(right.mean())
         report["turn_accuracy_turned_questions"] = float(right[truth].mean()) if truth.any() else None
+        frames = [frame_of(rows[i]) for i in asked_round]  # which frames a linear reader of words misreads
+        report["turn_accuracy_by_frame"] = pd.Series(right).groupby(frames).mean().round(3).to_dict()
     errors = [abs(float(read["thresholds"][i, offsets[asked[i]]]) - standardised_threshold(model, asked[i], named))
               for i in judged if model.config.auxiliary_heads[asked[i]]["kind"] == "continuous"
               and (named := named_threshold(rows[i])) is not None]

@@ -29,6 +29,8 @@ def test_reading_accuracy_counts_what_the_router_and_turns_get_right(processor):
     assert report["rows"] == 4 and report["routing_accuracy"] == 0.25
     assert report["routing_by_attribute"] == {"adhd": 0.0, "age": 0.0, "sex": 1.0}
     assert report["turn_accuracy"] == 0.75 and report["turn_accuracy_turned_questions"] == 0.0  # unfitted: all plain
+    assert report["turn_accuracy_by_frame"] == {"judgment/0": 1.0, "judgment/1": 0.0, "judgment/2": 1.0,
+                                                "judgment/3": 1.0}  # the negated frame is the one misread
     with torch.no_grad():
         conditioning.turn_bias.fill_(30.0)  # every question read as turned
     report = reading_accuracy(model, processor, ROWS)
