@@ -6,8 +6,8 @@ For a sample of the `train` split (training forms) and of `validation` (held-out
 router's accuracy (the asked attribute's head gets the largest weight) overall and per attribute, the
 paradigm classifier's accuracy, the turn classifier's (negated and reversed judgments and comparisons; also per
 question frame, where held-out negations show up), and, for continuous judgments, how far the threshold the
-evidence subtracts is from the one the question names (in the evidence's standard units). Needs a model whose evidence token reads the attribute heads.
-Reads prompts only: no FCN is encoded.
+evidence subtracts is from the one the question names (in the evidence's standard units). Needs a model whose
+evidence token reads the attribute heads. Reads prompts only: no FCN is encoded.
 """
 
 from __future__ import annotations

@@ -320,7 +320,8 @@ def answer_check_sections(report: dict) -> list[str]:
                          "The parts of held-out wording (frame, term, answer instruction) whose questions lose most: the "
                          "row's main metric on the held-out questions carrying the part vs on the training wording.\n\n"
                          + "".join(f"- {e['attribute']}/{e['paradigm']} {e['part']}"
-                                   + (f" (pooled: {', '.join(e['pooled'])})" if e.get("pooled") else "") + f": {e['metric']} "
+                                   + (f" (pooled: {', '.join(e['pooled'])})" if e.get("pooled") else "")
+                                   + f": {e['metric']} "
                                    f"{_fmt(e['value'], e['metric'])} vs {_fmt(e['training_value'], e['metric'])} "
                                    f"(n {e['n']}), e.g. {e['example']!r}\n" for e in worst))
     consistency = report.get("consistency")

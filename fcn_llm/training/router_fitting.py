@@ -207,10 +207,10 @@ def question_sign(row: dict) -> int:
 
 def turn_label(row: dict) -> int | None:
     """What the turn classifier learns from a training row: 1 where a judgment or comparison asks the other way round
-    (reversed or negated, `question_sign` -1), 0 where it asks plainly, None where it learns nothing: other paradigms, and double negatives
-    (negated and reversed: "Is it false that this subject is younger than 40?"). A double negative is plain while each
-    of its two words alone turns the question, an XOR that a linear reader of words cannot fit; fitted with the
-    rest, it turned "younger than 40?" around as well."""
+    (reversed or negated, `question_sign` -1), 0 where it asks plainly, None where it learns nothing: other
+    paradigms, and double negatives (negated and reversed: "Is it false that this subject is younger than 40?"). A
+    double negative is plain while each of its two words alone turns the question, an XOR that a linear reader of
+    words cannot fit; fitted with the rest, it turned "younger than 40?" around as well."""
     if row.get("paradigm") not in ("judgment", "comparative"):
         return None
     direction = row_value(row, "direction")

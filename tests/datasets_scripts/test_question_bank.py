@@ -209,7 +209,8 @@ def test_comparative_pairs_per_subject_are_distinct_untied_and_each_subject_is_i
             assert 0.95 * per_subject * len(meta) <= len(pairs) <= per_subject * len(meta)  # a few ties or repeats
         else:  # a pair needs one subject with the condition: at most `per_subject` rounds over them
             with_condition = int(meta[key].sum())
-            assert min(with_condition, len(meta) - with_condition) <= len(pairs) <= max(1, 2 * per_subject) * with_condition
+            rounds = max(1, 2 * per_subject)
+            assert min(with_condition, len(meta) - with_condition) <= len(pairs) <= rounds * with_condition
         appearances = collections.Counter(s for ids in comp["subject_ids"] for s in ids)
         assert max(appearances.values()) <= max(1, int(np.ceil(2 * per_subject))), key
 
